@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine (Python >= 3.10 with pip):
+#   make train   - create/refresh .venv, generate the synthetic demo data, train it on a local Ray
+#   make test    - create/refresh .venv, run the test suite
+# Both are idempotent: the environment is reinstalled only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= data/synthetic
+CONFIG ?= configs/synthetic.yaml
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: env data train test lint clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the environment into $(VENV) (first time: a few minutes; log: $(VENV)/install.log)"
+	@$(PY) -m pip install --progress-bar off -e '.[dev]' > $(VENV)/install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/install.log; echo "pip install failed (full log: $(VENV)/install.log)"; exit 1; }
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+data: env
+	@$(PY) pipelines/make_synthetic.py --demo --out $(DATA)
+
+train: data
+	$(PY) pipelines/train.py --cluster local --config $(CONFIG) $(ARGS)
+
+test: env
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .

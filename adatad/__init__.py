@@ -1,0 +1,1 @@
+"""AdaTAD: end-to-end temporal action detection in plain PyTorch/NumPy (no Ray in this package)."""

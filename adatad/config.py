@@ -1,0 +1,452 @@
+"""Typed run configuration: YAML files composed from a base, profiles and `--set` overrides.
+
+One dataclass per group of the spec (data, model, train, runtime, tracking). Loading rejects
+unknown keys (with a "did you mean"), wrong types and impossible values, always naming the full
+key path, so a typo fails in the first second instead of after an hour of decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adatad.atomic import atomic_write_text
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+PROFILE_DIR = CONFIG_DIR / "profiles"
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line naming the file and/or key path."""
+
+
+@dataclass
+class DataConfig:
+    """Where the videos and annotations are, and how windows and pixels are sampled."""
+
+    annotation_file: str = "data/thumos-14/annotations/thumos_14_anno.json"
+    video_dir: str = "data/thumos-14/raw_data/video"
+    class_map_file: str | None = None
+    video_ext: str = "mp4"
+    train_subset: str = "training"
+    test_subset: str = "validation"
+    window_size: int = 768
+    frame_stride: int = 4
+    trunc_thresh: float = 0.75
+    temporal_crop_ratio: tuple[float, float] = (0.9, 1.0)
+    test_window_overlap: float = 0.5
+    max_segments: int = 128
+    train_resize_short: int = 182
+    crop_size: int = 160
+    rrc_area_range: tuple[float, float] = (0.08, 1.0)
+    rrc_aspect_range: tuple[float, float] = (0.75, 4.0 / 3.0)
+    flip_ratio: float = 0.5
+    color_jitter: tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.1)
+    image_augment: bool = True
+    test_resize_short: int = 160
+    decode_threads: int = 1
+    max_decode_failures: int = 10
+
+
+@dataclass
+class BackboneConfig:
+    """VideoMAE ViT + temporal-informative adapters (spec section 4-5)."""
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    tubelet_size: int = 2
+    pretrain_img_size: int = 224
+    chunk_frames: int = 16
+    drop_path_rate: float = 0.1
+    adapter_layers: list[int] | None = None  # None = every block
+    adapter_mlp_ratio: float = 0.25
+    adapter_type: str = "tia"
+    activation_checkpointing: bool = True
+    checkpoint: str | None = None
+    allow_random_init: bool = False
+
+
+@dataclass
+class HeadConfig:
+    """ActionFormer projection, neck, heads and loss (spec section 6)."""
+
+    num_classes: int = 20
+    embed_dim: int = 512
+    arch: tuple[int, int, int] = (2, 2, 5)
+    n_head: int = 4
+    mha_win_size: int = -1
+    path_pdrop: float = 0.1
+    feat_channels: int = 512
+    num_convs: int = 2
+    cls_prior_prob: float = 0.01
+    regression_ranges: list[tuple[float, float]] = field(
+        default_factory=lambda: [(0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000)]
+    )
+    center_sample_radius: float = 1.5
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    init_loss_norm: float = 100.0
+    loss_norm_momentum: float = 0.9
+
+
+@dataclass
+class InferenceConfig:
+    """Per-window decoding and per-video soft-NMS (spec section 8)."""
+
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    nms_sigma: float = 0.7
+    max_seg_num: int = 2000
+    min_score: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule (spec section 7)."""
+
+    epochs: int = 60
+    schedule_epochs: int = 100
+    warmup_epochs: int = 5
+    batch_size: int = 4
+    lr: float = 1e-4
+    adapter_lr: float = 2e-4
+    backbone_lr: float = 0.0
+    weight_decay: float = 0.05
+    eta_min: float = 1e-8
+    clip_grad_norm: float = 1.0
+    amp: bool = True
+    ema: bool = True
+    ema_decay: float = 0.999
+    seed: int = 42
+    val_interval: int = 2
+    val_start_epoch: int = 40
+    val_batch_size: int = 1
+    checkpoints_to_keep: int = 2
+
+
+@dataclass
+class RuntimeConfig:
+    """Ray resources: the knobs that replace DataLoader workers and prefetch."""
+
+    num_workers: int = 1
+    use_gpu: bool = True
+    cpus_per_worker: float = 1.0
+    decode_actors: int = 6
+    decode_actor_cpus: float = 1.0
+    prefetch_batches: int = 4
+    val_decode_actors: int = 1
+    local_num_cpus: int | None = None
+    object_store_memory_mb: int | None = None
+    max_failures: int = 1
+    storage_path: str = "runs"
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str | None = None  # None = sqlite file under the project
+    experiment_name: str = "adatad"
+
+
+@dataclass
+class Config:
+    name: str = "adatad"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, for MLflow params and comparison tables."""
+        return flatten(self.to_dict())
+
+    def resolve_path(self, path: str) -> str:
+        """Absolute path: Ray workers chdir into trial folders, so relative paths break there."""
+        p = Path(os.path.expanduser(path))
+        return str(p if p.is_absolute() else (PROJECT_ROOT / p).resolve())
+
+
+# ---------------------------------------------------------------- loading and merging
+
+
+def load_config(
+    path: str | os.PathLike,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Config:
+    """Read an experiment YAML (with its `_base_` chain), apply a profile and `--set` overrides."""
+    raw = _load_yaml_tree(Path(path), seen=())
+    if profile:
+        profile_file = PROFILE_DIR / f"{profile}.yaml"
+        if not profile_file.is_file():
+            known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+            raise ConfigError(f"profile {profile!r} does not exist (known profiles: {', '.join(known)})")
+        raw = deep_merge(raw, _load_yaml_tree(profile_file, seen=()))
+    for item in overrides or []:
+        raw = deep_merge(raw, parse_override(item))
+    cfg = from_dict(Config, raw, path="")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a config saved with `Config.to_dict` (checkpoints, Tune trials)."""
+    cfg = from_dict(Config, raw, path="")
+    validate(cfg)
+    return cfg
+
+
+def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular {BASE_KEY} chain")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, _load_yaml_tree(path.parent / base, seen + (path,)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Key-by-key merge of nested mappings; lists and scalars are replaced whole."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`a.b.c=value` -> nested dict; the value is read as YAML (numbers, lists, null, strings)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=2e-4")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    # YAML 1.1 reads "1e-4" as a string; accept it as the float users mean.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+# ---------------------------------------------------------------- typed conversion
+
+
+def from_dict(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    where = path or "<root>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            guess = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {_join(path, guess[0])!r}?)" if guess else ""
+            raise ConfigError(f"unknown key {_join(path, str(key))!r}{hint}")
+    kwargs = {key: _coerce(hints[key], value, _join(path, key)) for key, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for option in inner:
+            try:
+                return _coerce(option, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not match {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}: {list(value)}")
+            return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item_type = args[0] if args else Any
+        items = [_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise ConfigError(f"{path}: unsupported type {tp}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is invalid, expected {expected}")
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values (one line, full key path) before any expensive work starts."""
+    d, b, h, t, r, i = cfg.data, cfg.model.backbone, cfg.model.head, cfg.train, cfg.runtime, cfg.model.inference
+    _check(d.window_size > 0 and d.window_size % b.chunk_frames == 0, "data.window_size", d.window_size,
+           f"a positive multiple of model.backbone.chunk_frames ({b.chunk_frames})")
+    _check(d.frame_stride >= 1, "data.frame_stride", d.frame_stride, ">= 1")
+    _check(0.0 < d.trunc_thresh <= 1.0, "data.trunc_thresh", d.trunc_thresh, "in (0, 1]")
+    lo, hi = d.temporal_crop_ratio
+    _check(0.0 < lo <= hi <= 1.0, "data.temporal_crop_ratio", list(d.temporal_crop_ratio), "0 < lo <= hi <= 1")
+    _check(0.0 <= d.test_window_overlap < 1.0, "data.test_window_overlap", d.test_window_overlap, "in [0, 1)")
+    lo, hi = d.rrc_area_range
+    _check(0.0 < lo <= hi <= 1.0, "data.rrc_area_range", list(d.rrc_area_range), "0 < lo <= hi <= 1")
+    _check(0.0 <= d.flip_ratio <= 1.0, "data.flip_ratio", d.flip_ratio, "in [0, 1]")
+    _check(d.max_segments >= 1, "data.max_segments", d.max_segments, ">= 1")
+    _check(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, ">= 0 (0 = decord's default)")
+    for name in ("crop_size", "train_resize_short", "test_resize_short"):
+        _check(getattr(d, name) > 0, f"data.{name}", getattr(d, name), "> 0")
+    _check(d.crop_size % b.patch_size == 0, "data.crop_size", d.crop_size,
+           f"a multiple of model.backbone.patch_size ({b.patch_size})")
+    _check(d.train_resize_short >= d.crop_size, "data.train_resize_short", d.train_resize_short,
+           f">= data.crop_size ({d.crop_size})")
+    _check(d.test_resize_short >= d.crop_size, "data.test_resize_short", d.test_resize_short,
+           f">= data.crop_size ({d.crop_size})")
+    _check(b.embed_dim % b.num_heads == 0, "model.backbone.embed_dim", b.embed_dim,
+           f"divisible by model.backbone.num_heads ({b.num_heads})")
+    _check(b.chunk_frames % b.tubelet_size == 0, "model.backbone.chunk_frames", b.chunk_frames,
+           f"a multiple of model.backbone.tubelet_size ({b.tubelet_size})")
+    _check(b.adapter_type in ("tia", "plain", "none"), "model.backbone.adapter_type", b.adapter_type,
+           "one of tia, plain, none")
+    if b.adapter_layers is not None:
+        bad = [x for x in b.adapter_layers if not 0 <= x < b.depth]
+        _check(not bad, "model.backbone.adapter_layers", b.adapter_layers, f"indices in [0, {b.depth})")
+    _check(0.0 <= b.drop_path_rate < 1.0, "model.backbone.drop_path_rate", b.drop_path_rate, "in [0, 1)")
+    _check(h.num_classes >= 1, "model.head.num_classes", h.num_classes, ">= 1")
+    _check(h.embed_dim % h.n_head == 0, "model.head.embed_dim", h.embed_dim,
+           f"divisible by model.head.n_head ({h.n_head})")
+    levels = h.arch[2] + 1
+    _check(len(h.regression_ranges) == levels, "model.head.regression_ranges", h.regression_ranges,
+           f"{levels} ranges (one per level of arch {list(h.arch)})")
+    _check(d.window_size % (2 ** h.arch[2]) == 0, "data.window_size", d.window_size,
+           f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}) so every level has whole positions")
+    _check(i.pre_nms_topk >= 1, "model.inference.pre_nms_topk", i.pre_nms_topk, ">= 1")
+    _check(i.nms_sigma > 0, "model.inference.nms_sigma", i.nms_sigma, "> 0")
+    for name in ("lr", "adapter_lr", "backbone_lr", "weight_decay", "eta_min", "clip_grad_norm"):
+        _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), ">= 0")
+    _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
+    _check(t.schedule_epochs >= t.epochs, "train.schedule_epochs", t.schedule_epochs,
+           f">= train.epochs ({t.epochs})")
+    _check(0 <= t.warmup_epochs < t.schedule_epochs, "train.warmup_epochs", t.warmup_epochs,
+           f"in [0, train.schedule_epochs={t.schedule_epochs})")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, ">= 1")
+    _check(t.batch_size % r.num_workers == 0, "train.batch_size", t.batch_size,
+           f"divisible by runtime.num_workers ({r.num_workers}); it is the global batch")
+    _check(t.val_batch_size >= 1, "train.val_batch_size", t.val_batch_size, ">= 1")
+    _check(0.0 < t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "in (0, 1)")
+    _check(t.val_interval >= 1, "train.val_interval", t.val_interval, ">= 1")
+    _check(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", t.checkpoints_to_keep, ">= 1")
+    _check(r.num_workers >= 1, "runtime.num_workers", r.num_workers, ">= 1")
+    _check(r.decode_actors >= 1, "runtime.decode_actors", r.decode_actors, ">= 1")
+    _check(r.val_decode_actors >= 1, "runtime.val_decode_actors", r.val_decode_actors, ">= 1")
+    _check(r.cpus_per_worker >= 0, "runtime.cpus_per_worker", r.cpus_per_worker, ">= 0")
+    _check(r.decode_actor_cpus > 0, "runtime.decode_actor_cpus", r.decode_actor_cpus, "> 0")
+    _check(r.prefetch_batches >= 0, "runtime.prefetch_batches", r.prefetch_batches, ">= 0")
+    _check(r.max_failures >= -1, "runtime.max_failures", r.max_failures, ">= -1 (-1 = retry forever)")
+    if b.checkpoint is None and not b.allow_random_init:
+        raise ConfigError(
+            "model.backbone.checkpoint: not set; AdaTAD needs pre-trained VideoMAE weights "
+            "(set the path, or model.backbone.allow_random_init=true for smoke tests)"
+        )
+
+
+def write_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the effective config as YAML atomically (temp file + rename)."""
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,81 @@
+"""`--cluster local|auto|<address>` -> a connected Ray, with errors that say what to do."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import ray
+
+DASHBOARD_HOST = "127.0.0.1"  # never expose the dashboard/job server unless the user asks
+
+
+class ClusterError(RuntimeError):
+    """Could not connect to the requested Ray cluster (one line, says how to fix it)."""
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> bool:
+    """TCP check of host:port first, so a wrong address fails in seconds instead of minutes."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise ClusterError(f"--cluster {address!r}: expected local, auto, host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def connect(
+    cluster: str,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    object_store_memory_mb: int | None = None,
+) -> dict:
+    """Start or attach to Ray and return `ray.cluster_resources()`.
+
+    local   - start Ray in this process with this machine's CPUs/GPUs (or the given counts);
+    auto    - attach to a running cluster (`ray start --head`, or inside `ray job submit`);
+    address - attach to that cluster (host:port of the GCS, or ray://host:10001).
+    An already-initialised Ray (tests, notebooks) is reused as it is.
+    """
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    env = {"RAY_DEDUP_LOGS": "1"}
+    if cluster == "local":
+        if num_gpus is None:
+            import torch
+
+            num_gpus = torch.cuda.device_count()
+        store = object_store_memory_mb * 1024 * 1024 if object_store_memory_mb else None
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            object_store_memory=store,
+            include_dashboard=True,  # Tune needs the State API to free stopped trials' resources
+            dashboard_host=DASHBOARD_HOST,
+            runtime_env={"env_vars": env},
+            log_to_driver=True,
+        )
+    elif cluster == "auto":
+        try:
+            ray.init(address="auto", runtime_env={"env_vars": env})
+        except ConnectionError as exc:
+            raise ClusterError(
+                "--cluster auto: no running Ray cluster found (start one with "
+                "`ray start --head --num-cpus=N`, or use --cluster local)"
+            ) from exc
+    else:
+        if not cluster.startswith("ray://") and not _reachable(cluster):
+            raise ClusterError(
+                f"--cluster {cluster}: no Ray cluster answers at that address within 3 s "
+                "(check host/port, firewall, and that `ray start --head` runs there)"
+            )
+        try:
+            ray.init(address=cluster, runtime_env={"env_vars": env})
+        except (ConnectionError, RuntimeError) as exc:
+            raise ClusterError(f"--cluster {cluster}: could not connect ({exc})") from exc
+    return ray.cluster_resources()
