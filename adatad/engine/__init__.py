@@ -1,0 +1,1 @@
+"""Training machinery: parameter groups, schedule, EMA, one optimisation step."""

@@ -1,0 +1,97 @@
+"""Everything a training run carries between steps, built from a config and saved in one file.
+
+Model, EMA, optimizer, GradScaler and scheduler live together so a checkpoint restores the exact
+schedule state (resume continues the same lr curve, the same EMA, the same loss scale).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from adatad.atomic import atomic_open
+from adatad.config import Config
+from adatad.engine.ema import build_ema, unwrap
+from adatad.engine.param_groups import build_param_groups
+from adatad.engine.schedule import build_scheduler
+from adatad.engine.step import build_scaler
+from adatad.models.build import build_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainingState:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    epoch: int = -1  # last completed epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation uses: the EMA when enabled (spec section 7)."""
+        return unwrap(self.ema) if self.ema is not None else unwrap(self.model)
+
+    def state_dict(self, cfg: Config) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "config": cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+
+def build_training_state(cfg: Config, steps_per_epoch: int, device: torch.device) -> TrainingState:
+    t = cfg.train
+    model = build_model(cfg).to(device)
+    groups = build_param_groups(model, base_lr=t.lr, adapter_lr=t.adapter_lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=t.lr)
+    scheduler = build_scheduler(optimizer, steps_per_epoch, t.warmup_epochs, t.schedule_epochs, t.eta_min)
+    scaler = build_scaler(device, t.amp)
+    ema = build_ema(model, t.ema_decay) if t.ema else None
+    return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
+
+
+def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathLike) -> Path:
+    path = Path(directory) / CHECKPOINT_FILE
+    with atomic_open(path, "wb") as fh:
+        torch.save(state.state_dict(cfg), fh)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint file (or a directory holding one) safely (weights_only=True)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path}: not an adatad training checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")
+    return state

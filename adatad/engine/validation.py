@@ -1,0 +1,65 @@
+"""Sliding-window predictions -> one detection list per video -> mAP (spec sections 8-9)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from adatad.config import InferenceConfig
+from adatad.data.annotations import VideoRecord
+from adatad.evaluation import evaluate_map
+from adatad.postprocess import Detections, merge_video, to_results_json, window_to_seconds
+
+
+class WindowCollector:
+    """Accumulates per-window detections (already in seconds) under their video index."""
+
+    def __init__(self) -> None:
+        self.by_video: dict[int, list[Detections]] = defaultdict(list)
+
+    def add_batch(self, detections: list[Detections], batch: dict[str, torch.Tensor]) -> None:
+        """Convert a batch's window detections (positions) to seconds and keep them."""
+        for i, dets in enumerate(detections):
+            if "valid" in batch and not bool(batch["valid"][i]):
+                continue
+            self.by_video[int(batch["video_index"][i])].append(
+                window_to_seconds(
+                    dets,
+                    window_start_frame=int(batch["window_start_frame"][i]),
+                    frame_stride=int(batch["frame_stride"][i]),
+                    fps=float(batch["fps"][i]),
+                    duration=float(batch["duration"][i]),
+                )
+            )
+
+    def merge(self, other: dict[int, list[Detections]]) -> None:
+        for key, dets in other.items():
+            self.by_video[key].extend(dets)
+
+    def results(self, records: list[VideoRecord], class_names: list[str], inference: InferenceConfig) -> dict:
+        """{"results": {video_id: [...]}} after merging windows and soft-NMS per video."""
+        merged = {}
+        for index, windows in sorted(self.by_video.items()):
+            merged[records[index].video_id] = merge_video(
+                windows, sigma=inference.nms_sigma, max_seg_num=inference.max_seg_num,
+                min_score=inference.min_score,
+            )
+        return to_results_json(merged, class_names)
+
+
+def ground_truth_of(records: list[VideoRecord], class_names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Evaluation ground truth in the json-like layout `evaluate_map` takes."""
+    return {
+        r.video_id: [
+            {"segment": [float(s), float(e)], "label": class_names[int(c)]}
+            for (s, e), c in zip(np.asarray(r.segments).reshape(-1, 2), r.labels)
+        ]
+        for r in records
+    }
+
+
+def metrics_of(results: dict, records: list[VideoRecord], class_names: list[str]) -> dict[str, Any]:
+    return evaluate_map(ground_truth_of(records, class_names), results["results"], class_names)

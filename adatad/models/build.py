@@ -1,0 +1,57 @@
+"""Config -> model: the one place that reads `ModelConfig` and calls the model constructors."""
+
+from __future__ import annotations
+
+from adatad.config import Config
+from adatad.models.actionformer import ActionFormerHead
+from adatad.models.chunked import ChunkedEncoder
+from adatad.models.detector import AdaTAD
+from adatad.models.losses import DetectionLoss
+from adatad.models.videomae import VideoMAEBackbone, load_videomae_checkpoint
+
+
+def build_model(cfg: Config) -> AdaTAD:
+    """AdaTAD for `cfg`; loads the configured VideoMAE checkpoint (never silently random)."""
+    b, h = cfg.model.backbone, cfg.model.head
+    backbone = VideoMAEBackbone(
+        embed_dim=b.embed_dim,
+        depth=b.depth,
+        num_heads=b.num_heads,
+        mlp_ratio=b.mlp_ratio,
+        patch_size=b.patch_size,
+        tubelet_size=b.tubelet_size,
+        chunk_frames=b.chunk_frames,
+        pretrain_img_size=b.pretrain_img_size,
+        drop_path_rate=b.drop_path_rate,
+        adapter_type=None if b.adapter_type == "none" else b.adapter_type,
+        adapter_layers=b.adapter_layers,
+        adapter_mlp_ratio=b.adapter_mlp_ratio,
+    )
+    if b.checkpoint:
+        load_videomae_checkpoint(backbone, cfg.resolve_path(b.checkpoint))
+    encoder = ChunkedEncoder(backbone, use_checkpoint=b.activation_checkpointing, freeze_backbone=True)
+    head = ActionFormerHead(
+        in_channels=b.embed_dim,
+        num_classes=h.num_classes,
+        embed_dim=h.embed_dim,
+        arch=h.arch,
+        n_head=h.n_head,
+        mha_win_size=h.mha_win_size,
+        max_seq_len=cfg.data.window_size,
+        path_pdrop=h.path_pdrop,
+        feat_channels=h.feat_channels,
+        head_num_convs=h.num_convs,
+        cls_prior_prob=h.cls_prior_prob,
+        regression_ranges=h.regression_ranges,
+    )
+    criterion = DetectionLoss(
+        num_classes=h.num_classes,
+        strides=head.strides,
+        regression_ranges=h.regression_ranges,
+        center_sample_radius=h.center_sample_radius,
+        focal_alpha=h.focal_alpha,
+        focal_gamma=h.focal_gamma,
+        init_loss_norm=h.init_loss_norm,
+        loss_norm_momentum=h.loss_norm_momentum,
+    )
+    return AdaTAD(encoder, head, criterion)

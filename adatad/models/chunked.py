@@ -1,0 +1,65 @@
+"""Run the VideoMAE backbone over a long window as 16-frame chunks and pool to a feature sequence.
+
+A 768-frame window becomes 48 chunks; the ViT sees each chunk as one batch item while the adapters
+mix time across all chunks of a video. Spec section 2 (chunking, pooling) and 4 (freezing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adatad.models.videomae import VideoMAEBackbone
+
+
+class ChunkedEncoder(nn.Module):
+    """(B, 3, T, H, W) normalised frames -> (B, C, T) float32 features, T = n_chunks * chunk_frames."""
+
+    def __init__(self, backbone: VideoMAEBackbone, use_checkpoint: bool = True, freeze_backbone: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.use_checkpoint = use_checkpoint
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            for name, param in backbone.named_parameters():
+                if "adapter" not in name:
+                    param.requires_grad_(False)
+        self.train(True)
+
+    @property
+    def out_channels(self) -> int:
+        return self.backbone.embed_dim
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """patch_embed and every block child except its adapter and drop-path modules."""
+        if not self.freeze_backbone:
+            return []
+        modules: list[nn.Module] = [self.backbone.patch_embed]
+        for block in self.backbone.blocks:
+            modules += [m for name, m in block.named_children()
+                        if name != "adapter" and not name.startswith("drop_path")]
+        return modules
+
+    def train(self, mode: bool = True) -> ChunkedEncoder:
+        """Frozen parts stay in eval mode; adapters and DropPath follow `mode` (as the reference does)."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        size = self.backbone.chunk_frames
+        if c != 3 or t % size:
+            raise ValueError(f"expected frames (B, 3, T, H, W) with T a multiple of {size}, got {tuple(x.shape)}")
+        n = t // size
+        # (B, 3, n*16, H, W) -> (B*n, 3, 16, H, W): chunk k of video b becomes item b*n + k.
+        chunks = x.reshape(b, c, n, size, h, w).transpose(1, 2).reshape(b * n, c, size, h, w)
+        use_cp = self.use_checkpoint and torch.is_grad_enabled()
+        tokens = self.backbone.forward_tokens(chunks, chunks_per_video=n, use_checkpoint=use_cp)
+        steps = self.backbone.pretrain_grid[0]  # temporal tokens per chunk (8)
+        pooled = tokens.reshape(b * n, steps, -1, tokens.shape[-1]).mean(2)  # mean over h', w'
+        # Cast before the upsampling (the reference casts after): same values, fp32 interpolation.
+        feats = pooled.reshape(b, n * steps, -1).transpose(1, 2).float()  # (B, C, T/2)
+        return F.interpolate(feats, size=t, mode="linear", align_corners=False)

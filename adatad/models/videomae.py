@@ -1,0 +1,322 @@
+"""VideoMAE ViT encoder with optional adapters, and loading of real VideoMAE checkpoints.
+
+The encoder runs one 16-frame chunk per batch item; adapters see how many chunks form one video
+so that their temporal conv can cross chunk boundaries (spec sections 4 and 5). Checkpoints come
+from a local file in the original MCG-NJU layout or the mmaction2 layout; both are converted to
+this module's key names by a plain function (`convert_videomae_state_dict`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, trunc_normal_
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from adatad.models.adapter import Grid, build_adapter
+
+VIDEOMAE_VARIANTS: dict[str, dict[str, int]] = {
+    "S": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "B": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "L": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+    "H": {"embed_dim": 1280, "depth": 32, "num_heads": 16},
+}
+
+
+def sinusoid_table(num_positions: int, dim: int) -> Tensor:
+    """VideoMAE's fixed 1-D table over the flattened (t, h, w) token index, shape (num_positions, dim).
+
+    angle(p, j) = p / 10000^(2*floor(j/2)/dim); sin on even dims, cos on odd dims. Computed in
+    float64 and cast to float32 like the reference. (timm's sincos helpers build 2-D tables with a
+    different layout, so this one is written here.)
+    """
+    j = torch.arange(dim, dtype=torch.float64)
+    inv_freq = torch.pow(10000.0, -(j - j % 2) / dim)
+    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    angles[:, 0::2] = angles[:, 0::2].sin()
+    angles[:, 1::2] = angles[:, 1::2].cos()
+    return angles.float()
+
+
+def resize_pos_table(table: Tensor, src_grid: Grid, dst_hw: tuple[int, int]) -> Tensor:
+    """Bicubic resize of every temporal slice of a (t*h*w, C) table to (t*H'*W', C)."""
+    t, h, w = src_grid
+    if (h, w) == tuple(dst_hw):
+        return table
+    c = table.shape[-1]
+    slices = table.reshape(t, h, w, c).permute(0, 3, 1, 2)
+    slices = F.interpolate(slices, size=tuple(dst_hw), mode="bicubic", align_corners=False)
+    return slices.permute(0, 2, 3, 1).reshape(-1, c)
+
+
+class PatchEmbed3d(nn.Module):
+    """Tubelet embedding: Conv3d with kernel = stride = (tubelet, p, p); tokens in (t, h, w) order."""
+
+    def __init__(self, embed_dim: int, patch_size: int, tubelet_size: int, in_chans: int = 3) -> None:
+        super().__init__()
+        size = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=size, stride=size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VideoMAEAttention(nn.Module):
+    """Self-attention with VideoMAE's bias layout.
+
+    timm's Attention has a single optional qkv bias; VideoMAE stores learnable `q_bias` and `v_bias`
+    while k's bias is fixed at zero, so this small module keeps that layout (and its key names).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, length, dim = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(n, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(n, length, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block, then the adapter (sequential, after the FFN residual)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float,
+                 adapter: nn.Module | None = None) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = VideoMAEAttention(dim, num_heads)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.adapter = adapter
+
+    def forward(self, x: Tensor, grid: Grid, chunks_per_video: int = 1) -> Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        if self.adapter is not None:
+            x = self.adapter(x, grid, chunks_per_video)
+        return x
+
+
+class VideoMAEBackbone(nn.Module):
+    """VideoMAE ViT encoder (no final norm: features are the raw last-block tokens)."""
+
+    def __init__(
+        self,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        chunk_frames: int = 16,
+        pretrain_img_size: int = 224,
+        drop_path_rate: float = 0.1,
+        adapter_type: str | None = "tia",
+        adapter_layers: Sequence[int] | None = None,
+        adapter_mlp_ratio: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if chunk_frames % tubelet_size:
+            raise ValueError(f"chunk_frames {chunk_frames} is not a multiple of tubelet_size {tubelet_size}")
+        self.embed_dim, self.depth = embed_dim, depth
+        self.patch_size, self.tubelet_size, self.chunk_frames = patch_size, tubelet_size, chunk_frames
+        side = pretrain_img_size // patch_size
+        self.pretrain_grid: Grid = (chunk_frames // tubelet_size, side, side)
+        self.patch_embed = PatchEmbed3d(embed_dim, patch_size, tubelet_size)
+        # Not learnable and not saved: rebuilt from the formula, resized per input size on demand.
+        self.register_buffer("pos_table", sinusoid_table(self.pretrain_grid[0] * side * side, embed_dim),
+                             persistent=False)
+        self._pos_cache: dict[tuple, Tensor] = {}
+
+        layers = range(depth) if adapter_layers is None else adapter_layers
+        bad = [i for i in layers if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"adapter_layers {bad} out of range for depth {depth}")
+        with_adapter = set(layers) if adapter_type else set()
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, rates[i],
+                  build_adapter(adapter_type, embed_dim, adapter_mlp_ratio) if i in with_adapter else None)
+            for i in range(depth)
+        )
+        self._init_vit_weights()
+
+    def _init_vit_weights(self) -> None:
+        """Reference init for a ViT trained from scratch; adapters keep their own (identity) init."""
+        for name, m in self.named_modules():
+            if "adapter" in name:
+                continue
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def grid_for(self, height: int, width: int) -> Grid:
+        """Token grid (t, h, w) of one chunk at this spatial size."""
+        return (self.pretrain_grid[0], height // self.patch_size, width // self.patch_size)
+
+    def pos_embed(self, grid: Grid) -> Tensor:
+        """(1, t*h*w, C) sinusoid table resized to `grid`, cached per size and device."""
+        key = (grid, self.pos_table.device, self.pos_table.dtype)
+        if key not in self._pos_cache:
+            # A normal tensor even when first built under inference_mode, so training can reuse it.
+            with torch.inference_mode(False), torch.no_grad():
+                table = self.pos_table.clone()
+                self._pos_cache[key] = resize_pos_table(table, self.pretrain_grid, grid[1:])[None]
+        return self._pos_cache[key]
+
+    def forward_tokens(self, x: Tensor, chunks_per_video: int = 1, use_checkpoint: bool = False) -> Tensor:
+        """x: (N, 3, chunk_frames, H, W) normalised chunks, a video's chunks contiguous -> (N, L, C).
+
+        With `use_checkpoint`, every block whose input needs grad is recomputed in backward; block 0
+        sees the frozen patch embedding's output (no grad) and therefore is not checkpointed.
+        """
+        if x.ndim != 5 or x.shape[1] != 3 or x.shape[2] != self.chunk_frames:
+            raise ValueError(f"expected chunks (N, 3, {self.chunk_frames}, H, W), got {tuple(x.shape)}")
+        if x.shape[0] % chunks_per_video:
+            raise ValueError(f"{x.shape[0]} chunks are not a multiple of chunks_per_video={chunks_per_video}")
+        grid = self.grid_for(x.shape[3], x.shape[4])
+        x = self.patch_embed(x)
+        x = x + self.pos_embed(grid).to(x.dtype)
+        for block in self.blocks:
+            if use_checkpoint and x.requires_grad:
+                x = checkpoint(block, x, grid, chunks_per_video, use_reentrant=False)
+            else:
+                x = block(x, grid, chunks_per_video)
+        return x
+
+    def forward(self, x: Tensor, chunks_per_video: int = 1) -> Tensor:
+        return self.forward_tokens(x, chunks_per_video)
+
+
+def build_videomae(variant: str = "S", **kwargs) -> VideoMAEBackbone:
+    """VideoMAEBackbone for a named size ("S", "B", "L", "H"); kwargs override anything else."""
+    if variant not in VIDEOMAE_VARIANTS:
+        raise ValueError(f"unknown VideoMAE variant {variant!r}; expected one of {sorted(VIDEOMAE_VARIANTS)}")
+    return VideoMAEBackbone(**{**VIDEOMAE_VARIANTS[variant], **kwargs})
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot provide this backbone's weights (message names the file)."""
+
+
+@dataclass
+class LoadReport:
+    missing: list[str]        # model keys the file did not provide (adapters are expected here)
+    unexpected: list[str]     # converted file keys the model has no place for
+    dropped: list[str] = field(default_factory=list)  # decoder/head/pos_embed keys discarded on purpose
+
+
+_WRAPPERS = ("state_dict", "model", "module")
+_PREFIXES = ("module.", "backbone.", "encoder.")  # DDP, mmaction2, VideoMAE pre-training encoder
+# Top-level names this encoder never uses: pre-training decoder, classification head, final norms,
+# the stored position table (we rebuild the sinusoid table), mmengine's preprocessor buffers.
+_DROPPED_ROOTS = {"decoder", "encoder_to_decoder", "mask_token", "head", "cls_head", "fc_norm", "norm",
+                  "pos_embed", "data_preprocessor"}
+_RENAMES = (
+    (re.compile(r"^patch_embed\.projection\."), "patch_embed.proj."),
+    (re.compile(r"^(blocks\.\d+\.mlp)\.layers\.0\.0\."), r"\1.fc1."),
+    (re.compile(r"^(blocks\.\d+\.mlp)\.layers\.1\."), r"\1.fc2."),
+)
+
+
+def unwrap_state_dict(obj: object) -> object:
+    """Descend through "state_dict" / "model" / "module" wrappers to the tensor dict."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    return obj
+
+
+def convert_videomae_state_dict(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """MCG-NJU or mmaction2 VideoMAE keys -> this module's keys. Returns (converted, dropped keys)."""
+    converted: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        name = key
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in _PREFIXES:
+                if name.startswith(prefix):
+                    name, stripped = name[len(prefix):], True
+        if name.split(".", 1)[0] in _DROPPED_ROOTS:
+            dropped.append(key)
+            continue
+        for pattern, repl in _RENAMES:
+            name = pattern.sub(repl, name)
+        converted[name] = value
+    return converted, dropped
+
+
+def _short(keys: Sequence[str], limit: int = 8) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return "[" + ", ".join(keys[:limit]) + "]" + more
+
+
+def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
+                             strict_backbone: bool = True) -> LoadReport:
+    """Load VideoMAE weights from a local file into `model` (adapters keep their init).
+
+    Raises FileNotFoundError for a missing path and CheckpointError for a file that is not a
+    checkpoint, has no matching tensors, has shape mismatches, or (strict_backbone) lacks backbone
+    keys / has keys this architecture does not know. Never leaves the backbone silently random.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VideoMAE checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors all mean "not usable here"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint: {reason}") from exc
+    state = unwrap_state_dict(obj)
+    if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors (found {type(state).__name__})")
+    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    converted, dropped = convert_videomae_state_dict(state)
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in converted]
+    unexpected = [k for k in converted if k not in own]
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in converted.items() if k in own and v.shape != own[k].shape]
+    if mismatched:
+        raise CheckpointError(f"{path} does not fit this VideoMAE architecture: shape mismatch {_short(mismatched)}")
+    missing_backbone = [k for k in missing if "adapter" not in k]
+    if len(missing_backbone) == len([k for k in own if "adapter" not in k]):
+        raise CheckpointError(f"{path} contains no VideoMAE backbone weights (keys e.g. {_short(list(state), 4)})")
+    if strict_backbone and (missing_backbone or unexpected):
+        raise CheckpointError(f"{path} does not fit this VideoMAE architecture: missing {_short(missing_backbone)}; "
+                              f"unexpected {_short(unexpected)}")
+    model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
+    return LoadReport(missing=missing, unexpected=unexpected, dropped=dropped)

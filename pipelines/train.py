@@ -1,0 +1,252 @@
+"""Train AdaTAD with Ray Train (TorchTrainer), Ray Data input, MLflow tracking and reports.
+
+    python pipelines/train.py --cluster local                       # the synthetic demo config
+    python pipelines/train.py --config configs/thumos_videomae_s_768x1_160_adapter.yaml --profile 64gb
+    python pipelines/train.py --cluster auto --set train.epochs=10   # attach to `ray start --head`
+    python pipelines/train.py --resume                               # continue the latest run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `pipelines` importable without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adatad.atomic import atomic_write_text
+from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config, write_config
+from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
+
+DEFAULT_CONFIG = "configs/synthetic.yaml"
+CONFIG_FILE = "config.yaml"
+
+
+class UsageError(RuntimeError):
+    """A problem with the command line or the run folder, reported as one line."""
+
+
+@dataclass
+class RunPlan:
+    cfg: Config
+    run_name: str
+    storage: Path
+    resumed: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return self.storage / self.run_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--profile", default=None, help="GPU-memory profile from configs/profiles (e.g. 32gb, 64gb)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=2e-4 (repeatable)")
+    p.add_argument("--cluster", default="local",
+                   help="local (start Ray here), auto (attach to a running cluster) or an address")
+    p.add_argument("--run-name", default=None, help="name of the run folder (default: <config name>-<time>)")
+    p.add_argument("--storage", default=None, help="absolute folder for runs (default: runtime.storage_path)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --run-name (or the latest run in the storage folder) from its last epoch")
+    p.add_argument("--skip-data-check", action="store_true", help="do not check every video before training")
+    return p
+
+
+def plan_run(args: argparse.Namespace) -> RunPlan:
+    """Config + run folder, with the resume rules checked before anything expensive starts."""
+    base = load_config(args.config or PROJECT_ROOT / DEFAULT_CONFIG, args.overrides, args.profile)
+    storage = Path(args.storage or base.resolve_path(base.runtime.storage_path))
+    if not storage.is_absolute():
+        raise UsageError(f"--storage {args.storage}: expected an absolute path (Ray workers change directory)")
+    run_name = args.run_name
+    if args.resume and run_name is None:
+        runs = sorted((p for p in storage.glob(f"*/{CONFIG_FILE}")), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UsageError(f"--resume: no run to resume in {storage}")
+        run_name = runs[-1].parent.name
+    run_name = run_name or f"{base.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = storage / run_name
+    saved = run_dir / CONFIG_FILE
+    if args.resume:
+        if not saved.is_file():
+            raise UsageError(f"--resume: {run_dir} has no {CONFIG_FILE}; nothing to resume")
+        # The run's own effective config, plus any --set given now (e.g. more epochs).
+        cfg = load_config(saved, args.overrides)
+        return RunPlan(cfg, run_name, storage, resumed=True)
+    if run_dir.exists():
+        raise UsageError(f"run folder {run_dir} exists: pass --resume to continue it, or choose another --run-name")
+    return RunPlan(base, run_name, storage, resumed=False)
+
+
+def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list[str]]:
+    d = cfg.data
+    annotation_file = cfg.resolve_path(d.annotation_file)
+    class_map = cfg.resolve_path(d.class_map_file) if d.class_map_file else None
+    if class_map and not Path(class_map).is_file():
+        class_map = None  # generated from the labels, as OpenTAD does
+    class_names = load_class_names(annotation_file, class_map)
+    video_dir = cfg.resolve_path(d.video_dir)
+    train, _ = load_annotations(annotation_file, video_dir, d.train_subset, class_names, d.video_ext)
+    test, _ = load_annotations(annotation_file, video_dir, d.test_subset, class_names, d.video_ext)
+    if len(class_names) != cfg.model.head.num_classes:
+        raise ConfigError(f"model.head.num_classes: {cfg.model.head.num_classes} but {annotation_file} has "
+                          f"{len(class_names)} classes")
+    return train, test, class_names
+
+
+def check_videos(records: list[VideoRecord]) -> list[str]:
+    """Every problem with the videos, listed at once (probing each with the real decoder)."""
+    from adatad.data.video import VideoDecodeError, probe_video
+
+    problems = []
+    for record in records:
+        try:
+            info = probe_video(record.path)
+        except VideoDecodeError as exc:
+            problems.append(str(exc))
+            continue
+        if info.num_frames < 0.9 * record.num_frames:
+            problems.append(f"{record.path}: decoder sees {info.num_frames} frames, the annotation says "
+                            f"{record.num_frames}")
+    return problems
+
+
+def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
+                 mlflow_tags: dict[str, str] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Build and fit the TorchTrainer for `plan` (Ray must be connected); returns a summary dict.
+
+    Used unchanged by `train.py` and by every Tune trial (`tune.py`), so both run one code path.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from adatad.data.clips import record_to_row
+    from pipelines.data import test_dataset, train_dataset
+    from pipelines.report import write_reports
+    from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri
+    from pipelines.train_loop import train_loop_per_worker
+
+    cfg = plan.cfg
+    train_records, test_records, class_names = load_splits(cfg)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, plan.run_dir / CONFIG_FILE)
+    uri = tracking_uri(cfg)
+    run_id = start_or_resume_run(cfg, uri, plan.run_dir, plan.run_name, mlflow_params, mlflow_tags)
+    if not quiet:
+        print(f"run folder : {plan.run_dir}\nMLflow     : {uri} (run {run_id}); browse with\n"
+              f"             mlflow ui --backend-store-uri {uri} --host 127.0.0.1", flush=True)
+
+    r = cfg.runtime
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = bool(r.use_gpu and gpus >= 1)
+    if r.use_gpu and not use_gpu and not quiet:
+        print("warning: runtime.use_gpu is true but the cluster has no GPU; training on CPU", flush=True)
+    resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "test_rows": [record_to_row(rec, i) for i, rec in enumerate(test_records)],
+            "class_names": class_names,
+            "num_train_videos": len(train_records),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=plan.run_name,
+            storage_path=str(plan.storage),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
+                                                         checkpoint_score_attribute="val_score",
+                                                         checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            callbacks=[MLflowEpochLogger(uri, run_id), *(extra_callbacks or [])],
+        ),
+        datasets={"train": train_dataset(cfg, train_records), "val": test_dataset(cfg, test_records)},
+        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+    )
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception:
+        finish_run(uri, run_id, [], status="FAILED")
+        raise
+    wall = time.perf_counter() - start
+    summary = finalize_run(plan, result, wall, uri, run_id, write_reports)
+    return summary
+
+
+def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, write_reports) -> dict[str, Any]:
+    """Copy the final records out of the last checkpoint, write reports, close the MLflow run."""
+    from adatad.engine.state import CHECKPOINT_FILE
+
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {plan.run_name}: training reported no checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        history = json.loads((Path(directory) / "history.json").read_text())
+        size_mb = (Path(directory) / CHECKPOINT_FILE).stat().st_size / 2**20
+    best = result.best_checkpoints[0] if result.best_checkpoints else None
+    final = history[-1]
+    stats = {
+        "run_name": plan.run_name,
+        "storage": str(plan.storage),
+        "checkpoint": result.checkpoint.path,
+        "best_checkpoint": best[0].path if best else result.checkpoint.path,
+        "checkpoint_size_mb": round(size_mb, 2),
+        "wall_time_s": round(wall_s, 1),
+        "num_workers": plan.cfg.runtime.num_workers,
+        "device": os.environ.get("ADATAD_DEVICE_NAME", "see runtime.use_gpu"),
+    }
+    run_dir = plan.run_dir
+    atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
+    atomic_write_text(run_dir / "stats.json", json.dumps(stats, indent=1))
+    reports = write_reports(history, plan.cfg.to_dict(), stats, run_dir)
+    artifacts = [run_dir / CONFIG_FILE, run_dir / "history.json", run_dir / "stats.json", *reports.values()]
+    finish_run(uri, run_id, artifacts)
+    return {"final": final, "stats": stats, "reports": {k: str(v) for k, v in reports.items()},
+            "run_dir": str(run_dir), "mlflow_run_id": run_id}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = plan_run(args)
+        train, test, classes = load_splits(plan.cfg)
+        if not args.skip_data_check:
+            problems = check_videos(train + test)
+            if problems:
+                print(f"data check: {len(problems)} problem(s):", *problems, sep="\n  ", file=sys.stderr)
+                return 2
+        print(f"config '{plan.cfg.name}': {len(train)} training videos, {len(test)} test videos, "
+              f"{len(classes)} classes; {plan.cfg.train.epochs} epochs", flush=True)
+        from pipelines.cluster import ClusterError, connect
+
+        r = plan.cfg.runtime
+        try:
+            resources = connect(args.cluster, r.local_num_cpus, None, r.object_store_memory_mb)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
+        summary = run_training(plan)
+    except (ConfigError, AnnotationError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    final = summary["final"]
+    shown = {k: round(v * 100, 2) for k, v in final.items() if k.startswith("mAP_") or k == "average_mAP"}
+    print(f"done: {len(json.loads(Path(summary['run_dir'], 'history.json').read_text()))} epochs, "
+          f"final loss {final['loss']:.4f}, mAP (%) {shown}")
+    print(f"reports: {summary['reports']}\ncheckpoint: {summary['stats']['best_checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

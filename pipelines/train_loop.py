@@ -1,0 +1,190 @@
+"""`train_loop_per_worker`: the one function Ray Train runs on every worker.
+
+All the maths lives in `adatad.engine`; this file owns what only a Ray worker knows: its dataset
+shard, its rank, the checkpoint it resumes from, and the report (metrics + checkpoint) per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from adatad.atomic import atomic_write_text
+from adatad.config import config_from_dict
+from adatad.data.clips import row_to_record
+from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
+from adatad.engine.step import autocast, train_step
+from adatad.engine.validation import WindowCollector, metrics_of
+
+log = logging.getLogger("adatad.train")
+PREDICTIONS_FILE = "predictions.json"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _valid_only(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Drop examples whose video failed to decode; return the batch and how many were dropped."""
+    valid = batch["valid"].bool()
+    dropped = int((~valid).sum())
+    if dropped:
+        batch = {k: v[valid] for k, v in batch.items()}
+    return batch, dropped
+
+
+def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch: int, steps: int,
+              rank: int) -> dict[str, float]:
+    """One pass over this worker's shard; returns the epoch's averaged training metrics."""
+    per_worker = cfg.train.batch_size // cfg.runtime.num_workers
+    sums = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0}
+    n_steps = clips = failures = 0
+    wait = 0.0
+    start = last = time.perf_counter()
+    iterator = iter(shard.iter_torch_batches(batch_size=per_worker, prefetch_batches=cfg.runtime.prefetch_batches,
+                                             device="cpu", drop_last=False))
+    while True:
+        t0 = time.perf_counter()
+        batch = next(iterator, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        batch, dropped = _valid_only(batch)
+        failures += dropped
+        if failures > cfg.data.max_decode_failures:
+            raise RuntimeError(f"{failures} clips failed to decode this epoch (ceiling "
+                               f"data.max_decode_failures={cfg.data.max_decode_failures}); see the warnings above")
+        if len(batch["frames"]) == 0:
+            continue
+        result = train_step(state.model, _to_device(batch, device), state.optimizer, state.scheduler, state.scaler,
+                            state.ema, cfg.train.clip_grad_norm, device, cfg.train.amp)
+        for key in sums:
+            sums[key] += getattr(result, key)
+        n_steps += 1
+        clips += len(batch["frames"])
+        now = time.perf_counter()
+        if rank == 0 and (now - last > 10 or n_steps == 1):
+            lr = state.optimizer.param_groups[0]["lr"]
+            print(f"[epoch {epoch} step {n_steps}/{steps}] loss {result.loss:.4f} (cls {result.cls_loss:.4f} "
+                  f"reg {result.reg_loss:.4f}) lr {lr:.2e} {clips / (now - start):.2f} clips/s", flush=True)
+            last = now
+    elapsed = time.perf_counter() - start
+    metrics = {key: value / max(1, n_steps) for key, value in sums.items()}
+    lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(state.optimizer.param_groups)}
+    metrics.update(
+        lr_base=float(lrs.get("decay", next(iter(lrs.values())))),
+        lr_adapter=float(lrs.get("adapter", 0.0)),
+        epoch_time_s=elapsed,
+        clips_per_s=clips / elapsed if elapsed > 0 else 0.0,
+        data_wait_frac=wait / elapsed if elapsed > 0 else 0.0,
+        steps=float(n_steps),
+        decode_failures=float(failures),
+    )
+    return metrics
+
+
+@torch.no_grad()
+def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, records, class_names
+                   ) -> tuple[dict[str, float], dict]:
+    """Predict every test window with the EMA weights, gather across workers, merge, evaluate."""
+    model = state.eval_model
+    model.eval()
+    collector = WindowCollector()
+    inf = cfg.model.inference
+    start = time.perf_counter()
+    for batch in shard.iter_torch_batches(batch_size=cfg.train.val_batch_size,
+                                          prefetch_batches=cfg.runtime.prefetch_batches, device="cpu"):
+        with autocast(device, cfg.train.amp):
+            dets = model.predict(batch["frames"].to(device), batch["masks"].to(device),
+                                 pre_nms_thresh=inf.pre_nms_thresh, pre_nms_topk=inf.pre_nms_topk)
+        collector.add_batch(dets, batch)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, dict(collector.by_video))
+        collector = WindowCollector()
+        for part in gathered:
+            collector.merge(part)
+    results = collector.results(records, class_names, inf)
+    evaluation = metrics_of(results, records, class_names)
+    metrics = {f"mAP_{k}": float(v) for k, v in evaluation["mAP"].items()}
+    metrics["average_mAP"] = float(evaluation["average_mAP"])
+    metrics["val_time_s"] = time.perf_counter() - start
+    return metrics, results
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point; `loop_config` holds the config dict, test records and class names."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    cfg = config_from_dict(loop_config["config"])
+    test_records = [row_to_record(r) for r in loop_config["test_rows"]]
+    class_names = list(loop_config["class_names"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.train.seed + rank)
+    per_worker = cfg.train.batch_size // world
+    steps = max(1, math.ceil(loop_config["num_train_videos"] / world / per_worker))
+
+    state = build_training_state(cfg, steps_per_epoch=steps, device=device)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state.load_state_dict(read_checkpoint(directory))
+        if rank == 0:
+            print(f"resumed from the checkpoint of epoch {state.epoch}", flush=True)
+    if world > 1:
+        state.model = ray.train.torch.prepare_model(state.model, parallel_strategy_kwargs={"static_graph": True})
+    else:
+        state.model = ray.train.torch.prepare_model(state.model)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    last_map: float = state.history[-1].get("best_average_mAP", -1.0) if state.history else -1.0
+    for epoch in range(state.epoch + 1, cfg.train.epochs):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank)
+        metrics["peak_memory_mb"] = _peak_memory_mb(device)
+        metrics["epoch"] = epoch
+        results = None
+        validate = (epoch >= cfg.train.val_start_epoch and (epoch + 1) % cfg.train.val_interval == 0) \
+            or epoch == cfg.train.epochs - 1
+        if validate:
+            val_metrics, results = run_validation(state, val_shard, cfg, device, test_records, class_names)
+            metrics.update(val_metrics)
+            last_map = max(last_map, val_metrics["average_mAP"])
+        metrics["best_average_mAP"] = last_map
+        # Checkpoint ranking: validated epochs by mAP; the rest rank last (Ray always keeps the latest).
+        metrics["val_score"] = metrics.get("average_mAP", -1.0)
+        state.epoch = epoch
+        state.history.append(metrics)
+        if rank == 0:
+            shown = f" | average mAP {metrics['average_mAP']:.4f}" if validate else ""
+            print(f"[epoch {epoch}] loss {metrics['loss']:.4f} {metrics['clips_per_s']:.2f} clips/s "
+                  f"{metrics['epoch_time_s']:.1f} s{shown}", flush=True)
+            with tempfile.TemporaryDirectory() as directory:
+                save_checkpoint(state, cfg, directory)
+                atomic_write_text(Path(directory) / "history.json", json.dumps(state.history, indent=1))
+                if results is not None:
+                    atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(results))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report(metrics, checkpoint=None)

@@ -1,0 +1,202 @@
+"""THUMOS-layout annotation loader: records, class map, and every error case."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
+
+DB = {
+    "database": {
+        "video_validation_0000051": {
+            "subset": "training",
+            "duration": 100.0,
+            "frame": 3000,
+            "annotations": [
+                {"segment": [10.5, 14.2], "label": "HighJump"},
+                {"segment": [20.0, 25.0], "label": "Ambiguous"},
+                {"segment": [10.5, 14.2], "label": "HighJump"},  # exact duplicate: dropped
+                {"segment": [10.5, 14.2], "label": "CliffDiving"},  # same segment, other label: kept
+                {"segment": [90.0, 100.0005], "label": "Diving"},  # tiny overshoot: clipped
+            ],
+        },
+        "video_validation_0000052": {
+            "subset": "training",
+            "duration": 50.0,
+            "frame": 1250,
+            "annotations": [{"segment": [1.0, 2.0], "label": "BaseballPitch"}],
+        },
+        "video_test_0000004": {
+            "subset": "validation",
+            "duration": 40.0,
+            "frame": 1200,
+            "annotations": [{"segment": [3.0, 4.0], "label": "Diving"}],
+        },
+    }
+}
+
+
+def write(tmp_path: Path, data, name: str = "anno.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_loads_records_fps_path_and_cleaning(tmp_path):
+    ann = write(tmp_path, DB)
+    records, names = load_annotations(ann, "videos", "training")
+    assert names == ["BaseballPitch", "CliffDiving", "Diving", "HighJump"]  # sorted, Ambiguous skipped
+    assert [r.video_id for r in records] == ["video_validation_0000051", "video_validation_0000052"]
+    r = records[0]
+    assert isinstance(r, VideoRecord)
+    assert r.path == os.path.abspath(os.path.join("videos", "video_validation_0000051.mp4"))
+    assert r.subset == "training" and r.num_frames == 3000 and r.duration == 100.0
+    assert r.fps == pytest.approx(30.0)
+    assert r.segments.dtype == np.float64 and r.labels.dtype == np.int64
+    np.testing.assert_allclose(r.segments, [[10.5, 14.2], [10.5, 14.2], [90.0, 100.0]])
+    assert [names[i] for i in r.labels] == ["HighJump", "CliffDiving", "Diving"]
+    assert records[1].fps == pytest.approx(25.0)
+
+
+def test_subset_list_and_video_ext(tmp_path):
+    ann = write(tmp_path, DB)
+    records, _ = load_annotations(ann, tmp_path, ["training", "validation"], video_ext="mkv")
+    assert len(records) == 3
+    assert all(r.path.endswith(".mkv") and os.path.isabs(r.path) for r in records)
+    test, _ = load_annotations(ann, tmp_path, "validation")
+    assert [r.video_id for r in test] == ["video_test_0000004"]
+
+
+def test_subset_is_exact_match(tmp_path):
+    ann = write(tmp_path, DB)
+    with pytest.raises(AnnotationError, match=r"no video in subset \['train'\].*'training', 'validation'"):
+        load_annotations(ann, tmp_path, "train")
+
+
+def test_class_map_file_order_and_given_names(tmp_path):
+    ann = write(tmp_path, DB)
+    cmap = tmp_path / "category_idx.txt"
+    cmap.write_text("Diving\nHighJump\n\nCliffDiving\nBaseballPitch\n", encoding="utf-8")
+    names = load_class_names(ann, cmap)
+    assert names == ["Diving", "HighJump", "CliffDiving", "BaseballPitch"]
+    records, out_names = load_annotations(ann, tmp_path, "training", class_names=names)
+    assert out_names == names
+    assert list(records[0].labels) == [1, 2, 0]
+    assert load_class_names(ann) == ["BaseballPitch", "CliffDiving", "Diving", "HighJump"]
+
+
+def test_class_map_errors(tmp_path):
+    ann = write(tmp_path, DB)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match="empty.txt: class map is empty"):
+        load_class_names(ann, empty)
+    dup = tmp_path / "dup.txt"
+    dup.write_text("A\nB\nA\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match="lists 'A' twice"):
+        load_class_names(ann, dup)
+    with pytest.raises(AnnotationError, match="cannot read class map"):
+        load_class_names(ann, tmp_path / "missing.txt")
+
+
+def test_unknown_label_with_class_map(tmp_path):
+    ann = write(tmp_path, DB)
+    with pytest.raises(AnnotationError, match=r"video_validation_0000051.*'label': 'CliffDiving' is not in the class map"):
+        load_annotations(ann, tmp_path, "training", class_names=["BaseballPitch", "Diving", "HighJump"])
+
+
+def test_invalid_json_reports_line_and_column(tmp_path):
+    ann = write(tmp_path, '{\n  "database": {\n    "v1": {"subset": "training",, }\n}')
+    with pytest.raises(AnnotationError, match=r"anno.json: invalid json at line 3 column 33") as info:
+        load_annotations(ann, tmp_path, "training")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_database(tmp_path):
+    with pytest.raises(AnnotationError, match="cannot read annotation file"):
+        load_annotations(tmp_path / "nope.json", tmp_path, "training")
+    with pytest.raises(AnnotationError, match="missing top-level key 'database'"):
+        load_annotations(write(tmp_path, {"results": {}}), tmp_path, "training")
+    with pytest.raises(AnnotationError, match="'database' must be an object"):
+        load_annotations(write(tmp_path, {"database": []}), tmp_path, "training")
+
+
+def mutate(fn) -> dict:
+    data = copy.deepcopy(DB)
+    fn(data["database"]["video_validation_0000051"])
+    return data
+
+
+@pytest.mark.parametrize("field", ["subset", "duration", "frame", "annotations"])
+def test_missing_video_field(tmp_path, field):
+    ann = write(tmp_path, mutate(lambda v: v.pop(field)))
+    with pytest.raises(AnnotationError, match=rf"video 'video_validation_0000051': missing field '{field}'"):
+        load_annotations(ann, tmp_path, "training")
+
+
+@pytest.mark.parametrize("field", ["segment", "label"])
+def test_missing_annotation_field(tmp_path, field):
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].pop(field)))
+    with pytest.raises(AnnotationError, match=rf"video_validation_0000051'?: annotations\[0\]: missing field '{field}'"):
+        load_annotations(ann, tmp_path, "training")
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda v: v.update(duration=0), r"'duration': expected > 0"),
+        (lambda v: v.update(duration="long"), r"'duration': expected a positive number"),
+        (lambda v: v.update(frame=12.5), r"'frame': expected a positive integer, got 12.5"),
+        (lambda v: v.update(frame=-3), r"'frame': expected a positive integer"),
+        (lambda v: v.update(annotations={}), r"'annotations': expected a list"),
+        (lambda v: v["annotations"][0].update(segment=[5.0]), r"'segment': expected \[start_s, end_s\]"),
+        (lambda v: v["annotations"][0].update(segment=["a", 3]), r"'segment': expected numeric"),
+        (lambda v: v["annotations"][0].update(label=3), r"'label': expected a class name string"),
+    ],
+)
+def test_bad_field_values(tmp_path, change, pattern):
+    ann = write(tmp_path, mutate(change))
+    with pytest.raises(AnnotationError, match=r"anno.json: video 'video_validation_0000051'.*" + pattern):
+        load_annotations(ann, tmp_path, "training")
+
+
+@pytest.mark.parametrize("segment", [[14.0, 14.0], [15.0, 14.0]])
+def test_start_not_before_end(tmp_path, segment):
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=segment)))
+    with pytest.raises(AnnotationError, match=r"annotations\[0\]: field 'segment': start .* >= end"):
+        load_annotations(ann, tmp_path, "training")
+
+
+@pytest.mark.parametrize("segment", [[-0.5, 3.0], [95.0, 100.5]])
+def test_segment_outside_video(tmp_path, segment):
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=segment)))
+    with pytest.raises(AnnotationError, match=r"lies outside the video \[0, 100.0\]"):
+        load_annotations(ann, tmp_path, "training")
+
+
+def test_tiny_negative_start_is_clipped(tmp_path):
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[-0.0005, 3.0])))
+    records, _ = load_annotations(ann, tmp_path, "training")
+    assert records[0].segments[0, 0] == 0.0
+
+
+def test_errors_in_other_subsets_do_not_block(tmp_path):
+    data = copy.deepcopy(DB)
+    data["database"]["video_test_0000004"]["annotations"][0]["segment"] = [5.0, 1.0]
+    ann = write(tmp_path, data)
+    records, _ = load_annotations(ann, tmp_path, "training")
+    assert len(records) == 2
+    with pytest.raises(AnnotationError, match="video_test_0000004"):
+        load_annotations(ann, tmp_path, "validation")
+
+
+def test_video_without_annotations_is_kept_empty(tmp_path):
+    ann = write(tmp_path, mutate(lambda v: v.update(annotations=[{"segment": [1, 2], "label": "Ambiguous"}])))
+    records, _ = load_annotations(ann, tmp_path, "training")
+    assert records[0].segments.shape == (0, 2) and records[0].labels.shape == (0,)

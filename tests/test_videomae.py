@@ -1,0 +1,227 @@
+"""VideoMAE backbone: checkpoint layouts, errors, and token equality with a from-scratch reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adatad.models.videomae import (
+    VIDEOMAE_VARIANTS,
+    CheckpointError,
+    VideoMAEBackbone,
+    build_videomae,
+    convert_videomae_state_dict,
+    load_videomae_checkpoint,
+)
+
+DIM, DEPTH, HEADS, MLP = 64, 2, 2, 4
+
+
+def tiny(**kw) -> VideoMAEBackbone:
+    args = {"embed_dim": DIM, "depth": DEPTH, "num_heads": HEADS, "pretrain_img_size": 224, "drop_path_rate": 0.1}
+    return VideoMAEBackbone(**{**args, **kw})
+
+
+def official_state(dim: int = DIM, depth: int = DEPTH, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random encoder weights under the MCG-NJU VideoMAE key names (written out here, not taken
+    from the module), plus the extra entries real files carry."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=0.05):
+        return torch.randn(*shape, generator=g) * scale
+
+    sd = {"patch_embed.proj.weight": r(dim, 3, 2, 16, 16), "patch_embed.proj.bias": r(dim)}
+    for i in range(depth):
+        p = f"blocks.{i}."
+        sd |= {
+            p + "norm1.weight": 1 + r(dim), p + "norm1.bias": r(dim),
+            p + "attn.q_bias": r(dim), p + "attn.v_bias": r(dim),
+            p + "attn.qkv.weight": r(3 * dim, dim, scale=0.1),
+            p + "attn.proj.weight": r(dim, dim, scale=0.1), p + "attn.proj.bias": r(dim),
+            p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
+            p + "mlp.fc1.weight": r(MLP * dim, dim, scale=0.1), p + "mlp.fc1.bias": r(MLP * dim),
+            p + "mlp.fc2.weight": r(dim, MLP * dim, scale=0.1), p + "mlp.fc2.bias": r(dim),
+        }
+    return sd
+
+
+def to_mmaction(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights under mmaction2 names (backbone. prefix, projection, FFN layers)."""
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("patch_embed.proj.", "patch_embed.projection.")
+        k = k.replace(".mlp.fc1.", ".mlp.layers.0.0.").replace(".mlp.fc2.", ".mlp.layers.1.")
+        out["backbone." + k] = v
+    return out
+
+
+@pytest.mark.parametrize("layout", ["mcg", "mmaction"])
+def test_checkpoint_round_trip(tmp_path, layout):
+    sd = official_state()
+    extras_mcg = {"fc_norm.weight": torch.ones(DIM), "fc_norm.bias": torch.zeros(DIM),
+                  "head.weight": torch.zeros(400, DIM), "head.bias": torch.zeros(400),
+                  "pos_embed": torch.zeros(1, 1568, DIM)}
+    if layout == "mcg":
+        payload = {"module": {**sd, **extras_mcg}}
+    else:
+        mm = to_mmaction(sd)
+        assert "backbone.blocks.1.mlp.layers.0.0.weight" in mm and "backbone.patch_embed.projection.bias" in mm
+        mm |= {"cls_head.fc_cls.weight": torch.zeros(400, DIM), "cls_head.fc_cls.bias": torch.zeros(400),
+               "backbone.pos_embed": torch.zeros(1, 1568, DIM), "backbone.fc_norm.weight": torch.ones(DIM)}
+        payload = {"meta": {"epoch": 1}, "state_dict": mm}
+    path = tmp_path / f"{layout}.pth"
+    torch.save(payload, path)
+
+    model = tiny()
+    report = load_videomae_checkpoint(model, path)
+    own = model.state_dict()
+    for k, v in sd.items():
+        assert torch.equal(own[k], v), k
+    assert report.unexpected == []
+    assert report.missing and all("adapter" in k for k in report.missing)
+    assert any(k.endswith("pos_embed") for k in report.dropped)
+    assert any("head" in k for k in report.dropped) and any("fc_norm" in k for k in report.dropped)
+    # Adapters keep their identity init.
+    assert torch.count_nonzero(model.blocks[0].adapter.up_proj.weight) == 0
+
+
+def test_convert_pretraining_layout_drops_decoder():
+    sd = {"encoder.patch_embed.proj.weight": torch.zeros(1), "encoder.blocks.0.mlp.fc1.bias": torch.zeros(1),
+          "encoder.norm.weight": torch.zeros(1), "decoder.blocks.0.mlp.fc1.weight": torch.zeros(1),
+          "encoder_to_decoder.weight": torch.zeros(1), "mask_token": torch.zeros(1),
+          "module.backbone.blocks.3.mlp.layers.1.weight": torch.zeros(1),
+          "backbone.blocks.3.norm1.weight": torch.zeros(1)}
+    converted, dropped = convert_videomae_state_dict(sd)
+    assert sorted(converted) == ["blocks.0.mlp.fc1.bias", "blocks.3.mlp.fc2.weight", "blocks.3.norm1.weight",
+                                 "patch_embed.proj.weight"]
+    assert sorted(dropped) == ["decoder.blocks.0.mlp.fc1.weight", "encoder.norm.weight",
+                               "encoder_to_decoder.weight", "mask_token"]
+
+
+# -- reference encoder from raw tensors --------------------------------------------------------
+
+
+def reference_table(n: int, dim: int) -> torch.Tensor:
+    table = np.array([[p / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for p in range(n)])
+    table[:, 0::2] = np.sin(table[:, 0::2])
+    table[:, 1::2] = np.cos(table[:, 1::2])
+    return torch.tensor(table, dtype=torch.float32)
+
+
+def reference_encoder(sd, x, heads, depth):
+    y = F.conv3d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=(2, 16, 16))
+    n, c, t, h, w = y.shape
+    tokens = y.flatten(2).transpose(1, 2)
+    table = reference_table(8 * 14 * 14, c)
+    slices = []
+    for ti in range(t):
+        s = table[ti * 196:(ti + 1) * 196].reshape(14, 14, c).permute(2, 0, 1)[None]
+        if (h, w) != (14, 14):
+            s = F.interpolate(s, size=(h, w), mode="bicubic", align_corners=False)
+        slices.append(s[0].permute(1, 2, 0).reshape(h * w, c))
+    tokens = tokens + torch.cat(slices)[None]
+    d = c // heads
+    for i in range(depth):
+        p = f"blocks.{i}."
+        a = F.layer_norm(tokens, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps=1e-6)
+        bias = torch.cat([sd[p + "attn.q_bias"], torch.zeros(c), sd[p + "attn.v_bias"]])
+        qkv = a @ sd[p + "attn.qkv.weight"].T + bias
+        q, k, v = (qkv[..., j * c:(j + 1) * c].reshape(n, -1, heads, d).transpose(1, 2) for j in range(3))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(n, -1, c)
+        tokens = tokens + o @ sd[p + "attn.proj.weight"].T + sd[p + "attn.proj.bias"]
+        m = F.layer_norm(tokens, (c,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
+        m = F.gelu(m @ sd[p + "mlp.fc1.weight"].T + sd[p + "mlp.fc1.bias"])
+        tokens = tokens + m @ sd[p + "mlp.fc2.weight"].T + sd[p + "mlp.fc2.bias"]
+    return tokens
+
+
+@pytest.mark.parametrize("size", [64, 160, 224])
+def test_tokens_match_reference_encoder(tmp_path, size):
+    sd = official_state(seed=1)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": sd}, path)
+    model = tiny()
+    load_videomae_checkpoint(model, path)
+    model.eval()
+    x = torch.randn(2, 3, 16, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model.forward_tokens(x)
+        ref = reference_encoder(sd, x, HEADS, DEPTH)
+    assert ours.shape == (2, 8 * (size // 16) ** 2, DIM)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_position_table_is_buffer_not_parameter():
+    model = tiny()
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("pos" in n for n in names)
+    assert "pos_table" not in model.state_dict()
+    grid = model.grid_for(160, 160)
+    assert grid == (8, 10, 10)
+    assert model.pos_embed(grid).shape == (1, 800, DIM)
+    assert model.pos_embed(grid) is model.pos_embed(grid)  # cached per size
+
+
+def test_variants_and_parameter_count():
+    assert VIDEOMAE_VARIANTS["S"] == {"embed_dim": 384, "depth": 12, "num_heads": 6}
+    assert VIDEOMAE_VARIANTS["H"] == {"embed_dim": 1280, "depth": 32, "num_heads": 16}
+    model = build_videomae("S")
+    vit = sum(p.numel() for n, p in model.named_parameters() if "adapter" not in n)
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "adapter" in n)
+    assert vit == 21_879_168  # VideoMAE-S encoder without head
+    assert adapters == 12 * 83_905
+    with pytest.raises(ValueError, match="unknown VideoMAE variant 'X'"):
+        build_videomae("X")
+
+
+def test_missing_path_names_it(tmp_path):
+    path = tmp_path / "nowhere" / "vit-s.pth"
+    with pytest.raises(FileNotFoundError, match="vit-s.pth"):
+        load_videomae_checkpoint(tiny(), path)
+
+
+def test_not_a_checkpoint_names_file(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pth is not a loadable PyTorch checkpoint"):
+        load_videomae_checkpoint(tiny(), path)
+    other = tmp_path / "numbers.pth"
+    torch.save({"epoch": 3, "lr": 0.1}, other)
+    with pytest.raises(CheckpointError, match=r"numbers\.pth holds no state dict of tensors"):
+        load_videomae_checkpoint(tiny(), other)
+
+
+def test_wrong_architecture_lists_keys_and_shapes(tmp_path):
+    wide = tmp_path / "wide.pth"
+    torch.save(official_state(dim=128), wide)
+    with pytest.raises(CheckpointError, match=r"patch_embed\.proj\.weight: file \(128, 3, 2, 16, 16\) "
+                                              r"vs model \(64, 3, 2, 16, 16\)"):
+        load_videomae_checkpoint(tiny(), wide)
+
+    shallow = tmp_path / "shallow.pth"
+    torch.save(official_state(depth=1), shallow)
+    with pytest.raises(CheckpointError, match=r"missing \[blocks\.1\.norm1\.weight"):
+        load_videomae_checkpoint(tiny(), shallow)
+    # Non-strict loading reports what it could not fill instead of raising.
+    report = load_videomae_checkpoint(tiny(), shallow, strict_backbone=False)
+    assert "blocks.1.attn.qkv.weight" in report.missing
+
+    deep = tmp_path / "deep.pth"
+    torch.save(official_state(depth=3), deep)
+    with pytest.raises(CheckpointError, match=r"unexpected \[blocks\.2\."):
+        load_videomae_checkpoint(tiny(), deep)
+
+    unrelated = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(2), "fc.bias": torch.zeros(2)}, unrelated)
+    with pytest.raises(CheckpointError, match=r"resnet\.pth contains no VideoMAE backbone weights"):
+        load_videomae_checkpoint(tiny(), unrelated, strict_backbone=False)
+
+
+def test_bad_input_shape_is_reported():
+    with pytest.raises(ValueError, match=r"expected chunks \(N, 3, 16, H, W\), got \(1, 3, 8, 32, 32\)"):
+        tiny().forward_tokens(torch.zeros(1, 3, 8, 32, 32))
