@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crf", type=int)
     p.add_argument("--bitrate-kbps", type=int)
     p.add_argument("--noise", type=int, help="per-pixel noise amplitude (grey levels)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="videos encoded in parallel (default: min(2, CPUs))")
     p.add_argument("--force", action="store_true", help="regenerate even if a data set is there")
     p.add_argument("--quiet", action="store_true", help="no per-video lines")
     return p.parse_args(argv)
@@ -90,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                   "pass --force to replace it", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    ann = generate_from_spec(out, spec, progress=None if args.quiet else print)
+    ann = generate_from_spec(out, spec, progress=None if args.quiet else print, workers=args.workers)
     elapsed = time.perf_counter() - t0
     videos = sorted((out / VIDEO_DIR).glob("*.mp4"))
     size_mb = sum(p.stat().st_size for p in videos) / 1e6
     print(f"wrote {len(videos)} videos ({size_mb:.1f} MB, {spec.width}x{spec.height} @ {spec.fps} fps, "
-          f"{spec.num_classes} classes) + {ann.name} + {CLASS_MAP_FILE} to {out} in {elapsed:.1f} s")
+          f"{spec.num_classes} classes) + {ann.name} + {CLASS_MAP_FILE} to {out} in {elapsed:.1f} s "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''})")
     return 0
 
 

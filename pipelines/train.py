@@ -131,7 +131,6 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
 
     from adatad.data.clips import record_to_row
     from pipelines.data import test_dataset, train_dataset
-    from pipelines.report import write_reports
     from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri
     from pipelines.train_loop import train_loop_per_worker
 
@@ -180,13 +179,14 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         finish_run(uri, run_id, [], status="FAILED")
         raise
     wall = time.perf_counter() - start
-    summary = finalize_run(plan, result, wall, uri, run_id, write_reports)
-    return summary
+    return finalize_run(plan, result, wall, uri, run_id)
 
 
-def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, write_reports) -> dict[str, Any]:
+def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) -> dict[str, Any]:
     """Copy the final records out of the last checkpoint, write reports, close the MLflow run."""
     from adatad.engine.state import CHECKPOINT_FILE
+    from pipelines.report import write_reports
+    from pipelines.tracking import finish_run
 
     if result.checkpoint is None:
         raise RuntimeError(f"run {plan.run_name}: training reported no checkpoint")

@@ -67,12 +67,12 @@ def test_temporal_conv_matches_manual_per_location_computation():
             for i in range(h):
                 for j in range(w):
                     idx = [(video * per_video + k, ti * h * w + i * w + j) for k in range(per_video) for ti in range(t)]
-                    seq = torch.stack([z[c, l] for c, l in idx]).T[None]  # (1, C/4, T_total)
+                    seq = torch.stack([z[c, tok] for c, tok in idx]).T[None]  # (1, C/4, T_total)
                     d = F.conv1d(seq, adapter.dwconv.weight, adapter.dwconv.bias, padding=1, groups=seq.shape[1])
                     d = F.conv1d(d, adapter.conv.weight, adapter.conv.bias)[0].T
-                    for n, (c, l) in enumerate(idx):
-                        up = (z[c, l] + d[n]) @ adapter.up_proj.weight.T + adapter.up_proj.bias
-                        expected[c, l] = x[c, l] + adapter.gamma * up
+                    for n, (c, tok) in enumerate(idx):
+                        up = (z[c, tok] + d[n]) @ adapter.up_proj.weight.T + adapter.up_proj.bias
+                        expected[c, tok] = x[c, tok] + adapter.gamma * up
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -184,6 +184,9 @@ def test_tiny_negative_start_is_clipped(tmp_path):
     ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[-0.0005, 3.0])))
     records, _ = load_annotations(ann, tmp_path, "training")
     assert records[0].segments[0, 0] == 0.0
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[90.0, 100.4])))
+    records, _ = load_annotations(ann, tmp_path, "training", segment_tolerance_s=0.5)
+    assert records[0].segments[0, 1] == 100.0
 
 
 def test_errors_in_other_subsets_do_not_block(tmp_path):

@@ -55,7 +55,7 @@ def ground_truth_of(records: list[VideoRecord], class_names: list[str]) -> dict[
     return {
         r.video_id: [
             {"segment": [float(s), float(e)], "label": class_names[int(c)]}
-            for (s, e), c in zip(np.asarray(r.segments).reshape(-1, 2), r.labels)
+            for (s, e), c in zip(np.asarray(r.segments).reshape(-1, 2), r.labels, strict=True)
         ]
         for r in records
     }

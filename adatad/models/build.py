@@ -55,3 +55,26 @@ def build_model(cfg: Config) -> AdaTAD:
         loss_norm_momentum=h.loss_norm_momentum,
     )
     return AdaTAD(encoder, head, criterion)
+
+
+def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Config]:
+    """Rebuild the trained detector from a training checkpoint dict (`adatad.engine.state.read_checkpoint`).
+
+    The checkpoint holds every weight, so the VideoMAE file is not read again (the returned config
+    says checkpoint=None); the EMA weights (what validation used) are taken when present.
+    """
+    from adatad.config import config_from_dict
+
+    raw = dict(state["config"])
+    raw["model"] = {**raw["model"], "backbone": {**raw["model"]["backbone"], "checkpoint": None,
+                                                  "allow_random_init": True}}
+    cfg = config_from_dict(raw)
+    model = build_model(cfg)
+    weights = state["model"]
+    if use_ema and state.get("ema"):
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not fit the model it describes: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return model.eval(), cfg

@@ -1,0 +1,253 @@
+"""ActionFormer projection + neck + heads: defaults from the spec, shapes, masking, EMA-friendliness,
+and that head + losses can overfit one synthetic sequence."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from adatad.models.actionformer import DEFAULT_REGRESSION_RANGES, ActionFormerHead
+from adatad.models.layers_1d import AffineDropPath, ChannelLayerNorm, MaskedMHCA, Scale, TransformerBlock
+from adatad.models.losses import DetectionLoss
+from adatad.postprocess import decode_window
+
+
+def small_head(**kw) -> ActionFormerHead:
+    args = dict(in_channels=16, num_classes=3, embed_dim=32, feat_channels=32, n_head=4, path_pdrop=0.0)
+    args.update(kw)
+    return ActionFormerHead(**args)
+
+
+def test_defaults_match_spec():
+    torch.manual_seed(0)
+    m = ActionFormerHead(in_channels=384, num_classes=20)
+    assert m.strides == [1, 2, 4, 8, 16, 32]
+    assert m.regression_ranges == [(0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000)]
+    assert list(DEFAULT_REGRESSION_RANGES) == m.regression_ranges
+    proj = m.projection
+    assert (len(proj.embed), len(proj.stem), len(proj.branch)) == (2, 2, 5)
+    assert proj.embed[0].conv.in_channels == 384 and proj.embed[0].conv.out_channels == 512
+    assert proj.embed[0].conv.bias is None and proj.embed[0].norm.eps == 1e-6
+    for block in list(proj.stem) + list(proj.branch):
+        assert block.attn.n_head == 4 and block.attn.window_size == -1
+        assert block.mlp[0].out_channels == 2048 and block.mlp[3].out_channels == 512
+        assert block.attn.query_conv.conv.groups == 512 and block.attn.query_conv.conv.bias is None
+    assert [b.attn.key_conv.conv.stride[0] for b in proj.branch] == [2] * 5
+    assert all(isinstance(b.pool_skip, nn.MaxPool1d) for b in proj.branch)
+    assert all(isinstance(b.pool_skip, nn.Identity) for b in proj.stem)
+    drop_paths = [mod for mod in m.modules() if isinstance(mod, AffineDropPath)]
+    assert len(drop_paths) == 14
+    assert all(torch.all(d.scale == 1e-4) and d.drop_path.drop_prob == 0.1 for d in drop_paths)
+    assert len(m.neck.norms) == 6 and all(n.eps == 1e-6 for n in m.neck.norms)
+    heads = m.heads
+    assert len(heads.cls_convs) == 2 and len(heads.reg_convs) == 2
+    assert heads.cls_head.out_channels == 20 and heads.reg_head.out_channels == 2
+    assert torch.allclose(heads.cls_head.bias, torch.full((20,), -math.log(99.0)))
+    assert torch.all(heads.reg_head.bias == 0)
+    assert [float(s.scale) for s in heads.scales] == [1.0] * 6
+    # every 1x1 / k3 conv with a bias starts at zero bias, except the classification prior
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv1d) and mod.bias is not None and mod is not heads.cls_head:
+            assert torch.all(mod.bias == 0)
+
+
+def test_output_shapes_every_level_with_padding():
+    torch.manual_seed(0)
+    m = ActionFormerHead(in_channels=384, num_classes=20).eval()
+    feats = torch.randn(2, 384, 768)
+    masks = torch.ones(2, 768, dtype=torch.bool)
+    masks[1, 500:] = False
+    with torch.no_grad():
+        cls, reg, lm = m(feats, masks)
+    assert len(cls) == len(reg) == len(lm) == 6
+    valid = 500
+    for level, t in enumerate([768, 384, 192, 96, 48, 24]):
+        assert cls[level].shape == (2, t, 20)
+        assert reg[level].shape == (2, t, 2)
+        assert lm[level].shape == (2, t) and lm[level].dtype == torch.bool
+        assert lm[level][0].all()
+        assert int(lm[level][1].sum()) == valid and not lm[level][1, valid:].any()
+        assert (reg[level] >= 0).all()
+        valid = math.ceil(valid / 2)
+
+
+def test_padded_positions_do_not_influence_valid_outputs():
+    torch.manual_seed(0)
+    m = small_head(mha_win_size=-1).eval()
+    feats = torch.randn(2, 16, 128)
+    masks = torch.ones(2, 128, dtype=torch.bool)
+    masks[0, 90:] = False
+    other = feats.clone()
+    other[0, :, 90:] = 100 * torch.randn(16, 38)  # garbage in the padding of video 0
+    other[1] = torch.randn(16, 128)  # a different neighbour in the batch
+    with torch.no_grad():
+        a_cls, a_reg, a_masks = m(feats, masks)
+        b_cls, b_reg, _ = m(other, masks)
+        alone_cls, alone_reg, _ = m(feats[:1], masks[:1])
+    for level, mask in enumerate(a_masks):
+        v = mask[0]
+        assert v.any()
+        torch.testing.assert_close(a_cls[level][0, v], b_cls[level][0, v], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a_reg[level][0, v], b_reg[level][0, v], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a_cls[level][0], alone_cls[level][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a_reg[level][0], alone_reg[level][0], rtol=1e-5, atol=1e-5)
+    # and the unmasked video really changed (the check above is not vacuous)
+    assert not torch.allclose(a_cls[0][1], b_cls[0][1])
+
+
+def test_projection_features_are_zero_at_padding():
+    torch.manual_seed(0)
+    m = small_head().eval()
+    feats = torch.randn(1, 16, 64)
+    masks = torch.zeros(1, 64, dtype=torch.bool)
+    masks[0, :40] = True
+    with torch.no_grad():
+        level_feats, level_masks = m.projection(feats, masks)
+    for x, mk in zip(level_feats, level_masks, strict=True):
+        assert torch.all(x[0][:, ~mk[0]] == 0)
+        assert x[0][:, mk[0]].abs().sum() > 0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_local_window_attention_is_banded(stride):
+    torch.manual_seed(0)
+    attn = MaskedMHCA(16, 2, stride=stride, window_size=5).eval()
+    x = torch.randn(1, 16, 64)
+    mask = torch.ones(1, 64, dtype=torch.bool)
+    with torch.no_grad():
+        base, _ = attn(x, mask)
+        far = x.clone()
+        far[0, :, 60] += 10.0  # far from output position 5 (input 5*stride)
+        out_far, _ = attn(far, mask)
+        near = x.clone()
+        near[0, :, 7 * stride] += 10.0  # within the window of output position 5
+        out_near, _ = attn(near, mask)
+        glob = MaskedMHCA(16, 2, stride=stride, window_size=-1).eval()
+        glob.load_state_dict(attn.state_dict())
+        g_base, _ = glob(x, mask)
+        g_far, _ = glob(far, mask)
+    torch.testing.assert_close(base[0, :, 5], out_far[0, :, 5])
+    assert not torch.allclose(base[0, :, 5], out_near[0, :, 5])
+    assert not torch.allclose(g_base[0, :, 5], g_far[0, :, 5])  # global attention does see it
+
+
+def test_attention_matches_manual_softmax():
+    """SDPA with a key mask == explicit masked softmax(q k^T / sqrt(d)) v."""
+    torch.manual_seed(0)
+    attn = MaskedMHCA(8, 2).eval()
+    x = torch.randn(1, 8, 10)
+    mask = torch.ones(1, 10, dtype=torch.bool)
+    mask[0, 7:] = False
+    with torch.no_grad():
+        out, _ = attn(x, mask)
+        q, _ = attn.query_conv(x, mask)
+        k, _ = attn.key_conv(x, mask)
+        v, _ = attn.value_conv(x, mask)
+        q, k, v = attn.query(attn.query_norm(q)), attn.key(attn.key_norm(k)), attn.value(attn.value_norm(v))
+        q, k, v = (t.view(1, 2, 4, 10).transpose(2, 3) for t in (q, k, v))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(4)
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        ref = (logits.softmax(-1) @ v).transpose(2, 3).reshape(1, 8, 10)
+        ref = attn.proj(ref) * mask[:, None]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_transformer_block_downsamples_mask_by_nearest():
+    block = TransformerBlock(8, 2, stride=2).eval()
+    mask = torch.zeros(1, 11, dtype=torch.bool)
+    mask[0, :7] = True
+    out, out_mask = block(torch.randn(1, 8, 11), mask)
+    assert out.shape == (1, 8, 6)
+    assert out_mask.tolist() == [[True, True, True, True, False, False]]
+    assert torch.all(out[0, :, 4:] == 0)
+
+
+def test_state_is_complete_in_state_dict():
+    """EMA copies and checkpoints only see parameters and buffers: nothing else may carry state."""
+    torch.manual_seed(0)
+    a = small_head().eval()
+    torch.manual_seed(1)
+    b = small_head().eval()
+    for mod in a.modules():
+        if isinstance(mod, (Scale, AffineDropPath)):
+            with torch.no_grad():
+                mod.scale.mul_(3.0)  # make sure non-default values travel too
+    b.load_state_dict(a.state_dict())
+    feats, masks = torch.randn(1, 16, 32), torch.ones(1, 32, dtype=torch.bool)
+    with torch.no_grad():
+        out_a, out_b, out_c = a(feats, masks), b(feats, masks), copy.deepcopy(a)(feats, masks)
+    for xa, xb, xc in zip(out_a[0] + out_a[1], out_b[0] + out_b[1], out_c[0] + out_c[1], strict=True):
+        torch.testing.assert_close(xa, xb)
+        torch.testing.assert_close(xa, xc)
+    assert isinstance(a.neck.norms[0], ChannelLayerNorm)
+
+
+def test_drop_path_is_stochastic_only_in_training():
+    torch.manual_seed(0)
+    m = small_head(path_pdrop=0.5)
+    for mod in m.modules():
+        if isinstance(mod, AffineDropPath):
+            nn.init.ones_(mod.scale)  # make the residual branches matter
+    feats, masks = torch.randn(4, 16, 32), torch.ones(4, 32, dtype=torch.bool)
+    with torch.no_grad():
+        m.train()
+        r1, r2 = m(feats, masks)[0][0], m(feats, masks)[0][0]
+        m.eval()
+        e1, e2 = m(feats, masks)[0][0], m(feats, masks)[0][0]
+    assert not torch.allclose(r1, r2)
+    torch.testing.assert_close(e1, e2)
+
+
+def test_bad_input_shapes_raise():
+    m = small_head()
+    with pytest.raises(ValueError, match="feats"):
+        m(torch.randn(16, 32), torch.ones(1, 32, dtype=torch.bool))
+    with pytest.raises(ValueError, match="regression_ranges"):
+        small_head(regression_ranges=[(0, 4)])
+
+
+def test_head_and_losses_overfit_one_sequence():
+    """Small head (embed 64) + DetectionLoss learn one synthetic sequence on CPU in a few hundred steps."""
+    torch.manual_seed(0)
+    T, C, K = 128, 8, 3
+    segments = torch.tensor([[10.0, 30.0], [50.0, 90.0], [100.0, 108.0]])
+    labels = torch.tensor([0, 1, 2])
+    feats = 0.3 * torch.randn(1, C, T)
+    for (s, e), c in zip(segments.long().tolist(), labels.tolist(), strict=True):
+        feats[0, c, s:e] += 1.0  # a class-specific "action" signal
+    masks = torch.ones(1, T, dtype=torch.bool)
+    masks[0, 120:] = False
+    head = ActionFormerHead(C, K, embed_dim=64, feat_channels=64, n_head=4, path_pdrop=0.0)
+    loss_fn = DetectionLoss(K, head.strides, head.regression_ranges)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.0)
+
+    def eval_loss() -> float:
+        head.eval()
+        loss_fn.eval()
+        with torch.no_grad():
+            value = float(loss_fn(*head(feats, masks), [segments], [labels])["loss"])
+        head.train()
+        loss_fn.train()
+        return value
+
+    start = eval_loss()
+    for _ in range(250):
+        out = loss_fn(*head(feats, masks), [segments], [labels])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    end = eval_loss()
+    assert end < 0.1 * start and end < 0.3, (start, end)
+
+    head.eval()
+    with torch.no_grad():
+        dets = decode_window(*head(feats, masks), head.strides)[0]
+    for (s, e), c in zip(segments.tolist(), labels.tolist(), strict=True):
+        best = int(torch.nonzero(dets.labels == c)[0])  # highest-scoring detection of that class
+        ps, pe = dets.segments[best].tolist()
+        iou = max(0.0, min(e, pe) - max(s, ps)) / (max(e, pe) - min(s, ps))
+        assert iou > 0.7 and dets.scores[best] > 0.5, (c, (ps, pe), float(dets.scores[best]))

@@ -1,0 +1,107 @@
+"""Config loading, composition, overrides and one-line validation errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adatad.config import CONFIG_DIR, ConfigError, config_from_dict, load_config, parse_override, write_config
+
+THUMOS = CONFIG_DIR / "thumos_videomae_s_768x1_160_adapter.yaml"
+
+
+def test_thumos_config_states_the_target_run() -> None:
+    cfg = load_config(THUMOS)
+    assert (cfg.data.window_size, cfg.data.frame_stride, cfg.data.crop_size) == (768, 4, 160)
+    assert cfg.data.trunc_thresh == 0.75 and cfg.data.temporal_crop_ratio == (0.9, 1.0)
+    assert cfg.data.rrc_area_range == (0.08, 1.0)
+    b = cfg.model.backbone
+    assert (b.embed_dim, b.depth, b.num_heads, b.adapter_mlp_ratio) == (384, 12, 6, 0.25)
+    assert b.adapter_layers is None and b.activation_checkpointing
+    t = cfg.train
+    assert (t.lr, t.adapter_lr, t.backbone_lr, t.warmup_epochs, t.epochs, t.schedule_epochs) == (
+        1e-4, 2e-4, 0.0, 5, 60, 100)
+    assert t.amp and t.ema and t.ema_decay == 0.999 and t.clip_grad_norm == 1.0
+    assert (t.batch_size, cfg.runtime.decode_actors, cfg.runtime.prefetch_batches) == (4, 6, 4)
+    assert cfg.model.head.regression_ranges[-1] == (64.0, 10000.0)
+    assert cfg.model.inference.nms_sigma == 0.7
+
+
+def test_profiles_compose_over_the_experiment() -> None:
+    cfg = load_config(THUMOS, profile="64gb")
+    assert (cfg.train.batch_size, cfg.runtime.decode_actors, cfg.runtime.prefetch_batches) == (8, 12, 6)
+    assert (cfg.train.val_batch_size, cfg.runtime.val_decode_actors) == (2, 4)
+    assert cfg.model.backbone.embed_dim == 384  # untouched keys keep the experiment's values
+
+
+def test_base_chain_and_override() -> None:
+    cfg = load_config(CONFIG_DIR / "thumos_videomae_b_768x1_160_adapter.yaml", ["train.lr=3e-4", "data.flip_ratio=0"])
+    assert cfg.model.backbone.embed_dim == 768 and cfg.model.backbone.depth == 12
+    assert cfg.train.adapter_lr == 1e-4 and cfg.train.lr == 3e-4 and cfg.data.flip_ratio == 0.0
+
+
+def test_synthetic_config_is_small() -> None:
+    cfg = load_config(CONFIG_DIR / "synthetic.yaml")
+    assert cfg.data.window_size < 768 and cfg.model.backbone.embed_dim < 384
+    assert cfg.model.head.num_classes >= 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+        ("train.lr=-1", "train.lr: -1.0 is invalid, expected >= 0"),
+        ("train.epochs=abc", "train.epochs: expected an integer, got 'abc'"),
+        ("data.window_size=100", "data.window_size: 100 is invalid, expected a positive multiple of"),
+        ("train.amp=3", "train.amp: expected true/false, got 3"),
+        ("data.temporal_crop_ratio=[0.9]", "data.temporal_crop_ratio: expected 2 values, got 1"),
+        ("model.backbone.adapter_layers=[0, 12]", "model.backbone.adapter_layers: [0, 12] is invalid"),
+        ("train.batch_size=3", "train.batch_size: 3 is invalid"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    extra = ["runtime.num_workers=2"] if override.startswith("train.batch_size") else []
+    with pytest.raises(ConfigError) as info:
+        load_config(THUMOS, [override, *extra])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_override_syntax_and_profile() -> None:
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        parse_override("train.lr")
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        parse_override("train..lr=1")
+    with pytest.raises(ConfigError, match="profile 'huge' does not exist .*32gb, 64gb"):
+        load_config(THUMOS, profile="huge")
+
+
+def test_unknown_key_in_file_and_invalid_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_base_: {THUMOS}\nmodel:\n  backbon:\n    depth: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'model.backbon' \\(did you mean 'model.backbone'\\?\\)"):
+        load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml: line"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_missing_checkpoint_is_refused_unless_random_init_allowed() -> None:
+    with pytest.raises(ConfigError, match="model.backbone.checkpoint: not set"):
+        load_config(THUMOS, ["model.backbone.checkpoint=null"])
+    cfg = load_config(THUMOS, ["model.backbone.checkpoint=null", "model.backbone.allow_random_init=true"])
+    assert cfg.model.backbone.checkpoint is None
+
+
+def test_effective_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(THUMOS, ["train.epochs=7"], profile="64gb")
+    out = write_config(cfg, tmp_path / "run" / "config.yaml")
+    assert yaml.safe_load(out.read_text())["train"]["epochs"] == 7
+    assert load_config(out) == cfg
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert not list(out.parent.glob(".*.tmp"))  # no temp file left behind

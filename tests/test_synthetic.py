@@ -1,0 +1,183 @@
+"""Synthetic THUMOS-like data set: real decodable mp4s whose pixels match the annotations."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import decord
+import numpy as np
+import pytest
+
+from adatad.data import synthetic
+from adatad.data.annotations import load_annotations, load_class_names
+from adatad.data.synthetic import (
+    ACTION_CLASSES,
+    DEMO_SPEC,
+    SyntheticSpec,
+    dataset_is_complete,
+    generate_dataset,
+    generate_from_spec,
+)
+
+TINY = dict(num_train=2, num_test=1, num_classes=3, duration_s=(4.0, 5.0), fps=15, width=64, height=48,
+            action_duration_s=(1.0, 1.6), gap_s=(0.8, 1.2), seed=7)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, **TINY)
+    return out
+
+
+def decode_all(path: Path) -> np.ndarray:
+    vr = decord.VideoReader(str(path), num_threads=1)
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+def color_fraction(frames: np.ndarray, color: tuple[int, int, int], tol: int = 60) -> np.ndarray:
+    """Per-frame fraction of pixels within ``tol`` (max channel difference) of ``color``."""
+    diff = np.abs(frames.astype(np.int16) - np.array(color, dtype=np.int16)).max(axis=-1)
+    return (diff <= tol).mean(axis=(1, 2))
+
+
+def test_layout_and_loader_roundtrip(tiny):
+    db = json.loads((tiny / "annotations.json").read_text())["database"]
+    assert sorted(db) == ["video_test_0000001", "video_validation_0000001", "video_validation_0000002"]
+    assert db["video_validation_0000001"]["subset"] == "training"
+    assert db["video_test_0000001"]["subset"] == "validation"
+    names = (tiny / "category_idx.txt").read_text().split()
+    assert names == [c.name for c in ACTION_CLASSES[:3]]
+    assert load_class_names(tiny / "annotations.json") == names  # derived map equals the written one
+    train, _ = load_annotations(tiny / "annotations.json", tiny / "videos", "training", class_names=names)
+    test, _ = load_annotations(tiny / "annotations.json", tiny / "videos", "validation", class_names=names)
+    assert len(train) == 2 and len(test) == 1
+    for rec in train + test:
+        assert rec.fps == pytest.approx(15.0)
+        assert len(rec.segments) >= 1
+        assert (np.diff(rec.segments.ravel()) >= 0).all()  # sorted, non-overlapping
+    assert dataset_is_complete(tiny, SyntheticSpec(**TINY))
+    assert not dataset_is_complete(tiny, dataclasses.replace(SyntheticSpec(**TINY), seed=8))
+
+
+def test_videos_decode_to_stated_frame_count_and_size(tiny):
+    db = json.loads((tiny / "annotations.json").read_text())["database"]
+    for vid, info in db.items():
+        vr = decord.VideoReader(str(tiny / "videos" / f"{vid}.mp4"), num_threads=1)
+        assert len(vr) == info["frame"]
+        assert info["duration"] == pytest.approx(info["frame"] / 15)
+        assert 4.0 * 15 - 1 <= info["frame"] <= 5.0 * 15 + 1
+        assert vr[0].shape == (48, 64, 3)
+        assert vr.get_avg_fps() == pytest.approx(15.0)
+
+
+def test_pixels_match_annotations(tiny):
+    db = json.loads((tiny / "annotations.json").read_text())["database"]
+    names = [c.name for c in ACTION_CLASSES[:3]]
+    for vid, info in db.items():
+        frames = decode_all(tiny / "videos" / f"{vid}.mp4")
+        fps = info["frame"] / info["duration"]
+        t = np.arange(len(frames)) / fps
+        inside_any = np.zeros(len(frames), dtype=bool)
+        far_from_all = np.ones(len(frames), dtype=bool)
+        for anno in info["annotations"]:
+            (s, e), k = anno["segment"], names.index(anno["label"])
+            inside = (t >= s + 0.15) & (t < e - 0.15)  # a few frames off the edges (codec blur)
+            inside_any |= inside
+            far_from_all &= (t < s - 0.3) | (t > e + 0.3)
+            assert inside.any()
+            own = color_fraction(frames[inside], ACTION_CLASSES[k].color)
+            assert own.min() > 0.02, (vid, anno, own.min())  # the class's object is visible throughout
+            for j in range(3):
+                if j != k:  # and no other class's object is
+                    assert color_fraction(frames[inside], ACTION_CLASSES[j].color).max() < 0.002
+        assert far_from_all.any()
+        for k in range(3):  # well outside every segment no action colour is present
+            assert color_fraction(frames[far_from_all], ACTION_CLASSES[k].color).max() < 0.002
+
+
+def test_deterministic_given_seed(tiny, tmp_path):
+    again = generate_dataset(tmp_path / "again", **TINY, workers=2)  # the process-pool path too
+    assert again.read_text() == (tiny / "annotations.json").read_text()
+    for vid in ["video_validation_0000001", "video_test_0000001"]:
+        a = decode_all(tiny / "videos" / f"{vid}.mp4")
+        b = decode_all(tmp_path / "again" / "videos" / f"{vid}.mp4")
+        np.testing.assert_array_equal(a, b)
+    other = synthetic.plan_dataset(SyntheticSpec(**{**TINY, "seed": 8}))
+    assert other != synthetic.plan_dataset(SyntheticSpec(**TINY))
+
+
+def test_interrupted_generation_does_not_look_complete(tmp_path, monkeypatch):
+    spec = SyntheticSpec(**{**TINY, "num_train": 3, "num_test": 0, "duration_s": (3.0, 3.0)})
+    generate_from_spec(tmp_path, spec)
+    assert dataset_is_complete(tmp_path, spec)
+    real_write = synthetic.write_video
+    calls = []
+
+    def failing(spec_, layout, path):
+        calls.append(layout.video_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(spec_, layout, path)
+
+    monkeypatch.setattr(synthetic, "write_video", failing)
+    with pytest.raises(KeyboardInterrupt):
+        generate_from_spec(tmp_path, dataclasses.replace(spec, seed=99))
+    assert not (tmp_path / "annotations.json").exists()
+    assert not dataset_is_complete(tmp_path) and not dataset_is_complete(tmp_path, spec)
+    assert not [p for p in (tmp_path / "videos").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_write_video_failure_leaves_no_partial_file(tmp_path, monkeypatch):
+    spec = SyntheticSpec(**TINY)
+    layout = synthetic.plan_video(spec, "train", 0)
+
+    def broken(*args, **kwargs):
+        yield np.zeros((2, 48, 64, 3), dtype=np.uint8)
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(synthetic, "render_frames", broken)
+    with pytest.raises(RuntimeError, match="render failed"):
+        synthetic.write_video(spec, layout, tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spec_validation_and_demo_spec():
+    with pytest.raises(ValueError, match="num_classes"):
+        SyntheticSpec(num_classes=9).validate()
+    with pytest.raises(ValueError, match="even"):
+        SyntheticSpec(width=63).validate()
+    DEMO_SPEC.validate()
+    assert synthetic.demo_spec() is DEMO_SPEC
+    assert SyntheticSpec().width == 320 and SyntheticSpec().height == 180 and SyntheticSpec().fps == 30
+    layout = synthetic.plan_video(DEMO_SPEC, "train", 0)
+    durations = [(i.end_frame - i.start_frame) / DEMO_SPEC.fps for i in layout.instances]
+    assert len(durations) >= 2 and all(1.4 <= d <= 6.1 for d in durations)
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "pipelines" / "make_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_skips_complete_and_refuses_other_params(tmp_path, capsys):
+    cli = load_cli()
+    args = ["--out", str(tmp_path), "--num-train", "1", "--num-test", "1", "--num-classes", "2",
+            "--duration", "2.5", "--fps", "10", "--width", "32", "--height", "32", "--quiet"]
+    assert cli.main(args) == 0
+    assert "wrote 2 videos" in capsys.readouterr().out
+    mtime = (tmp_path / "annotations.json").stat().st_mtime_ns
+    assert cli.main(args) == 0
+    assert "skipping" in capsys.readouterr().out
+    assert (tmp_path / "annotations.json").stat().st_mtime_ns == mtime
+    assert cli.main(args + ["--seed", "3"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli.main(args + ["--seed", "3", "--force"]) == 0
+    assert json.loads((tmp_path / "synthetic_spec.json").read_text())["seed"] == 3
+    assert cli.main(["--out", str(tmp_path), "--width", "33"]) == 2
