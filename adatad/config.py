@@ -159,6 +159,10 @@ class RuntimeConfig:
     object_store_memory_mb: int | None = None
     max_failures: int = 1
     storage_path: str = "runs"
+    # Custom Ray resources (e.g. {"gpu_node": 1}) that pin train workers / decode actors to nodes
+    # started with `ray start --resources='{"gpu_node": 1}'`; empty = anywhere.
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    decode_actor_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -312,6 +316,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not match {tp}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_type, value_type = args or (Any, Any)
+        return {_coerce(key_type, k, path): _coerce(value_type, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
@@ -440,6 +449,11 @@ def validate(cfg: Config) -> None:
     _check(r.decode_actor_cpus > 0, "runtime.decode_actor_cpus", r.decode_actor_cpus, "> 0")
     _check(r.prefetch_batches >= 0, "runtime.prefetch_batches", r.prefetch_batches, ">= 0")
     _check(r.max_failures >= -1, "runtime.max_failures", r.max_failures, ">= -1 (-1 = retry forever)")
+    for name in ("worker_resources", "decode_actor_resources"):
+        for key, amount in getattr(r, name).items():
+            _check(key not in ("CPU", "GPU", "memory"), f"runtime.{name}", key,
+                   "a custom resource name (CPU/GPU come from cpus_per_worker/decode_actor_cpus/use_gpu)")
+            _check(amount >= 0, f"runtime.{name}.{key}", amount, ">= 0")
     if b.checkpoint is None and not b.allow_random_init:
         raise ConfigError(
             "model.backbone.checkpoint: not set; AdaTAD needs pre-trained VideoMAE weights "

@@ -66,6 +66,7 @@ def train_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
         batch_format="numpy",
         compute=ActorPoolStrategy(size=cfg.runtime.decode_actors),
         num_cpus=cfg.runtime.decode_actor_cpus,
+        resources=cfg.runtime.decode_actor_resources or None,  # e.g. {"data_node": 1}: CPU-only nodes
     )
 
 
@@ -80,4 +81,5 @@ def test_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
         batch_format="numpy",
         compute=ActorPoolStrategy(size=cfg.runtime.val_decode_actors),
         num_cpus=cfg.runtime.decode_actor_cpus,
+        resources=cfg.runtime.decode_actor_resources or None,  # e.g. {"data_node": 1}: CPU-only nodes
     )

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
 from adatad.atomic import atomic_write_text
 from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config, write_config
 from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
+from adatad.data.check import check_videos, format_problems
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
 CONFIG_FILE = "config.yaml"
@@ -103,21 +104,22 @@ def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list
     return train, test, class_names
 
 
-def check_videos(records: list[VideoRecord]) -> list[str]:
-    """Every problem with the videos, listed at once (probing each with the real decoder)."""
-    from adatad.data.video import VideoDecodeError, probe_video
+def check_backbone_checkpoint(cfg: Config) -> None:
+    """Load the configured VideoMAE file into a model here, before Ray starts (one-line error).
 
-    problems = []
-    for record in records:
-        try:
-            info = probe_video(record.path)
-        except VideoDecodeError as exc:
-            problems.append(str(exc))
-            continue
-        if info.num_frames < 0.9 * record.num_frames:
-            problems.append(f"{record.path}: decoder sees {info.num_frames} frames, the annotation says "
-                            f"{record.num_frames}")
-    return problems
+    Training builds the model inside a Ray worker, where a wrong path or architecture would only
+    surface after the cluster, datasets and workers are up. Building the model once on the driver
+    costs a few seconds and runs the exact loading code the workers run.
+    """
+    if not cfg.model.backbone.checkpoint:
+        return
+    from adatad.models.build import build_model
+    from adatad.models.videomae import CheckpointError
+
+    try:
+        build_model(cfg)
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise UsageError(f"model.backbone.checkpoint: {exc}") from None
 
 
 def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
@@ -149,7 +151,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     use_gpu = bool(r.use_gpu and gpus >= 1)
     if r.use_gpu and not use_gpu and not quiet:
         print("warning: runtime.use_gpu is true but the cluster has no GPU; training on CPU", flush=True)
-    resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if use_gpu else {}), **r.worker_resources}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -157,6 +159,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "test_rows": [record_to_row(rec, i) for i, rec in enumerate(test_records)],
             "class_names": class_names,
             "num_train_videos": len(train_records),
+            "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
         },
         scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -223,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_data_check:
             problems = check_videos(train + test)
             if problems:
-                print(f"data check: {len(problems)} problem(s):", *problems, sep="\n  ", file=sys.stderr)
+                print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
                 return 2
+        check_backbone_checkpoint(plan.cfg)
         print(f"config '{plan.cfg.name}': {len(train)} training videos, {len(test)} test videos, "
               f"{len(classes)} classes; {plan.cfg.train.epochs} epochs", flush=True)
         from pipelines.cluster import ClusterError, connect

@@ -1,0 +1,220 @@
+"""Detection on new videos (pipelines/detect.py): Ray Data inference -> results json -> timelines.
+
+One detect run over the tiny test videos plus a corrupt file is shared by the first tests; its mAP
+must equal the training-time validation of the same checkpoint, because both run the same decode,
+model and merge code.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adatad.data.annotations import VideoRecord
+from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
+from adatad.visualize import render_timeline, timeline_size
+from pipelines import detect, evaluate
+from pipelines.train_loop import PREDICTIONS_FILE
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _validated_checkpoint(trained_run: dict) -> Path:
+    """The run's final checkpoint, or (if a later test replaced it) any validated one of the run."""
+    final = Path(trained_run["summary"]["stats"]["checkpoint"])
+    if (final / PREDICTIONS_FILE).is_file():
+        return final
+    found = sorted(p.parent for p in Path(trained_run["summary"]["run_dir"]).glob(f"checkpoint_*/{PREDICTIONS_FILE}"))
+    assert found, "the trained run kept no validated checkpoint"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def detected(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    data = trained_run["data"]
+    work = tmp_path_factory.mktemp("detect")
+    videos = work / "videos"
+    videos.mkdir()
+    for src in sorted((data / "videos").glob("video_test_*.mp4")):
+        (videos / src.name).symlink_to(src)
+    (videos / "broken_upload.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    checkpoint = _validated_checkpoint(trained_run)
+    out, plots = work / "detections.json", work / "plots"
+    rc = detect.main(["--checkpoint", str(checkpoint), "--videos", str(videos), "--out", str(out),
+                      "--plot-dir", str(plots), "--annotations", str(data / "annotations.json"), "--quiet"])
+    return {"rc": rc, "out": out, "plots": plots, "checkpoint": checkpoint, "data": data, "work": work}
+
+
+def test_detections_reproduce_the_training_validation_map(detected: dict) -> None:
+    assert detected["rc"] == 0
+    output = json.loads(detected["out"].read_text())
+    assert sorted(output["results"]) == [f"video_test_000000{i}" for i in (1, 2, 3)]
+    assert all(len(entries) > 0 for entries in output["results"].values())
+
+    ann = str(detected["data"] / "annotations.json")
+    ours = evaluate.run(evaluate.build_parser().parse_args(["--annotations", ann, "--predictions",
+                                                            str(detected["out"])]))
+    training = json.loads((detected["checkpoint"] / "history.json").read_text())[-1]
+    assert ours["average_mAP"] == pytest.approx(training["average_mAP"], abs=1e-6)
+    for tiou, value in ours["mAP"].items():
+        assert value == pytest.approx(training[f"mAP_{tiou}"], abs=1e-6)
+
+
+def test_a_corrupt_video_is_reported_and_the_others_complete(detected: dict) -> None:
+    output = json.loads(detected["out"].read_text())
+    assert list(output["errors"]) == ["broken_upload"]
+    assert "broken_upload.mp4" in output["errors"]["broken_upload"]
+    assert "broken_upload" not in output["results"]
+    assert len(output["results"]) == 3
+
+
+def test_one_timeline_png_per_video_of_the_expected_size(detected: dict) -> None:
+    pngs = sorted(detected["plots"].glob("*.png"))
+    assert [p.stem for p in pngs] == [f"video_test_000000{i}" for i in (1, 2, 3)]
+    for png in pngs:
+        assert _png_size(png) == timeline_size(3)
+
+
+def _write_video(path: Path, frames: int, fps: int, width: int, height: int) -> None:
+    import av
+
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_short_video_with_other_fps_and_size_uses_the_decoders_clock(detected: dict) -> None:
+    # 21 frames at 25 fps (0.84 s, a fraction of one 64x4-frame window), 96x40 pixels (below the crop size).
+    work = detected["work"]
+    clip = work / "odd" / "tiny_clip.mkv"
+    clip.parent.mkdir()
+    _write_video(clip, frames=21, fps=25, width=96, height=40)
+    out = work / "odd.json"
+    run_dir = detected["checkpoint"].parent  # a run folder resolves to its latest checkpoint
+    result = detect.run(detect.build_parser().parse_args(
+        ["--checkpoint", str(run_dir), "--videos", str(clip), "--out", str(out), "--top-k", "5",
+         "--min-score", "0.0001", "--quiet"]))
+    assert result["errors"] == {} and result["stats"]["windows"] == 1
+    entries = json.loads(out.read_text())["results"]["tiny_clip"]
+    assert 1 <= len(entries) <= 5
+    assert all(e["score"] >= 0.0001 for e in entries)
+    assert all(0.0 <= e["segment"][0] <= e["segment"][1] <= round(21 / 25, 2) for e in entries)
+
+
+# ---------------------------------------------------------------- pieces without Ray
+
+
+def _record(vid: str, path: Path, frames: int = 40, fps: float = 10.0) -> VideoRecord:
+    return VideoRecord(vid, str(path), "detect", frames / fps, frames, fps, np.zeros((0, 2)), np.zeros(0, np.int64))
+
+
+def test_collect_merges_complete_videos_and_reports_decode_failures(tmp_path: Path) -> None:
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")  # window 64 positions of stride 4
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\0not a video" * 10)
+    records = [_record("good", tmp_path / "good.mp4"), _record("bad", bad)]  # 40 frames / 4 -> 10 positions: 1 window
+    k = 3
+    batch = {
+        "video_index": np.array([1, 0]), "window_start_frame": np.array([0, 0]), "fps": np.array([10.0, 10.0]),
+        "duration": np.array([4.0, 4.0]), "frame_stride": np.array([4, 4]), "valid": np.array([False, True]),
+        "segments": np.zeros((2, k, 2), np.float32), "scores": np.zeros((2, k), np.float32),
+        "labels": np.full((2, k), -1, np.int64), "count": np.array([0, 2]),
+    }
+    batch["segments"][1, :2] = [[1.0, 5.0], [2.0, 3.0]]  # positions -> seconds: * 4 / 10
+    batch["scores"][1, :2] = [0.9, 0.5]
+    batch["labels"][1, :2] = [2, 0]
+    results, errors, seen = detect.collect(iter([batch]), records, ["a", "b", "c"], cfg, cfg.model.inference)
+    assert seen == 2
+    assert results == {"good": [{"segment": [0.4, 2.0], "label": "c", "score": 0.9},
+                                {"segment": [0.8, 1.2], "label": "a", "score": 0.5}]}
+    assert list(errors) == ["bad"] and str(bad) in errors["bad"] and "1 of 1 windows" in errors["bad"]
+
+
+def test_detection_config_only_changes_what_the_model_does_not_see(tmp_path: Path) -> None:
+    from adatad.config import ConfigError
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")
+    changed = detect.detection_config(cfg, None, ["runtime.val_decode_actors=3", "model.inference.nms_sigma=0.5"])
+    assert changed.runtime.val_decode_actors == 3 and changed.model.inference.nms_sigma == 0.5
+    assert changed.data.window_size == cfg.data.window_size
+    with pytest.raises(ConfigError, match="data.window_size: cannot change"):
+        detect.detection_config(cfg, None, ["data.window_size=128"])
+
+
+def test_inputs_are_checked_with_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for folder in ("a", "b", "empty"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "a" / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "b" / "clip.avi").write_bytes(b"x")
+    with pytest.raises(detect.DetectInputError, match="'clip'.*used by both"):
+        detect.list_videos([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(detect.DetectInputError, match="no such file"):
+        detect.list_videos([str(tmp_path / "missing.mp4")])
+    with pytest.raises(detect.DetectInputError, match="holds no video files"):
+        detect.list_videos([str(tmp_path / "empty")])
+    assert detect.list_videos([str(tmp_path / "a")]) == [(tmp_path / "a" / "clip.mp4").resolve()]
+    rc = detect.main(["--checkpoint", str(tmp_path / "nothing.pt"), "--videos", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == detect.EXIT_BAD_INPUT and len(err) == 1 and "nothing.pt" in err[0]
+
+
+def test_class_names_must_fit_the_model(tmp_path: Path) -> None:
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")  # model.head.num_classes=3; data paths do not exist
+    two = tmp_path / "two.txt"
+    two.write_text("x\ny\n")
+    with pytest.raises(detect.DetectInputError, match="2 classes.*num_classes=3"):
+        detect.resolve_class_names(cfg, class_map=str(two))
+    with pytest.raises(detect.DetectInputError, match="pass --class-map or --annotations"):
+        detect.resolve_class_names(cfg)
+    three = tmp_path / "three.txt"
+    three.write_text("x\ny\nz\n")
+    assert detect.resolve_class_names(cfg, class_map=str(three))[0] == ["x", "y", "z"]
+
+
+def test_timeline_size_and_label_check() -> None:
+    names = ["Jump", "Run", "Swim", "Throw", "Walk"]
+    dets = [{"segment": [1.0, 3.5], "label": "Run", "score": 0.8}, {"segment": [2.0, 2.5], "label": "Run", "score": 0.05}]
+    png = render_timeline("v", 10.0, names, dets, [{"segment": [1.2, 3.0], "label": "Run"}], score_threshold=0.1)
+    assert png[:8] == PNG_SIGNATURE and struct.unpack(">II", png[16:24]) == timeline_size(5)
+    with pytest.raises(ValueError, match="'Dance' is not one of the classes"):
+        render_timeline("v", 10.0, names, [{"segment": [0, 1], "label": "Dance", "score": 0.9}])
+
+
+def test_predict_pads_to_fixed_shapes_and_skips_failed_windows(trained_run: dict) -> None:
+    state = read_checkpoint(Path(_validated_checkpoint(trained_run)) / CHECKPOINT_FILE)
+    cfg = state["config"]
+    predict = detect.Predict(state, pre_nms_thresh=0.001, pre_nms_topk=50, amp=False, threads=1)
+    t, size = cfg["data"]["window_size"], cfg["data"]["crop_size"]
+    batch = {"frames": np.random.default_rng(0).integers(0, 255, (2, t, size, size, 3), dtype=np.uint8),
+             "masks": np.ones((2, t), bool), "video_index": np.array([0, 1]), "window_start_frame": np.array([0, 0]),
+             "fps": np.array([30.0, 30.0]), "duration": np.array([5.0, 5.0]), "frame_stride": np.array([4, 4]),
+             "valid": np.array([True, False])}
+    out = predict(batch)
+    assert out["segments"].shape == (2, 50, 2) and out["scores"].shape == (2, 50) and out["labels"].shape == (2, 50)
+    assert out["count"][0] == 50 and out["count"][1] == 0 and (out["labels"][1] == -1).all()
+    direct = predict.model.predict(torch.from_numpy(batch["frames"][:1]), torch.from_numpy(batch["masks"][:1]),
+                                   pre_nms_thresh=0.001, pre_nms_topk=50)[0]
+    assert torch.equal(torch.from_numpy(out["scores"][0]), direct.scores)
