@@ -2,6 +2,11 @@
 checkpointing: peak memory and step time on CPU, fp32, batch 1, ViT-S + adapters in all 12 blocks.
 
 Each setting runs in a fresh subprocess so that its peak RSS (getrusage ru_maxrss) is its own.
+glibc keeps freed heap pages mapped (its mmap threshold grows after the first large free), so RSS
+would also count memory that checkpointing already released; children therefore run with
+MALLOC_MMAP_THRESHOLD_ fixed (default 1 MiB: every activation tensor is mmapped and returned on
+free) so the peak tracks live memory. `--mmap-threshold 0` keeps glibc's default behaviour.
+Step time is wall clock and process CPU time (the latter is less sensitive to a busy machine).
 
     .venv/bin/python benchmarks/bench_backbone_step.py                    # 768 and 384 frames
     .venv/bin/python benchmarks/bench_backbone_step.py --frames 384 --size 160
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -42,24 +48,29 @@ def child(frames: int, size: int, checkpointing: bool, threads: int) -> dict:
     x = torch.randn(1, 3, frames, size, size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     feats = encoder(x)
     forward_s = time.perf_counter() - start
     feats.square().mean().backward()
     optimizer.step()
-    step_s = time.perf_counter() - start
+    step_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
 
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return {"frames": frames, "size": size, "checkpointing": checkpointing, "threads": threads,
             "feats_shape": list(feats.shape), "forward_s": round(forward_s, 2), "step_s": round(step_s, 2),
+            "step_cpu_s": round(cpu_s, 2), "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", "glibc default"),
             "peak_rss_gib": round(peak_kib / 2**20, 2), "rss_before_step_gib": round(rss_before / 2**20, 2),
             "params": count_params(encoder)}
 
 
-def run_child(frames: int, size: int, checkpointing: bool, threads: int) -> dict:
+def run_child(frames: int, size: int, checkpointing: bool, threads: int, mmap_threshold: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--frames", str(frames), "--size", str(size),
            "--checkpointing", str(int(checkpointing)), "--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if mmap_threshold > 0:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:  # e.g. killed by the OOM killer (-9)
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"frames": frames, "size": size, "checkpointing": checkpointing,
@@ -72,6 +83,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[768, 384])
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mmap-threshold", type=int, default=2**20,
+                        help="MALLOC_MMAP_THRESHOLD_ for the children in bytes; 0 = glibc default")
+    parser.add_argument("--checkpointing-only", choices=["both", "on", "off"], default="both")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,17 +93,18 @@ def main() -> None:
         print(json.dumps(child(args.frames[0], args.size, bool(args.checkpointing), args.threads)))
         return
 
-    rows = [run_child(f, args.size, cp, args.threads) for f in args.frames for cp in (True, False)]
+    settings = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing_only]
+    rows = [run_child(f, args.size, cp, args.threads, args.mmap_threshold) for f in args.frames for cp in settings]
     for row in rows:
         print(json.dumps(row), flush=True)
-    print("\n| frames | size | checkpointing | forward s | step s | peak RSS GiB |")
-    print("|---|---|---|---|---|---|")
+    print("\n| frames | size | checkpointing | forward s | step s (wall) | step CPU s | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['frames']} | {r['size']} | {r['checkpointing']} | - | - | {r['error']} |")
+            print(f"| {r['frames']} | {r['size']} | {r['checkpointing']} | - | - | - | {r['error']} |")
         else:
             print(f"| {r['frames']} | {r['size']} | {r['checkpointing']} | {r['forward_s']} | {r['step_s']} "
-                  f"| {r['peak_rss_gib']} |")
+                  f"| {r['step_cpu_s']} | {r['peak_rss_gib']} |")
     for f in args.frames:
         pair = {r["checkpointing"]: r for r in rows if r["frames"] == f and "error" not in r}
         if len(pair) == 2:

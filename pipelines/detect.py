@@ -141,25 +141,25 @@ def resolve_class_names(cfg: Config, class_map: str | None = None, annotations: 
     index order the model learnt; `--annotations` is the fallback when the run's data moved.
     """
     d = cfg.data
-    candidates: list[tuple[str, Any]] = []
+    candidates: list[tuple[str, str, str | None]] = []  # (source, annotation file, class map file)
     if class_map:
         if not Path(class_map).is_file():
             raise DetectInputError(f"--class-map {class_map}: file not found")
-        candidates.append((f"--class-map {class_map}", lambda: load_class_names(class_map, class_map)))
-    if d.class_map_file and Path(cfg.resolve_path(d.class_map_file)).is_file():
-        path = cfg.resolve_path(d.class_map_file)
-        candidates.append((f"the training class map {path}", lambda: load_class_names(path, path)))
+        candidates.append((f"--class-map {class_map}", class_map, class_map))
+    train_map = cfg.resolve_path(d.class_map_file) if d.class_map_file else None
+    if train_map and Path(train_map).is_file():
+        candidates.append((f"the training class map {train_map}", train_map, train_map))
     if annotations:
-        candidates.append((f"the labels of --annotations {annotations}", lambda: load_class_names(annotations)))
-    if Path(cfg.resolve_path(d.annotation_file)).is_file():
-        path = cfg.resolve_path(d.annotation_file)
-        candidates.append((f"the labels of the training annotations {path}", lambda: load_class_names(path)))
+        candidates.append((f"the labels of --annotations {annotations}", annotations, None))
+    train_annotations = cfg.resolve_path(d.annotation_file)
+    if Path(train_annotations).is_file():
+        candidates.append((f"the labels of the training annotations {train_annotations}", train_annotations, None))
     if not candidates:
         raise DetectInputError(f"no class names: the checkpoint's data.class_map_file ({d.class_map_file}) and "
                                f"data.annotation_file ({d.annotation_file}) do not exist here; pass --class-map "
                                "or --annotations")
-    source, load = candidates[0]
-    names = load()
+    source, annotation_file, map_file = candidates[0]
+    names = load_class_names(annotation_file, map_file)
     if len(names) != cfg.model.head.num_classes:
         raise DetectInputError(f"{source}: {len(names)} classes, but the checkpoint's model has "
                                f"model.head.num_classes={cfg.model.head.num_classes}")

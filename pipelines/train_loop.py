@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from adatad.atomic import atomic_write_text
 from adatad.config import config_from_dict
+from adatad.data.check import DecodeFailures
 from adatad.data.clips import row_to_record
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.engine.step import autocast, train_step
@@ -42,21 +43,31 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _valid_only(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Drop examples whose video failed to decode; return the batch and how many were dropped."""
+def _valid_only(batch: dict[str, torch.Tensor], failures: DecodeFailures, where: str
+                ) -> tuple[dict[str, torch.Tensor], int]:
+    """Drop examples whose video failed to decode (counted in `failures`, with a warning naming
+    the files; DecodeFailureError past the ceiling); return the batch and how many were dropped."""
     valid = batch["valid"].bool()
     dropped = int((~valid).sum())
     if dropped:
+        indices = batch["video_index"][~valid].tolist() if "video_index" in batch else [-1] * dropped
+        paths = failures.add(indices)
+        print(f"warning: {where}: skipped {dropped} clip(s) that failed to decode: {', '.join(paths)} "
+              f"({len(failures)} this epoch; data.max_decode_failures={failures.ceiling})", flush=True)
         batch = {k: v[valid] for k, v in batch.items()}
     return batch, dropped
 
 
 def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch: int, steps: int,
-              rank: int) -> dict[str, float]:
-    """One pass over this worker's shard; returns the epoch's averaged training metrics."""
+              rank: int, train_paths: list[str] | None = None) -> dict[str, float]:
+    """One pass over this worker's shard; returns the epoch's averaged training metrics.
+
+    `train_paths[video_index]` names the file of a clip that failed to decode.
+    """
     per_worker = cfg.train.batch_size // cfg.runtime.num_workers
     sums = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0}
-    n_steps = clips = failures = 0
+    n_steps = clips = 0
+    failures = DecodeFailures(train_paths or [], cfg.data.max_decode_failures)
     wait = 0.0
     start = last = time.perf_counter()
     iterator = iter(shard.iter_torch_batches(batch_size=per_worker, prefetch_batches=cfg.runtime.prefetch_batches,
@@ -67,11 +78,7 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        batch, dropped = _valid_only(batch)
-        failures += dropped
-        if failures > cfg.data.max_decode_failures:
-            raise RuntimeError(f"{failures} clips failed to decode this epoch (ceiling "
-                               f"data.max_decode_failures={cfg.data.max_decode_failures}); see the warnings above")
+        batch, _ = _valid_only(batch, failures, f"epoch {epoch} rank {rank}")
         if len(batch["frames"]) == 0:
             continue
         result = train_step(state.model, _to_device(batch, device), state.optimizer, state.scheduler, state.scaler,
@@ -96,7 +103,7 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
         clips_per_s=clips / elapsed if elapsed > 0 else 0.0,
         data_wait_frac=wait / elapsed if elapsed > 0 else 0.0,
         steps=float(n_steps),
-        decode_failures=float(failures),
+        decode_failures=float(len(failures)),
     )
     return metrics
 
@@ -109,9 +116,13 @@ def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, 
     model.eval()
     collector = WindowCollector()
     inf = cfg.model.inference
+    failures = DecodeFailures([r.path for r in records], cfg.data.max_decode_failures, what="test windows")
     start = time.perf_counter()
     for batch in shard.iter_torch_batches(batch_size=cfg.train.val_batch_size,
                                           prefetch_batches=cfg.runtime.prefetch_batches, device="cpu"):
+        batch, _ = _valid_only(batch, failures, "validation")
+        if len(batch["frames"]) == 0:
+            continue
         with autocast(device, cfg.train.amp):
             dets = model.predict(batch["frames"].to(device), batch["masks"].to(device),
                                  pre_nms_thresh=inf.pre_nms_thresh, pre_nms_topk=inf.pre_nms_topk)
@@ -161,7 +172,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state.epoch + 1, cfg.train.epochs):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank)
+        metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank, loop_config.get("train_paths"))
         metrics["peak_memory_mb"] = _peak_memory_mb(device)
         metrics["epoch"] = epoch
         results = None

@@ -16,6 +16,15 @@ from adatad.models.losses import DetectionLoss
 from adatad.postprocess import decode_window
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops on a shared 2-core machine run far faster without intra-op thread hand-offs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_head(**kw) -> ActionFormerHead:
     args = dict(in_channels=16, num_classes=3, embed_dim=32, feat_channels=32, n_head=4, path_pdrop=0.0)
     args.update(kw)
@@ -211,16 +220,16 @@ def test_bad_input_shapes_raise():
 
 
 def test_head_and_losses_overfit_one_sequence():
-    """Small head (embed 64) + DetectionLoss learn one synthetic sequence on CPU in a few hundred steps."""
+    """Small head (embed 64) + DetectionLoss learn one synthetic sequence on CPU in 100 steps."""
     torch.manual_seed(0)
-    T, C, K = 128, 8, 3
-    segments = torch.tensor([[10.0, 30.0], [50.0, 90.0], [100.0, 108.0]])
+    T, C, K = 64, 8, 3
+    segments = torch.tensor([[5.0, 17.0], [24.0, 46.0], [50.0, 55.0]])
     labels = torch.tensor([0, 1, 2])
     feats = 0.3 * torch.randn(1, C, T)
     for (s, e), c in zip(segments.long().tolist(), labels.tolist(), strict=True):
         feats[0, c, s:e] += 1.0  # a class-specific "action" signal
     masks = torch.ones(1, T, dtype=torch.bool)
-    masks[0, 120:] = False
+    masks[0, 60:] = False
     head = ActionFormerHead(C, K, embed_dim=64, feat_channels=64, n_head=4, path_pdrop=0.0)
     loss_fn = DetectionLoss(K, head.strides, head.regression_ranges)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.0)
@@ -235,13 +244,13 @@ def test_head_and_losses_overfit_one_sequence():
         return value
 
     start = eval_loss()
-    for _ in range(250):
+    for _ in range(100):
         out = loss_fn(*head(feats, masks), [segments], [labels])
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
     end = eval_loss()
-    assert end < 0.1 * start and end < 0.3, (start, end)
+    assert start > 1.0 and end < 0.1, (start, end)
 
     head.eval()
     with torch.no_grad():
@@ -250,4 +259,4 @@ def test_head_and_losses_overfit_one_sequence():
         best = int(torch.nonzero(dets.labels == c)[0])  # highest-scoring detection of that class
         ps, pe = dets.segments[best].tolist()
         iou = max(0.0, min(e, pe) - max(s, ps)) / (max(e, pe) - min(s, ps))
-        assert iou > 0.7 and dets.scores[best] > 0.5, (c, (ps, pe), float(dets.scores[best]))
+        assert iou > 0.8 and dets.scores[best] > 0.5, (c, (ps, pe), float(dets.scores[best]))

@@ -192,6 +192,14 @@ def test_class_names_must_fit_the_model(tmp_path: Path) -> None:
     three = tmp_path / "three.txt"
     three.write_text("x\ny\nz\n")
     assert detect.resolve_class_names(cfg, class_map=str(three))[0] == ["x", "y", "z"]
+    # The training's own class map (its index order) comes before the labels of --annotations.
+    (tmp_path / "category_idx.txt").write_text("c\nb\na\n")
+    (tmp_path / "gt.json").write_text(json.dumps({"database": {"v": {"subset": "validation", "annotations": [
+        {"segment": [0, 1], "label": n} for n in "abc"]}}}))
+    names, source = detect.resolve_class_names(cfg, annotations=str(tmp_path / "gt.json"))
+    assert names == ["c", "b", "a"] and "training class map" in source
+    assert detect.resolve_class_names(cfg, class_map=str(three), annotations=str(tmp_path / "gt.json"))[0] == \
+        ["x", "y", "z"]
 
 
 def test_timeline_size_and_label_check() -> None:

@@ -174,10 +174,10 @@ def test_window_starts_match_spec_at_half_overlap_without_duplicates():
 
 def test_sliding_windows_cover_video_and_map_back_exactly():
     rng = np.random.default_rng(5)
-    for _ in range(300):
-        video = make_video(rng)
+    for _ in range(200):
+        video = make_video(rng, num_frames=int(rng.integers(1, 3000)))
         stride = int(rng.choice([1, 2, 4]))
-        window = int(rng.choice([8, 32, 100, 768]))
+        window = int(rng.choice([16, 100, 256, 768]))
         overlap = float(rng.choice([0.0, 0.25, 0.5, 0.75]))
         plans = sliding_windows(video, window, stride, overlap)
         num_pos = len(range(0, video.num_frames, stride))

@@ -66,6 +66,8 @@ def test_layout_and_loader_roundtrip(tiny):
 
 def test_videos_decode_to_stated_frame_count_and_size(tiny):
     db = json.loads((tiny / "annotations.json").read_text())["database"]
+    for name in ["annotations.json", "category_idx.txt", "videos/video_test_0000001.mp4"]:
+        assert (tiny / name).stat().st_mode & 0o777 == 0o644  # readable by others, not mkstemp's 0600
     for vid, info in db.items():
         vr = decord.VideoReader(str(tiny / "videos" / f"{vid}.mp4"), num_threads=1)
         assert len(vr) == info["frame"]

@@ -72,6 +72,33 @@ def test_input_clip_is_never_modified():
     np.testing.assert_array_equal(clip, before)
 
 
+def _all_ops() -> list:
+    return [T.Flip(1.0), T.ColorJitter(), T.ResizeShortSide(30), T.CenterCrop(30),
+            T.RandomResizedCrop(32, resize_short=36), *T.ImageAugment().ops]
+
+
+@pytest.mark.parametrize("op", _all_ops(), ids=lambda op: type(op).__name__)
+def test_no_op_modifies_its_input(op):
+    clip = _natural_clip(t=2)
+    before = clip.copy()
+    op(clip, np.random.default_rng(0))
+    np.testing.assert_array_equal(clip, before)
+
+
+def test_chain_works_in_place_only_on_arrays_it_made():
+    clip = _natural_clip(t=2)
+    before = clip.copy()
+    # the first steps hand the input itself back (no flip, already the right size): the in-place
+    # Invert after them must still not touch the caller's array
+    chain = T.Compose([T.Flip(0.0), T.ResizeShortSide(40), T.Invert()])
+    out = chain(clip, RNG)
+    np.testing.assert_array_equal(clip, before)
+    np.testing.assert_array_equal(out, 255 - clip)
+    out = T.Compose([T.Affine(rotate=10), T.Invert(), T.Posterize(3)])(clip, RNG)
+    np.testing.assert_array_equal(clip, before)
+    np.testing.assert_array_equal(out, (255 - T.Affine(rotate=10)(clip, RNG)) & 0xE0)
+
+
 def test_one_draw_per_clip_every_frame_transformed_alike():
     # A clip of identical frames must stay a clip of identical frames, whatever was drawn:
     # crop box, flip, the two ImageAugment ops (Cutout position included) and the jitter.

@@ -1,0 +1,1 @@
+"""Data semantics: annotations, temporal sampling plans, fixed-shape examples and synthetic data."""

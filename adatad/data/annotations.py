@@ -1,0 +1,249 @@
+"""THUMOS-14 / OpenTAD annotation json -> validated video records and a class map.
+
+Layout read here (OpenTAD's THUMOS json, spec section 1)::
+
+    {"database": {<video_id>: {"subset": str, "duration": float s, "frame": int,
+                               "annotations": [{"segment": [start_s, end_s], "label": name}, ...]}}}
+
+There is no fps field: fps = frame / duration. Every problem is reported as one
+:class:`AnnotationError` line that names the file, the video id and the field, because a silently
+dropped or mis-indexed segment is the classic cause of a collapsed mAP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# A segment may overshoot [0, duration] by this much (seconds) before it is an error; such tiny
+# overshoots (float rounding when the json was written) are clipped.
+SEGMENT_TOLERANCE_S = 1e-3
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One annotated video; segments in seconds, labels as class indices."""
+
+    video_id: str
+    path: str  # absolute path of the video file (existence is checked by the data check, not here)
+    subset: str
+    duration: float  # seconds
+    num_frames: int
+    fps: float  # num_frames / duration
+    segments: np.ndarray  # (N, 2) float64 seconds
+    labels: np.ndarray  # (N,) int64 class indices
+
+
+class AnnotationError(ValueError):
+    """Bad annotation or class-map content; the message is one line naming file, video and field."""
+
+
+def _read_json(annotation_file: str | os.PathLike) -> dict[str, Any]:
+    path = os.fspath(annotation_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read annotation file ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(
+            f"{path}: invalid json at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    if not isinstance(data, dict) or "database" not in data:
+        raise AnnotationError(f"{path}: missing top-level key 'database' (expected the THUMOS/OpenTAD layout)")
+    database = data["database"]
+    if not isinstance(database, dict):
+        raise AnnotationError(
+            f"{path}: 'database' must be an object mapping video id -> info, got {type(database).__name__}"
+        )
+    for vid, info in database.items():
+        if not isinstance(info, dict):
+            raise AnnotationError(f"{path}: video '{vid}': entry must be an object, got {type(info).__name__}")
+    return database
+
+
+def _field(path: str, vid: str, info: dict[str, Any], key: str) -> Any:
+    if key not in info:
+        raise AnnotationError(f"{path}: video '{vid}': missing field '{key}'")
+    return info[key]
+
+
+def _number(path: str, where: str, value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AnnotationError(f"{path}: {where}: expected {what}, got {value!r}")
+    return float(value)
+
+
+def _labels_of(database: dict[str, Any]) -> set[str]:
+    labels: set[str] = set()
+    for info in database.values():
+        annos = info.get("annotations", [])
+        if isinstance(annos, list):
+            labels.update(a["label"] for a in annos if isinstance(a, dict) and isinstance(a.get("label"), str))
+    return labels
+
+
+def load_class_names(
+    annotation_file: str | os.PathLike,
+    class_map_file: str | os.PathLike | None = None,
+    skip_labels: Sequence[str] = ("Ambiguous",),
+) -> list[str]:
+    """Class names in index order.
+
+    From ``class_map_file`` (one name per line, blank lines ignored) when given; otherwise the
+    alphabetically sorted set of labels over the whole json (as OpenTAD generates
+    ``category_idx.txt``), minus ``skip_labels`` since the loaders never train on them.
+    """
+    if class_map_file is not None:
+        path = os.fspath(class_map_file)
+        try:
+            with open(path, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise AnnotationError(f"{path}: cannot read class map ({e.strerror or e})") from None
+        if not names:
+            raise AnnotationError(f"{path}: class map is empty (expected one class name per line)")
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise AnnotationError(f"{path}: class map lists '{name}' twice")
+            seen.add(name)
+        return names
+    database = _read_json(annotation_file)
+    names = sorted(_labels_of(database) - set(skip_labels))
+    if not names:
+        raise AnnotationError(f"{os.fspath(annotation_file)}: no labels found to build a class map")
+    return names
+
+
+def _parse_video(
+    path: str,
+    vid: str,
+    info: dict[str, Any],
+    class_index: dict[str, int] | None,
+    skip: set[str],
+    tolerance: float,
+) -> tuple[float, int, np.ndarray, list[str]]:
+    duration = _number(path, f"video '{vid}': field 'duration'", _field(path, vid, info, "duration"),
+                       "a positive number of seconds")
+    if duration <= 0:
+        raise AnnotationError(f"{path}: video '{vid}': field 'duration': expected > 0, got {duration!r}")
+    frame = _field(path, vid, info, "frame")
+    if isinstance(frame, float) and frame.is_integer():
+        frame = int(frame)
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame <= 0:
+        raise AnnotationError(f"{path}: video '{vid}': field 'frame': expected a positive integer, got {frame!r}")
+    annos = _field(path, vid, info, "annotations")
+    if not isinstance(annos, list):
+        raise AnnotationError(f"{path}: video '{vid}': field 'annotations': expected a list, got {type(annos).__name__}")
+
+    segments: list[tuple[float, float]] = []
+    labels: list[str] = []
+    seen: set[tuple[float, float, str]] = set()
+    for i, anno in enumerate(annos):
+        where = f"video '{vid}': annotations[{i}]"
+        if not isinstance(anno, dict):
+            raise AnnotationError(f"{path}: {where}: expected an object, got {type(anno).__name__}")
+        if "segment" not in anno:
+            raise AnnotationError(f"{path}: {where}: missing field 'segment'")
+        if "label" not in anno:
+            raise AnnotationError(f"{path}: {where}: missing field 'label'")
+        label = anno["label"]
+        if not isinstance(label, str):
+            raise AnnotationError(f"{path}: {where}: field 'label': expected a class name string, got {label!r}")
+        if label in skip:
+            continue
+        seg = anno["segment"]
+        if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+            raise AnnotationError(f"{path}: {where}: field 'segment': expected [start_s, end_s], got {seg!r}")
+        start = _number(path, f"{where}: field 'segment'", seg[0], "numeric [start_s, end_s]")
+        end = _number(path, f"{where}: field 'segment'", seg[1], "numeric [start_s, end_s]")
+        if start >= end:
+            raise AnnotationError(f"{path}: {where}: field 'segment': start {start} >= end {end}")
+        if start < -tolerance or end > duration + tolerance:
+            raise AnnotationError(
+                f"{path}: {where}: field 'segment': [{start}, {end}] lies outside the video [0, {duration}]"
+            )
+        start, end = max(start, 0.0), min(end, duration)
+        if class_index is not None and label not in class_index:
+            raise AnnotationError(f"{path}: {where}: field 'label': '{label}' is not in the class map")
+        key = (start, end, label)
+        if key in seen:  # exact duplicate (same segment and label), dropped as OpenTAD does
+            continue
+        seen.add(key)
+        segments.append((start, end))
+        labels.append(label)
+    seg_array = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    return duration, frame, seg_array, labels
+
+
+def load_annotations(
+    annotation_file: str | os.PathLike,
+    video_dir: str | os.PathLike,
+    subset: str | Sequence[str],
+    class_names: Sequence[str] | None = None,
+    video_ext: str = "mp4",
+    skip_labels: Sequence[str] = ("Ambiguous",),
+    segment_tolerance_s: float = SEGMENT_TOLERANCE_S,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Validated records of the videos whose ``subset`` equals one of ``subset`` (exact match).
+
+    ``class_names`` fixes the label -> index map (an unknown label is an error); without it the
+    map is built by :func:`load_class_names` over the whole file. Segments may overshoot
+    [0, duration] by ``segment_tolerance_s`` (then they are clipped); more is an error. Returns
+    (records sorted by video id, class names).
+    """
+    path = os.fspath(annotation_file)
+    database = _read_json(path)
+    wanted = {subset} if isinstance(subset, str) else set(subset)
+    if not wanted:
+        raise AnnotationError(f"{path}: no subset requested")
+    present: set[str] = set()
+    selected: list[str] = []
+    for vid, info in database.items():
+        sub = _field(path, vid, info, "subset")
+        if not isinstance(sub, str):
+            raise AnnotationError(f"{path}: video '{vid}': field 'subset': expected a string, got {sub!r}")
+        present.add(sub)
+        if sub in wanted:
+            selected.append(vid)
+    if not selected:
+        raise AnnotationError(
+            f"{path}: no video in subset {sorted(wanted)}; subsets present: {sorted(present) or 'none'}"
+        )
+
+    skip = set(skip_labels)
+    if class_names is None:
+        names = sorted(_labels_of(database) - skip)
+        class_index = None  # every label seen is in the derived map
+    else:
+        names = list(class_names)
+        class_index = {n: i for i, n in enumerate(names)}
+    index = {n: i for i, n in enumerate(names)}
+
+    root = os.path.abspath(os.fspath(video_dir))
+    records: list[VideoRecord] = []
+    for vid in sorted(selected):
+        info = database[vid]
+        duration, frame, segments, labels = _parse_video(path, vid, info, class_index, skip, segment_tolerance_s)
+        records.append(
+            VideoRecord(
+                video_id=vid,
+                path=os.path.join(root, f"{vid}.{video_ext}"),
+                subset=info["subset"],
+                duration=duration,
+                num_frames=frame,
+                fps=frame / duration,
+                segments=segments,
+                labels=np.asarray([index[n] for n in labels], dtype=np.int64),
+            )
+        )
+    return records, names

@@ -1,0 +1,148 @@
+"""The pre-training data check: every problem with every video, listed at once.
+
+Why before training: a missing or truncated video otherwise surfaces as a decode failure deep
+inside a Ray actor, minutes (or hours) into a run. Each video is opened with the real decoder and
+its first and last needed frames are decoded (a truncated file whose header survived opens fine
+and only fails at the frames after the cut). decord releases the GIL while decoding, so a thread
+pool checks many videos at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adatad.data.annotations import VideoRecord
+from adatad.data.video import VideoDecodeError, probe_video, read_frames
+
+# The decoder may count a few frames fewer than the annotation (container vs. json rounding);
+# sampling clamps indices for that. Fewer than this share means the file is not the annotated video.
+MIN_FRAME_RATIO = 0.9
+
+
+def _last_frame_problem(path: str, last: int, num_frames: int) -> str | None:
+    if last <= 0:
+        return None
+    try:
+        read_frames(path, np.array([last], np.int64))
+    except VideoDecodeError as exc:
+        return f"{exc} (frame {last} of {num_frames}: the file is probably truncated)"
+    return None
+
+
+def check_video(record: VideoRecord, min_frame_ratio: float = MIN_FRAME_RATIO) -> str | None:
+    """One line describing what is wrong with `record`'s video file, or None when it is usable."""
+    try:
+        info = probe_video(record.path)  # missing, empty, unreadable, not a video, no frames
+    except VideoDecodeError as exc:
+        return str(exc)
+    if info.num_frames < min_frame_ratio * record.num_frames:
+        return (f"{record.path}: decoder sees {info.num_frames} frames, the annotation of video "
+                f"'{record.video_id}' says {record.num_frames} (expected at least {min_frame_ratio:.0%} of them)")
+    return _last_frame_problem(record.path, min(info.num_frames, record.num_frames) - 1, info.num_frames)
+
+
+def diagnose_video(path: str) -> str | None:
+    """Why `path` cannot be decoded (probe + its last frame), or None when both work."""
+    try:
+        info = probe_video(path)
+    except VideoDecodeError as exc:
+        return str(exc)
+    return _last_frame_problem(path, info.num_frames - 1, info.num_frames)
+
+
+@contextlib.contextmanager
+def quiet_decoder() -> Iterator[None]:
+    """Silence ffmpeg's and decord's C-level stderr lines (e.g. "moov atom not found") meanwhile.
+
+    They repeat, unordered and without context, what our one-line messages already say. decord's
+    own C++ log has no off switch, so file descriptor 2 itself points at /dev/null for the
+    duration; Python exceptions are unaffected (they propagate and print after it is restored).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def check_videos(records: Sequence[VideoRecord], num_threads: int | None = None,
+                 min_frame_ratio: float = MIN_FRAME_RATIO, quiet: bool = True) -> list[str]:
+    """Every problem with the videos of `records`, one line each, in record order (empty = all fine).
+
+    A video shared by several records (e.g. listed in two subsets) is checked per record, since
+    each record may claim a different frame count. `quiet` hides the decoder's own stderr noise.
+    """
+    if not records:
+        return []
+    workers = num_threads or min(8, os.cpu_count() or 1)
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            stack.enter_context(quiet_decoder())
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(records)))) as pool:
+            results = list(pool.map(lambda r: check_video(r, min_frame_ratio), records))
+    return [problem for problem in results if problem is not None]
+
+
+def format_problems(problems: Sequence[str], num_videos: int) -> str:
+    """The report printed by `pipelines/check_data.py` and `pipelines/train.py` (first line = summary)."""
+    head = f"data check: {len(problems)} problem(s) in {num_videos} video(s):"
+    return "\n  ".join([head, *problems])
+
+
+class DecodeFailureError(RuntimeError):
+    """More clips failed to decode than `data.max_decode_failures` allows; names the files."""
+
+
+@dataclass
+class DecodeFailures:
+    """Counts the clips of one epoch whose video failed to decode, and stops past a ceiling.
+
+    Decode actors mark such clips invalid (and log the reason) instead of crashing; the training
+    loop drops them and reports them here by video index, which `paths` maps back to files.
+    """
+
+    paths: Sequence[str]
+    ceiling: int
+    what: str = "training clips"
+    failed: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.failed)
+
+    def path_of(self, video_index: int) -> str:
+        if 0 <= video_index < len(self.paths):
+            return self.paths[video_index]
+        return f"<video index {video_index}>"
+
+    def add(self, video_indices: Iterable[int]) -> list[str]:
+        """Record failed clips; returns their files. Raises DecodeFailureError past the ceiling."""
+        new = [int(i) for i in video_indices]
+        self.failed.extend(new)
+        if len(self.failed) > self.ceiling:
+            raise DecodeFailureError(self.message())
+        return [self.path_of(i) for i in new]
+
+    def message(self, max_files: int = 10) -> str:
+        """One line: how many, the ceiling, and each failing file with the decoder's reason."""
+        files = list(dict.fromkeys(self.path_of(i) for i in self.failed))
+        parts = []
+        for path in files[:max_files]:
+            reason = diagnose_video(path) if not path.startswith("<") else None
+            # diagnose_video names the file itself; a window-only failure gets a generic reason
+            parts.append(reason or f"{path}: a sampled window failed to decode (see the decode actor's warning)")
+        more = f"; (+{len(files) - max_files} more files)" if len(files) > max_files else ""
+        return (f"{len(self.failed)} {self.what} failed to decode this epoch, more than "
+                f"data.max_decode_failures={self.ceiling}; fix or remove these videos (pipelines/check_data.py "
+                f"lists every problem): " + "; ".join(parts) + more)

@@ -1,0 +1,195 @@
+"""The data check (adatad.data.check, pipelines/check_data.py) and decode-failure accounting in training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from adatad.config import CONFIG_DIR, load_config
+from adatad.data import video
+from adatad.data.annotations import VideoRecord
+from adatad.data.check import (
+    DecodeFailureError,
+    DecodeFailures,
+    check_videos,
+    diagnose_video,
+    format_problems,
+)
+from tests.conftest import REPO, tiny_overrides
+
+
+def _write_mp4(path: Path, num_frames: int, faststart: bool = False) -> Path:
+    noise = np.random.default_rng(0).integers(0, 256, (num_frames, 64, 112, 3), dtype=np.uint8)
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 112, 64, "yuv420p"
+        stream.options = {"g": "8"}
+        for img in noise:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _record(path: Path, num_frames: int, video_id: str | None = None) -> VideoRecord:
+    return VideoRecord(video_id=video_id or path.stem, path=str(path), subset="training", duration=num_frames / 25,
+                       num_frames=num_frames, fps=25.0, segments=np.zeros((0, 2)), labels=np.zeros(0, np.int64))
+
+
+@pytest.fixture(scope="module")
+def bad_videos(tmp_path_factory) -> dict[str, tuple[VideoRecord, str]]:
+    """name -> (record, the reason its check must report); "good" must report nothing."""
+    root = tmp_path_factory.mktemp("bad_videos")
+    good = _write_mp4(root / "good.mp4", 60)
+    faststart = _write_mp4(root / "faststart.mp4", 60, faststart=True)
+    data = good.read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom (at the end) cut away
+    fs = faststart.read_bytes()
+    (root / "truncated_faststart.mp4").write_bytes(fs[: len(fs) // 2])  # header kept, frames cut
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("this is a text file, not a video\n" * 40)
+    with av.open(str(root / "no_frames.mp4"), "w") as container:  # a stream, but no frame in it
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = 112, 64
+        container.start_encoding()
+        container.mux(stream.encode(None))
+    (root / "a_directory.mp4").mkdir()
+    shutil.copy(good, root / "locked.mp4")
+    return {
+        "good": (_record(good, 60), ""),
+        "missing": (_record(root / "missing.mp4", 60), "file not found"),
+        "empty": (_record(root / "empty.mp4", 60), "file is empty (0 bytes)"),
+        "not_a_video": (_record(root / "notes.mp4", 60), "cannot open as a video"),
+        "truncated": (_record(root / "truncated.mp4", 60), "cannot open as a video"),
+        # decord counts the frames whose packets survived, or fails at the first frame after the cut
+        "truncated_faststart": (_record(root / "truncated_faststart.mp4", 60), "decoder sees|probably truncated"),
+        "zero_frames": (_record(root / "no_frames.mp4", 60), "no video stream"),
+        "fewer_frames": (_record(good, 120), "decoder sees 60 frames, the annotation of video 'good' says 120"),
+        "directory": (_record(root / "a_directory.mp4", 60), "not a regular file"),
+        "unreadable": (_record(root / "locked.mp4", 60), "not readable (permission denied)"),
+    }
+
+
+@pytest.fixture()
+def locked(bad_videos, monkeypatch):
+    """Tests run as root, for whom chmod 000 does not deny reading: make os.access say no for one file."""
+    target = bad_videos["unreadable"][0].path
+    real = os.access
+    monkeypatch.setattr(video.os, "access", lambda p, mode: False if os.fspath(p) == target else real(p, mode))
+
+
+def test_every_problem_is_listed_at_once_one_line_each(bad_videos, locked) -> None:
+    names = list(bad_videos)
+    problems = check_videos([bad_videos[n][0] for n in names], num_threads=4)
+    assert len(problems) == len(names) - 1  # all but the good video, in record order
+    for name, problem in zip(names[1:], problems, strict=True):
+        record, reason = bad_videos[name]
+        assert problem.startswith(record.path + ":"), problem
+        assert any(r in problem for r in reason.split("|")), (name, problem)
+        assert "\n" not in problem
+    report = format_problems(problems, len(names))
+    assert report.splitlines()[0] == f"data check: {len(names) - 1} problem(s) in {len(names)} video(s):"
+    assert check_videos([bad_videos["good"][0]]) == [] and check_videos([]) == []
+
+
+def test_diagnose_names_the_reason_of_a_file(bad_videos) -> None:
+    assert diagnose_video(bad_videos["good"][0].path) is None
+    assert "cannot open as a video" in diagnose_video(bad_videos["truncated"][0].path)
+
+
+def test_decode_failures_count_and_stop_past_the_ceiling(bad_videos) -> None:
+    paths = [bad_videos["good"][0].path, bad_videos["empty"][0].path, bad_videos["truncated"][0].path]
+    failures = DecodeFailures(paths, ceiling=2)
+    assert failures.add([1]) == [paths[1]] and failures.add([]) == [] and failures.add([2]) == [paths[2]]
+    with pytest.raises(DecodeFailureError) as info:
+        failures.add([1])
+    message = str(info.value)
+    assert message.startswith("3 training clips failed to decode this epoch, more than data.max_decode_failures=2")
+    assert f"{paths[1]}: file is empty" in message and f"{paths[2]}: cannot open as a video" in message
+    assert message.count(paths[1]) == 1 and "\n" not in message  # each file once, one line
+    with pytest.raises(DecodeFailureError, match="<video index 7>: a sampled window failed"):
+        DecodeFailures([], 0).add([7])
+
+
+class _Shard:
+    """Stands in for a Ray Data shard: yields the given batches once."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def iter_torch_batches(self, **_) -> list[dict[str, torch.Tensor]]:
+        return list(self.batches)
+
+
+def _batch(valid: list[bool], video_index: list[int]) -> dict[str, torch.Tensor]:
+    n = len(valid)
+    return {"frames": torch.zeros(n, 2), "valid": torch.tensor(valid), "video_index": torch.tensor(video_index)}
+
+
+def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, capsys, bad_videos) -> None:
+    from pipelines import train_loop
+
+    steps: list[int] = []
+
+    def fake_step(model, batch, *args, **kwargs):
+        steps.append(len(batch["frames"]))
+        return SimpleNamespace(loss=1.0, cls_loss=0.5, reg_loss=0.5)
+
+    monkeypatch.setattr(train_loop, "train_step", fake_step)
+    cfg = load_config(CONFIG_DIR / "synthetic.yaml", ["data.max_decode_failures=1", "train.batch_size=2"])
+    state = SimpleNamespace(model=None, optimizer=SimpleNamespace(param_groups=[{"lr": 1e-3, "name": "decay"}]),
+                            scheduler=None, scaler=None, ema=None)
+    paths = [bad_videos[name][0].path for name in ("good", "empty", "not_a_video")]
+    batches = [_batch([True, False], [0, 1]), _batch([True, True], [0, 0])]
+    metrics = train_loop.run_epoch(state, _Shard(batches), cfg, torch.device("cpu"), 0, 2, 0, paths)
+    assert steps == [1, 2] and metrics["decode_failures"] == 1.0 and metrics["steps"] == 2.0
+    out = capsys.readouterr().out
+    assert f"warning: epoch 0 rank 0: skipped 1 clip(s) that failed to decode: {paths[1]}" in out
+
+    batches = [_batch([False, True], [1, 0]), _batch([True, False], [0, 2])]
+    with pytest.raises(DecodeFailureError) as info:
+        train_loop.run_epoch(state, _Shard(batches), cfg, torch.device("cpu"), 1, 2, 0, paths)
+    assert f"{paths[1]}: file is empty" in str(info.value) and f"{paths[2]}: cannot open" in str(info.value)
+
+
+def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_data_cli_lists_all_problems(tiny_data: Path, tmp_path: Path) -> None:
+    overrides = tiny_overrides(tiny_data, tmp_path / "runs", tmp_path / "mlflow.db")
+    sets = [a for o in overrides for a in ("--set", o)]
+    ok = _run(["pipelines/check_data.py", *sets])
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("data check: all 9 videos usable (6 train, 3 test, 3 classes")
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    videos = sorted((data / "videos").glob("*.mp4"))
+    videos[0].unlink()
+    videos[1].write_bytes(videos[1].read_bytes()[:5000])
+    annotations = json.loads((data / "annotations.json").read_text())
+    annotations["database"][videos[2].stem]["frame"] *= 3
+    (data / "annotations.json").write_text(json.dumps(annotations))
+    sets = [a for o in tiny_overrides(data, tmp_path / "runs", tmp_path / "mlflow.db") for a in ("--set", o)]
+    bad = _run(["pipelines/check_data.py", *sets])
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert lines[0] == "data check: 3 problem(s) in 9 video(s):", bad.stderr
+    assert f"{videos[0]}: file not found" in lines[1]
+    assert f"{videos[1]}: cannot open as a video" in lines[2]
+    assert f"{videos[2]}: decoder sees" in lines[3]
+    assert "Traceback" not in bad.stderr
+
+    broken = _run(["pipelines/check_data.py", *sets, "--set", "data.video_dirr=/x"])
+    assert broken.returncode == 2
+    assert broken.stderr.strip() == "error: unknown key 'data.video_dirr' (did you mean 'data.video_dir'?)"
