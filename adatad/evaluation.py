@@ -176,7 +176,7 @@ def match_detections(gt_video: np.ndarray, gt_segments: np.ndarray, pred_video: 
         cur = iou_pad[None, :, k, :]  # (1, V, G)
         score = np.where((cur >= thr) & ~locked, cur, -1.0)  # (T, V, G)
         best = score.argmax(axis=2)  # (T, V): first of equal tIoUs
-        hit = np.take_along_axis(score, best[..., None], axis=2)[..., 0] >= 0
+        hit = score.max(axis=2) >= 0
         tp_pad[:, :, k] = hit
         ti, vi = np.nonzero(hit)
         locked[ti, vi, best[ti, vi]] = True
@@ -202,8 +202,9 @@ def class_average_precision(gt_video: np.ndarray, gt_segments: np.ndarray, pred_
 # ------------------------------------------------------------------------------------------- evaluation
 
 def _prediction_arrays(predictions: Mapping[str, Any], source: str = "predictions"):
-    """Validate predictions and flatten them to (video_ids, segments (N,2), scores (N,), labels list)."""
-    vids, segs, scores, labels = [], [], [], []
+    """Validate predictions and flatten them to (video ids, entries per video, segments (N, 2),
+    scores (N,), labels list)."""
+    vids, counts, segs, scores, labels = [], [], [], [], []
     for vid, entries in predictions.items():
         if not isinstance(entries, list):
             raise EvaluationInputError(f"{source}: results[{vid!r}] must be a list, got {type(entries).__name__}")
@@ -216,13 +217,14 @@ def _prediction_arrays(predictions: Mapping[str, Any], source: str = "prediction
             ok = False
         if not ok:
             _check_entries(entries, f"{source}: results[{vid!r}]")
-        vids.extend([str(vid)] * len(entries))
+        vids.append(str(vid))
+        counts.append(len(entries))
         segs.append(s)
         scores.append(sc)
         labels.extend(lab)
     segs_arr = np.concatenate(segs) if segs else np.zeros((0, 2))
     scores_arr = np.concatenate(scores) if scores else np.zeros(0)
-    return vids, segs_arr, scores_arr, labels
+    return vids, counts, segs_arr, scores_arr, labels
 
 
 def _check_entries(entries: list, where: str) -> None:
@@ -271,8 +273,8 @@ def evaluate_map(ground_truth: Mapping[str, Sequence[Mapping]], predictions: Map
         raise EvaluationInputError(f"ground truth has no event of any of the {len(names)} classes "
                                    f"(labels present: {sorted({ev['label'] for e in clean.values() for ev in e})})")
 
-    p_vids, p_segs, p_scores, p_labels = _prediction_arrays(predictions)
-    p_v = np.asarray([video_index.get(v, -1) for v in p_vids], dtype=np.int64)
+    p_vids, p_counts, p_segs, p_scores, p_labels = _prediction_arrays(predictions)
+    p_v = np.repeat(np.asarray([video_index.get(v, -1) for v in p_vids], dtype=np.int64), p_counts)
     p_c = np.asarray([class_index.get(lab, -1) for lab in p_labels], dtype=np.int64)
     keep = (p_v >= 0) & (p_c >= 0)
     p_v, p_c, p_segs, p_scores = p_v[keep], p_c[keep], p_segs[keep], p_scores[keep]

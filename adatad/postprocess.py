@@ -89,10 +89,11 @@ def soft_nms(dets: Detections, sigma: float = 0.7, max_seg_num: int = 2000, min_
     top `max_seg_num`, sorted by descending score.
 
     One greedy loop over picks for all classes together: each step takes the best remaining box of any
-    class and decays only its own class's boxes (a contiguous block after sorting by label). The picked
+    class and decays only its own class's boxes, with a handful of vectorised NumPy ops. The picked
     scores never increase, so the first `max_seg_num` picks are exactly the reference's
-    "per class, then overall top max_seg_num"; the loop stops there. Boxes whose decayed score falls
-    below `min_score` are dropped (as the reference's C++ loop does).
+    "per class, then overall top max_seg_num"; the loop stops there. Boxes scoring below `min_score`
+    (after decay) are dropped, as in the reference's C++ loop. (No library offers Gaussian soft-NMS for
+    1-D segments; torchvision's nms is hard NMS on boxes.)
     """
     if not sigma > 0:
         raise ValueError(f"soft_nms: sigma must be > 0, got {sigma}")
@@ -100,41 +101,55 @@ def soft_nms(dets: Detections, sigma: float = 0.7, max_seg_num: int = 2000, min_
     if n == 0 or max_seg_num <= 0:
         return Detections.empty()
     labels_in = dets.labels.cpu().numpy()
-    order = np.argsort(labels_in, kind="stable")  # classes become contiguous blocks
+    order = np.argsort(labels_in, kind="stable")
     seg = dets.segments.cpu().numpy().astype(np.float64)[order]
-    score = dets.scores.cpu().numpy().astype(np.float64)[order]
     lab = labels_in[order]
-    starts, ends = seg[:, 0].copy(), seg[:, 1].copy()
-    lengths = ends - starts
     bounds = np.flatnonzero(np.diff(lab)) + 1
-    block_lo = np.concatenate([[0], bounds])
-    block_hi = np.concatenate([bounds, [n]])
+    first = np.concatenate([[0], bounds]).tolist()  # first index of each class block in `seg`
+    blocks = list(zip(first, np.concatenate([bounds, [n]]).tolist(), strict=True))
+    # Per class: contiguous copies plus two scratch buffers, so each step allocates nothing.
+    starts = [seg[lo:hi, 0].copy() for lo, hi in blocks]
+    ends = [seg[lo:hi, 1].copy() for lo, hi in blocks]
+    lengths = [e - s for s, e in zip(starts, ends, strict=True)]
+    score_sorted = dets.scores.cpu().numpy().astype(np.float64)[order]
+    scores = [score_sorted[lo:hi].copy() for lo, hi in blocks]
+    buf_a = [np.empty(hi - lo) for lo, hi in blocks]
+    buf_b = [np.empty(hi - lo) for lo, hi in blocks]
+    best_j = [int(np.argmax(sc)) for sc in scores]  # current best box of each class ...
+    best_score = np.array([sc[j] for sc, j in zip(scores, best_j, strict=True)])  # ... and its score
 
-    # Current best (score, index) of each class block; -inf marks an exhausted block.
-    best_idx = np.array([lo + np.argmax(score[lo:hi]) for lo, hi in zip(block_lo, block_hi, strict=True)])
-    best_score = score[best_idx].copy()
-    pick_idx = np.empty(min(n, max_seg_num), dtype=np.int64)
-    pick_score = np.empty(len(pick_idx))
+    k = min(n, max_seg_num)
+    pick_idx = np.empty(k, dtype=np.int64)
+    pick_score = np.empty(k)
+    neg_inv_sigma = -1.0 / sigma
     count = 0
-    while count < len(pick_idx):
-        c = int(np.argmax(best_score))
+    while count < k:
+        c = int(best_score.argmax())
         top = best_score[c]
-        if not top >= min_score:  # also stops on -inf (everything picked)
+        if not top >= min_score:  # also stops on -inf: every box picked or dropped
             break
-        i = int(best_idx[c])
-        pick_idx[count], pick_score[count] = i, top
+        j = best_j[c]
+        pick_idx[count], pick_score[count] = first[c] + j, top
         count += 1
-        lo, hi = block_lo[c], block_hi[c]
-        score[i] = -np.inf
-        inter = np.clip(np.minimum(ends[lo:hi], ends[i]) - np.maximum(starts[lo:hi], starts[i]), 0.0, None)
-        iou = inter / np.maximum(lengths[lo:hi] + lengths[i] - inter, 1e-8)
-        block = score[lo:hi]
-        # Weight floored at exp(-700) > 0 so that -inf (picked / dropped) entries never become NaN.
-        block *= np.exp(np.maximum(-(iou * iou) / sigma, -700.0))
+        s, e, length, sc, w, u = starts[c], ends[c], lengths[c], scores[c], buf_a[c], buf_b[c]
+        sc[j] = -np.inf  # picked; -inf entries stay -inf under the decay below
+        np.minimum(e, e[j], out=w)
+        np.maximum(s, s[j], out=u)
+        np.subtract(w, u, out=w)
+        np.maximum(w, 0.0, out=w)  # intersection
+        np.add(length, length[j], out=u)
+        np.subtract(u, w, out=u)
+        np.maximum(u, 1e-8, out=u)  # union
+        np.divide(w, u, out=w)  # IoU
+        np.multiply(w, w, out=w)
+        np.multiply(w, neg_inv_sigma, out=w)
+        np.maximum(w, -700.0, out=w)  # weight >= exp(-700) > 0: -inf * weight never becomes NaN
+        np.exp(w, out=w)
+        np.multiply(sc, w, out=sc)
         if min_score > 0:
-            block[block < min_score] = -np.inf
-        j = int(np.argmax(block))
-        best_idx[c], best_score[c] = lo + j, block[j]
+            sc[sc < min_score] = -np.inf
+        jj = int(sc.argmax())
+        best_j[c], best_score[c] = jj, sc[jj]
 
     sel = pick_idx[:count]
     return Detections(torch.from_numpy(seg[sel].astype(np.float32)),

@@ -54,7 +54,6 @@ PASSTHROUGH = ("video_index", "window_start_frame", "fps", "duration", "frame_st
 # Settings a user may change at detection time: none of them changes what the model sees.
 CHANGEABLE = ("runtime.", "model.inference.", "data.test_window_overlap", "data.decode_threads",
               "train.val_batch_size", "train.amp")
-PROBE_CHUNK = 16  # videos per probing task
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
@@ -188,38 +187,27 @@ def list_videos(inputs: Sequence[str], extensions: Sequence[str] = VIDEO_EXTENSI
     return [found[k] for k in sorted(found)]
 
 
-def _probe_chunk(paths: list[str]) -> list[tuple[str, tuple[int, float] | str]]:
-    """(path, (num_frames, fps)) or (path, decoder message) per path."""
-    out: list[tuple[str, tuple[int, float] | str]] = []
-    for path in paths:
-        try:
-            info = probe_video(path)
-            if not (info.fps > 0 and np.isfinite(info.fps)):
-                raise VideoDecodeError(f"{path}: decoder reports an unusable frame rate {info.fps!r}")
-            out.append((path, (int(info.num_frames), float(info.fps))))
-        except VideoDecodeError as exc:
-            out.append((path, str(exc)))
-    return out
-
-
 def probe_records(paths: Sequence[Path], num_cpus: float) -> tuple[list[VideoRecord], dict[str, str]]:
-    """Records built from the decoder's own frame count and fps (duration = frames / fps), probed
-    in parallel Ray tasks; videos that fail go to the returned errors (video id -> message)."""
+    """Records built from the decoder's own frame count and fps (duration = frames / fps), one Ray
+    task per video (adatad.data.video only: no torch import in the task worker); videos that fail
+    go to the returned errors (video id -> the decoder's one-line message)."""
     import ray
 
-    probe = ray.remote(num_cpus=num_cpus)(_probe_chunk)
-    names = [str(p) for p in paths]
-    refs = [probe.remote(names[i:i + PROBE_CHUNK]) for i in range(0, len(names), PROBE_CHUNK)]
+    probe = ray.remote(num_cpus=num_cpus, max_retries=0)(probe_video)
+    refs = [probe.remote(str(p)) for p in paths]
     records, errors = [], {}
-    for path, outcome in (item for chunk in ray.get(refs) for item in chunk):
-        vid = Path(path).stem
-        if isinstance(outcome, str):
-            errors[vid] = outcome
+    for path, ref in zip(paths, refs, strict=True):
+        try:
+            info = ray.get(ref)
+        except VideoDecodeError as exc:  # Ray re-raises it as a RayTaskError that is also a VideoDecodeError
+            errors[path.stem] = str(getattr(exc, "cause", None) or exc)
             continue
-        frames, fps = outcome
-        records.append(VideoRecord(video_id=vid, path=path, subset=SUBSET, duration=frames / fps,
-                                   num_frames=frames, fps=fps, segments=np.zeros((0, 2)),
-                                   labels=np.zeros((0,), np.int64)))
+        if not (info.num_frames >= 1 and np.isfinite(info.fps) and info.fps > 0):
+            errors[path.stem] = f"{path}: decoder reports {info.num_frames} frames at {info.fps!r} fps"
+            continue
+        records.append(VideoRecord(video_id=path.stem, path=str(path), subset=SUBSET,
+                                   duration=info.num_frames / info.fps, num_frames=info.num_frames, fps=info.fps,
+                                   segments=np.zeros((0, 2)), labels=np.zeros((0,), np.int64)))
     return records, errors
 
 

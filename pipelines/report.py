@@ -27,6 +27,7 @@ except ImportError:  # run as a script without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adatad.atomic import atomic_write_bytes, atomic_write_text
+from pipelines import compare  # `report.py compare` (MLflow is imported only when it runs)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -463,6 +464,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # name -> (help, add arguments, handler returning the exit code). Add `compare` here.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "run": ("curves PNG + TRAINING_SUMMARY.md for one run directory", _add_run_args, _cmd_run),
+    "compare": ("settings comparison table across MLflow runs", compare.add_args, compare.run),
 }
 
 

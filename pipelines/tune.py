@@ -106,6 +106,28 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     run_training(plan, extra_callbacks=[TuneReportCallback()], mlflow_params=values, mlflow_tags=tags, quiet=True)
 
 
+def finishing_asha(metric: str, mode: str, last_iteration: int, grace_period: int, reduction_factor: float):
+    """ASHA that never stops a trial at its last epoch.
+
+    Plain ASHA stops every trial when it reaches `max_t`; Tune then kills the trial before
+    `run_training` writes its reports and closes its MLflow run (and, without the State API,
+    the Train placement group leaks). Letting the last epoch through ends every surviving trial
+    the normal way; early stops still happen at the rungs before it.
+    """
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class FinishingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            if result.get("training_iteration", 0) >= last_iteration:
+                return TrialScheduler.CONTINUE
+            return action
+
+    return FinishingASHA(time_attr="training_iteration", metric=metric, mode=mode,
+                         max_t=max(last_iteration, grace_period + 1), grace_period=grace_period,
+                         reduction_factor=reduction_factor)
+
+
 # ---------------------------------------------------------------- sizing
 
 
@@ -233,7 +255,6 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
     """Run the sweep on the connected Ray cluster; returns rows, best row and the markdown path."""
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from pipelines.sweep import param_space
     from pipelines.tracking import tracking_uri
@@ -261,8 +282,8 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
               "of some trials will wait", flush=True)
     # Only validated epochs report the metric; ASHA skips the others, Tune must not reject them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    asha = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=spec.grace_period,
-                          reduction_factor=spec.reduction_factor) if kind == "asha" else None)
+    asha = (finishing_asha(spec.metric, spec.mode, max_epochs, spec.grace_period, spec.reduction_factor)
+            if kind == "asha" else None)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_DRIVER_CPUS}),
         param_space=param_space(spec),

@@ -102,11 +102,11 @@ def _write_video(path: Path, frames: int, fps: int, width: int, height: int) -> 
 
 
 def test_short_video_with_other_fps_and_size_uses_the_decoders_clock(detected: dict) -> None:
-    # 21 frames at 25 fps (0.84 s, a fraction of one 64x4-frame window), 96x40 pixels (below the crop size).
+    # 21 frames at 25 fps (0.84 s, a fraction of one 64x4-frame window), 100x40 pixels (below the crop size).
     work = detected["work"]
     clip = work / "odd" / "tiny_clip.mkv"
     clip.parent.mkdir()
-    _write_video(clip, frames=21, fps=25, width=96, height=40)
+    _write_video(clip, frames=21, fps=25, width=100, height=40)
     out = work / "odd.json"
     run_dir = detected["checkpoint"].parent  # a run folder resolves to its latest checkpoint
     result = detect.run(detect.build_parser().parse_args(
