@@ -42,7 +42,7 @@ from adatad.atomic import atomic_write_text
 from adatad.config import Config, ConfigError, config_from_dict, deep_merge, load_config, parse_override
 from adatad.data.annotations import AnnotationError, VideoRecord, load_class_names
 from adatad.data.sampling import sliding_windows
-from adatad.data.video import VideoDecodeError, probe_video, read_frames
+from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
 from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
 from adatad.engine.validation import WindowCollector
 from adatad.evaluation import EvaluationInputError, load_ground_truth
@@ -202,13 +202,20 @@ def probe_records(paths: Sequence[Path], num_cpus: float) -> tuple[list[VideoRec
         except VideoDecodeError as exc:  # Ray re-raises it as a RayTaskError that is also a VideoDecodeError
             errors[path.stem] = str(getattr(exc, "cause", None) or exc)
             continue
-        if not (info.num_frames >= 1 and np.isfinite(info.fps) and info.fps > 0):
-            errors[path.stem] = f"{path}: decoder reports {info.num_frames} frames at {info.fps!r} fps"
-            continue
-        records.append(VideoRecord(video_id=path.stem, path=str(path), subset=SUBSET,
-                                   duration=info.num_frames / info.fps, num_frames=info.num_frames, fps=info.fps,
-                                   segments=np.zeros((0, 2)), labels=np.zeros((0,), np.int64)))
+        try:
+            records.append(video_record(path, info))
+        except VideoDecodeError as exc:
+            errors[path.stem] = str(exc)
     return records, errors
+
+
+def video_record(path: Path, info: VideoInfo) -> VideoRecord:
+    """A record without ground truth from the decoder's frame count and fps (duration = frames / fps)."""
+    if not (info.num_frames >= 1 and np.isfinite(info.fps) and info.fps > 0):
+        raise VideoDecodeError(f"{path}: decoder reports {info.num_frames} frames at {info.fps!r} fps")
+    return VideoRecord(video_id=path.stem, path=str(path), subset=SUBSET, duration=info.num_frames / info.fps,
+                       num_frames=info.num_frames, fps=info.fps, segments=np.zeros((0, 2)),
+                       labels=np.zeros((0,), np.int64))
 
 
 # ---------------------------------------------------------------- the model stage
@@ -327,6 +334,15 @@ def merge_one(index: int, windows: list[_Window], records: list[VideoRecord], cl
     return collector.results(records, class_names, inference)["results"][records[index].video_id]
 
 
+def _first_arrival(batches: Iterator[dict[str, np.ndarray]], marks: list[tuple[float, int]]
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Pass batches through, noting (time, rows) of the first one for the throughput stats."""
+    for batch in batches:
+        if not marks:
+            marks.append((time.perf_counter(), len(batch["count"])))
+        yield batch
+
+
 def decode_failure_message(record: VideoRecord, cfg: Config, start_frame: int) -> str:
     """The decoder's own message for a window that failed inside a decode actor (re-read here once)."""
     d = cfg.data
@@ -437,6 +453,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bars = context.enable_progress_bars
     context.enable_progress_bars = bars and not args.quiet
     start = time.perf_counter()
+    arrival: list[tuple[float, int]] = []
     try:
         records, errors = probe_records(paths, cfg.runtime.decode_actor_cpus)
         results: dict[str, list[dict]] = {}
@@ -444,7 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if records:
             actors, gpus, cpus = predict_resources(cfg, resources.get("GPU", 0.0), args.predict_actors)
             ds = build_dataset(cfg, records, ray.put(state), actors, gpus, cpus)
-            batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+            batches = _first_arrival(ds.iter_batches(batch_size=None, batch_format="numpy"), arrival)
             results, decode_errors, windows = collect(batches, records, class_names, cfg, inference)
             errors.update(decode_errors)
     finally:
@@ -456,6 +473,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.plot_dir else []
     stats = {"videos": len(paths), "failed": len(errors), "windows": windows, "seconds": round(seconds, 3),
              "windows_per_s": round(windows / seconds, 3) if seconds > 0 else 0.0}
+    if arrival:  # start-up (probe, actors, model load, first batch) vs the stream after the first batch
+        first_s, first_n = arrival[0][0] - start, arrival[0][1]
+        stats["first_batch_s"] = round(first_s, 3)
+        if windows > first_n and seconds > first_s:
+            stats["steady_windows_per_s"] = round((windows - first_n) / (seconds - first_s), 3)
     say(f"{len(results)} videos detected, {len(errors)} failed; {windows} windows in {seconds:.1f} s "
         f"({stats['windows_per_s']:.2f} windows/s); wrote {args.out}"
         + (f" and {len(plots)} timelines in {args.plot_dir}" if plots else ""))

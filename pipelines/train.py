@@ -187,9 +187,11 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
 
 def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) -> dict[str, Any]:
     """Copy the final records out of the last checkpoint, write reports, close the MLflow run."""
+    from mlflow.tracking import MlflowClient
+
     from adatad.engine.state import CHECKPOINT_FILE
     from pipelines.report import write_reports
-    from pipelines.tracking import finish_run
+    from pipelines.tracking import finish_run, log_epoch, logged_epochs
 
     if result.checkpoint is None:
         raise RuntimeError(f"run {plan.run_name}: training reported no checkpoint")
@@ -198,6 +200,13 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) ->
         size_mb = (Path(directory) / CHECKPOINT_FILE).stat().st_size / 2**20
     best = result.best_checkpoints[0] if result.best_checkpoints else None
     final = history[-1]
+    # Ray registers a checkpoint before the MLflow callback logs its epoch, so a driver killed in
+    # between leaves that epoch unlogged (a resumed run only logs new epochs): fill such gaps now.
+    client = MlflowClient(uri)
+    logged = logged_epochs(client, run_id)
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            log_epoch(client, run_id, metrics)
     stats = {
         "run_name": plan.run_name,
         "storage": str(plan.storage),
@@ -216,6 +225,14 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) ->
     finish_run(uri, run_id, artifacts)
     return {"final": final, "stats": stats, "reports": {k: str(v) for k, v in reports.items()},
             "run_dir": str(run_dir), "mlflow_run_id": run_id}
+
+
+def decode_failure_of(exc: BaseException) -> Exception | None:
+    """The DecodeFailureError behind a failed Ray Train run (too many videos failed to decode), if any."""
+    from adatad.data.check import DecodeFailureError
+
+    failures = getattr(exc, "worker_failures", None) or {}  # ray.train.WorkerGroupError: rank -> exception
+    return next((e for e in failures.values() if isinstance(e, DecodeFailureError)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_training(plan)
     except (ConfigError, AnnotationError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        decode = decode_failure_of(exc)
+        if decode is None:
+            raise
+        print(f"error: {decode}", file=sys.stderr)  # the worker's list of failing files, not its traceback
         return 2
     final = summary["final"]
     shown = {k: round(v * 100, 2) for k, v in final.items() if k.startswith("mAP_") or k == "average_mAP"}

@@ -106,7 +106,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     run_training(plan, extra_callbacks=[TuneReportCallback()], mlflow_params=values, mlflow_tags=tags, quiet=True)
 
 
-def finishing_asha(metric: str, mode: str, last_iteration: int, grace_period: int, reduction_factor: float):
+def finishing_asha(last_iteration: int, grace_period: int, reduction_factor: float):
     """ASHA that never stops a trial at its last epoch.
 
     Plain ASHA stops every trial when it reaches `max_t`; Tune then kills the trial before
@@ -123,9 +123,9 @@ def finishing_asha(metric: str, mode: str, last_iteration: int, grace_period: in
                 return TrialScheduler.CONTINUE
             return action
 
-    return FinishingASHA(time_attr="training_iteration", metric=metric, mode=mode,
-                         max_t=max(last_iteration, grace_period + 1), grace_period=grace_period,
-                         reduction_factor=reduction_factor)
+    # metric and mode come from TuneConfig (Tune refuses them in both places).
+    return FinishingASHA(time_attr="training_iteration", max_t=max(last_iteration, grace_period + 1),
+                         grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 # ---------------------------------------------------------------- sizing
@@ -282,7 +282,7 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
               "of some trials will wait", flush=True)
     # Only validated epochs report the metric; ASHA skips the others, Tune must not reject them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    asha = (finishing_asha(spec.metric, spec.mode, max_epochs, spec.grace_period, spec.reduction_factor)
+    asha = (finishing_asha(max_epochs, spec.grace_period, spec.reduction_factor)
             if kind == "asha" else None)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_DRIVER_CPUS}),

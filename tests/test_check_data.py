@@ -55,6 +55,7 @@ def bad_videos(tmp_path_factory) -> dict[str, tuple[VideoRecord, str]]:
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom (at the end) cut away
     fs = faststart.read_bytes()
     (root / "truncated_faststart.mp4").write_bytes(fs[: len(fs) // 2])  # header kept, frames cut
+    (root / "tail_cut.mp4").write_bytes(fs[: len(fs) * 99 // 100])  # frame count intact, last frame cut
     (root / "empty.mp4").write_bytes(b"")
     (root / "notes.mp4").write_text("this is a text file, not a video\n" * 40)
     with av.open(str(root / "no_frames.mp4"), "w") as container:  # a stream, but no frame in it
@@ -72,6 +73,8 @@ def bad_videos(tmp_path_factory) -> dict[str, tuple[VideoRecord, str]]:
         "truncated": (_record(root / "truncated.mp4", 60), "cannot open as a video"),
         # decord counts the frames whose packets survived, or fails at the first frame after the cut
         "truncated_faststart": (_record(root / "truncated_faststart.mp4", 60), "decoder sees|probably truncated"),
+        # opens with all 60 frames counted: only decoding the last frame shows the damage
+        "tail_cut": (_record(root / "tail_cut.mp4", 60), "(frame 59 of 60: the file is probably truncated)"),
         "zero_frames": (_record(root / "no_frames.mp4", 60), "no video stream"),
         "fewer_frames": (_record(good, 120), "decoder sees 60 frames, the annotation of video 'good' says 120"),
         "directory": (_record(root / "a_directory.mp4", 60), "not a regular file"),
@@ -104,6 +107,7 @@ def test_every_problem_is_listed_at_once_one_line_each(bad_videos, locked) -> No
 def test_diagnose_names_the_reason_of_a_file(bad_videos) -> None:
     assert diagnose_video(bad_videos["good"][0].path) is None
     assert "cannot open as a video" in diagnose_video(bad_videos["truncated"][0].path)
+    assert "probably truncated" in diagnose_video(bad_videos["tail_cut"][0].path)
 
 
 def test_decode_failures_count_and_stop_past_the_ceiling(bad_videos) -> None:

@@ -40,52 +40,6 @@ def _validated_checkpoint(trained_run: dict) -> Path:
     return found[-1]
 
 
-@pytest.fixture(scope="module")
-def detected(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    data = trained_run["data"]
-    work = tmp_path_factory.mktemp("detect")
-    videos = work / "videos"
-    videos.mkdir()
-    for src in sorted((data / "videos").glob("video_test_*.mp4")):
-        (videos / src.name).symlink_to(src)
-    (videos / "broken_upload.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
-    checkpoint = _validated_checkpoint(trained_run)
-    out, plots = work / "detections.json", work / "plots"
-    rc = detect.main(["--checkpoint", str(checkpoint), "--videos", str(videos), "--out", str(out),
-                      "--plot-dir", str(plots), "--annotations", str(data / "annotations.json"), "--quiet"])
-    return {"rc": rc, "out": out, "plots": plots, "checkpoint": checkpoint, "data": data, "work": work}
-
-
-def test_detections_reproduce_the_training_validation_map(detected: dict) -> None:
-    assert detected["rc"] == 0
-    output = json.loads(detected["out"].read_text())
-    assert sorted(output["results"]) == [f"video_test_000000{i}" for i in (1, 2, 3)]
-    assert all(len(entries) > 0 for entries in output["results"].values())
-
-    ann = str(detected["data"] / "annotations.json")
-    ours = evaluate.run(evaluate.build_parser().parse_args(["--annotations", ann, "--predictions",
-                                                            str(detected["out"])]))
-    training = json.loads((detected["checkpoint"] / "history.json").read_text())[-1]
-    assert ours["average_mAP"] == pytest.approx(training["average_mAP"], abs=1e-6)
-    for tiou, value in ours["mAP"].items():
-        assert value == pytest.approx(training[f"mAP_{tiou}"], abs=1e-6)
-
-
-def test_a_corrupt_video_is_reported_and_the_others_complete(detected: dict) -> None:
-    output = json.loads(detected["out"].read_text())
-    assert list(output["errors"]) == ["broken_upload"]
-    assert "broken_upload.mp4" in output["errors"]["broken_upload"]
-    assert "broken_upload" not in output["results"]
-    assert len(output["results"]) == 3
-
-
-def test_one_timeline_png_per_video_of_the_expected_size(detected: dict) -> None:
-    pngs = sorted(detected["plots"].glob("*.png"))
-    assert [p.stem for p in pngs] == [f"video_test_000000{i}" for i in (1, 2, 3)]
-    for png in pngs:
-        assert _png_size(png) == timeline_size(3)
-
-
 def _write_video(path: Path, frames: int, fps: int, width: int, height: int) -> None:
     import av
 
@@ -101,21 +55,68 @@ def _write_video(path: Path, frames: int, fps: int, width: int, height: int) -> 
             container.mux(packet)
 
 
-def test_short_video_with_other_fps_and_size_uses_the_decoders_clock(detected: dict) -> None:
-    # 21 frames at 25 fps (0.84 s, a fraction of one 64x4-frame window), 100x40 pixels (below the crop size).
-    work = detected["work"]
-    clip = work / "odd" / "tiny_clip.mkv"
-    clip.parent.mkdir()
-    _write_video(clip, frames=21, fps=25, width=100, height=40)
-    out = work / "odd.json"
-    run_dir = detected["checkpoint"].parent  # a run folder resolves to its latest checkpoint
-    result = detect.run(detect.build_parser().parse_args(
-        ["--checkpoint", str(run_dir), "--videos", str(clip), "--out", str(out), "--top-k", "5",
-         "--min-score", "0.0001", "--quiet"]))
-    assert result["errors"] == {} and result["stats"]["windows"] == 1
-    entries = json.loads(out.read_text())["results"]["tiny_clip"]
-    assert 1 <= len(entries) <= 5
-    assert all(e["score"] >= 0.0001 for e in entries)
+@pytest.fixture(scope="module")
+def detected(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One detect run: the 3 tiny test videos, a corrupt upload and a short clip of another fps and size.
+
+    The short clip's id sorts after the test videos so the test videos' windows are batched as in
+    training validation (the model's float results depend on batch size 1 vs >= 2 in the last bits).
+    """
+    data = trained_run["data"]
+    work = tmp_path_factory.mktemp("detect")
+    videos = work / "videos"
+    videos.mkdir()
+    for src in sorted((data / "videos").glob("video_test_*.mp4")):
+        (videos / src.name).symlink_to(src)
+    (videos / "broken_upload.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    # 21 frames at 25 fps = 0.84 s (a fraction of one 64x4-frame window), 100x40 px (below the crop size).
+    _write_video(videos / "video_test_short.mkv", frames=21, fps=25, width=100, height=40)
+    checkpoint = _validated_checkpoint(trained_run)
+    out, plots = work / "detections.json", work / "plots"
+    args = detect.build_parser().parse_args(
+        ["--checkpoint", str(checkpoint), "--videos", str(videos), "--out", str(out), "--plot-dir", str(plots),
+         "--annotations", str(data / "annotations.json"), "--quiet"])
+    result = detect.run(args)
+    return {"result": result, "out": out, "plots": plots, "checkpoint": checkpoint, "data": data}
+
+
+TEST_VIDEOS = [f"video_test_000000{i}" for i in (1, 2, 3)]
+
+
+def test_detections_reproduce_the_training_validation_map(detected: dict) -> None:
+    output = json.loads(detected["out"].read_text())
+    assert output == {"results": detected["result"]["results"], "errors": detected["result"]["errors"]}
+    assert sorted(output["results"]) == [*TEST_VIDEOS, "video_test_short"]
+    assert all(len(output["results"][vid]) > 0 for vid in TEST_VIDEOS)
+    assert detected["result"]["stats"]["windows"] == 2 * 3 + 1
+
+    ann = str(detected["data"] / "annotations.json")
+    ours = evaluate.run(evaluate.build_parser().parse_args(["--annotations", ann, "--predictions",
+                                                            str(detected["out"])]))
+    training = json.loads((detected["checkpoint"] / "history.json").read_text())[-1]
+    assert ours["average_mAP"] == pytest.approx(training["average_mAP"], abs=1e-6)
+    for tiou, value in ours["mAP"].items():
+        assert value == pytest.approx(training[f"mAP_{tiou}"], abs=1e-6)
+
+
+def test_a_corrupt_video_is_reported_and_the_others_complete(detected: dict) -> None:
+    output = json.loads(detected["out"].read_text())
+    assert list(output["errors"]) == ["broken_upload"]
+    assert "broken_upload.mp4" in output["errors"]["broken_upload"]
+    assert "broken_upload" not in output["results"]
+    assert len(output["results"]) == 4
+
+
+def test_one_timeline_png_per_video_of_the_expected_size(detected: dict) -> None:
+    pngs = sorted(detected["plots"].glob("*.png"))
+    assert [p.stem for p in pngs] == [*TEST_VIDEOS, "video_test_short"]
+    for png in pngs:
+        assert _png_size(png) == timeline_size(3)
+
+
+def test_short_video_of_other_fps_and_size_uses_the_decoders_clock(detected: dict) -> None:
+    entries = json.loads(detected["out"].read_text())["results"]["video_test_short"]
+    assert len(entries) > 0
     assert all(0.0 <= e["segment"][0] <= e["segment"][1] <= round(21 / 25, 2) for e in entries)
 
 
@@ -148,6 +149,34 @@ def test_collect_merges_complete_videos_and_reports_decode_failures(tmp_path: Pa
     assert results == {"good": [{"segment": [0.4, 2.0], "label": "c", "score": 0.9},
                                 {"segment": [0.8, 1.2], "label": "a", "score": 0.5}]}
     assert list(errors) == ["bad"] and str(bad) in errors["bad"] and "1 of 1 windows" in errors["bad"]
+
+
+def test_top_k_and_min_score_go_through_the_evaluation_merge(tmp_path: Path) -> None:
+    from adatad.config import InferenceConfig
+    from adatad.postprocess import Detections
+
+    record = _record("v", tmp_path / "v.mp4")
+    window = detect._Window(0, Detections(torch.tensor([[1.0, 5.0], [2.0, 3.0], [6.0, 8.0]]),
+                                          torch.tensor([0.9, 0.5, 0.7]), torch.tensor([0, 1, 1])),
+                            {"video_index": 0, "window_start_frame": 0, "fps": 10.0, "duration": 4.0,
+                             "frame_stride": 4, "valid": True})
+    base = InferenceConfig(min_score=0.0, max_seg_num=2000)
+    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], base)] == [0.9, 0.7, 0.5]
+    top2 = InferenceConfig(min_score=0.0, max_seg_num=2)
+    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], top2)] == [0.9, 0.7]
+    above = InferenceConfig(min_score=0.6, max_seg_num=2000)
+    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], above)] == [0.9, 0.7]
+
+
+def test_a_run_folder_resolves_to_its_latest_checkpoint(tmp_path: Path) -> None:
+    for name in ("checkpoint_2026-01-01_10-00-00.1", "checkpoint_2026-01-01_11-00-00.1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CHECKPOINT_FILE).write_bytes(b"x")
+    assert detect.resolve_checkpoint(tmp_path) == tmp_path / "checkpoint_2026-01-01_11-00-00.1"
+    assert detect.resolve_checkpoint(tmp_path / "checkpoint_2026-01-01_10-00-00.1" / CHECKPOINT_FILE).is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(detect.DetectInputError, match="neither checkpoint.pt nor checkpoint_"):
+        detect.resolve_checkpoint(tmp_path / "empty")
 
 
 def test_detection_config_only_changes_what_the_model_does_not_see(tmp_path: Path) -> None:

@@ -139,7 +139,8 @@ def test_asha_stops_laggards_but_never_a_last_epoch() -> None:
 
     from pipelines.tune import finishing_asha
 
-    asha = finishing_asha("average_mAP", "max", last_iteration=4, grace_period=1, reduction_factor=2)
+    asha = finishing_asha(last_iteration=4, grace_period=1, reduction_factor=2)
+    assert asha.set_search_properties("average_mAP", "max")  # what Tuner does with TuneConfig's
     good, bad, late = (SimpleNamespace(trial_id=name) for name in ("good", "bad", "late"))
     for trial in (good, bad, late):
         asha.on_trial_add(None, trial)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -159,3 +161,12 @@ def test_no_file_handles_leak_over_many_calls(videos):
         with pytest.raises(VideoDecodeError):
             read_frames(videos["text"], np.arange(2))
     assert _open_fds() == before
+
+
+def test_importing_the_decoder_keeps_cpu_blas_working():
+    # decord2 preloads libnvblas at import, after which CPU BLAS calls segfault; the module
+    # hides it. A fresh interpreter, importing video.py first, then torch and OpenCV BLAS calls.
+    code = ("import adatad.data.video, numpy as np, torch, cv2; a = torch.rand(64, 64); (a @ a).sum().item(); "
+            "cv2.gemm(np.random.rand(64, 64), np.random.rand(64, 64), 1, None, 0); print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

@@ -9,12 +9,37 @@ naming the file and the reason.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
 
-import decord  # installed from the `decord2` wheel, which ships the `decord` module
 import numpy as np
+
+
+def _import_decord():
+    """Import decord (shipped by the `decord2` wheel) without its CUDA library preload.
+
+    At import, decord2 dlopens every library under site-packages/nvidia/*/lib with RTLD_GLOBAL,
+    for its GPU decoder. That includes libnvblas, which then takes over the CPU BLAS symbols:
+    any later torch CPU matmul, or OpenCV gemm / SVD, in the same process segfaults. CPU decoding
+    needs none of those libraries, so the ``nvidia`` package is hidden from decord's lookup while
+    it imports. (If something imported decord before this module, the damage is already done.)
+    """
+    find_spec = importlib.util.find_spec
+
+    def without_nvidia(name, *args, **kwargs):
+        return None if name == "nvidia" else find_spec(name, *args, **kwargs)
+
+    importlib.util.find_spec = without_nvidia
+    try:
+        import decord
+    finally:
+        importlib.util.find_spec = find_spec
+    return decord
+
+
+decord = _import_decord()
 
 
 class VideoDecodeError(RuntimeError):

@@ -1,0 +1,234 @@
+"""Faults injected into real short training runs on a local Ray: what survives, what is lost.
+
+Processes are found by their Ray process title among the descendants (or the session) of the
+process that started them, so a test only ever kills processes it started, never another Ray on
+the machine. Timings are kept small: tiny model, 64-position windows, 2-3 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from adatad.engine.state import read_checkpoint
+from tests.conftest import REPO, tiny_config, tiny_overrides
+
+DECODE_ACTOR = "ray::MapWorker(MapBatches(DecodeClips))"
+TRAIN_WORKER = "ray::RayTrainWorker"
+
+
+# ------------------------------------------------------------------ processes (Linux /proc)
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command line / Ray process title)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session ...
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]), cmdline)
+    return table
+
+
+def _descendants(root: int) -> dict[int, str]:
+    table = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found[child] = table[child][2]
+            stack.append(child)
+    return found
+
+
+def _titled(root: int, title: str) -> dict[int, str]:
+    return {pid: cmd for pid, cmd in _descendants(root).items() if cmd.startswith(title)}
+
+
+def _wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1,
+              alive: Callable[[], bool] = lambda: True) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert alive(), f"the run ended while waiting for {what}"
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# ------------------------------------------------------------------ run folders
+
+
+def _registered_epochs(run_dir: Path) -> list[int]:
+    """Epochs whose checkpoint Ray has registered (what a restart or --resume continues from)."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return sorted(int(r["metrics"]["epoch"]) for r in snapshot.get("checkpoint_results", []))
+
+
+def _checkpoint_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+
+
+def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: int) -> list[dict]:
+    """Continuous history, one MLflow point per epoch, every checkpoint loadable, schedule continued."""
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    for h in history:  # every clip of every epoch trained exactly once (none lost, none repeated)
+        assert h["steps"] == 3 and round(h["clips_per_s"] * h["epoch_time_s"]) == clips_per_epoch, h
+    client = MlflowClient(f"sqlite:///{db}")
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert client.get_run(run_id).info.status == "FINISHED"
+    for key in ("loss", "average_mAP", "steps"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(epochs)), key
+    loss = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
+    assert loss == pytest.approx({h["epoch"]: h["loss"] for h in history})  # MLflow and history agree
+    states = [read_checkpoint(d) for d in _checkpoint_dirs(run_dir)]  # none corrupt
+    assert sorted(s["epoch"] for s in states) == list(range(epochs))  # one per epoch: none redone
+    final = max(states, key=lambda s: s["epoch"])
+    assert final["history"] == history
+    assert final["scheduler"]["last_epoch"] == sum(int(h["steps"]) for h in history)  # lr schedule continued
+    return history
+
+
+# ------------------------------------------------------------------ faults inside a run
+
+
+def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_data: Path, tmp_path: Path) -> None:
+    """Epoch 1: SIGKILL the decode actor mid-epoch. Epoch 2: SIGKILL the training worker mid-epoch.
+
+    One training video is corrupt as well: its clip is skipped with a warning and counted each
+    epoch (data.max_decode_failures), which must not stop the run or disturb the other clips.
+    """
+    from pipelines.train import RunPlan, run_training
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    corrupt = sorted((data / "videos").glob("video_validation_*.mp4"))[0]  # a training video
+    corrupt.write_bytes(corrupt.read_bytes()[:4000])
+    storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    cfg = tiny_config(data, storage, db, epochs=3,
+                      extra=["train.checkpoints_to_keep=10", "runtime.max_failures=1", "data.max_decode_failures=2"])
+    plan = RunPlan(cfg=cfg, run_name="faults", storage=storage, resumed=False)
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["summary"] = run_training(plan, quiet=True)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    me, run_dir = os.getpid(), plan.run_dir
+
+    # Decode actors seen until epoch 0 is registered belong to epoch 0 (train and validation).
+    old_actors: set[int] = set()
+
+    def epoch0_done() -> bool:
+        old_actors.update(_titled(me, DECODE_ACTOR))
+        return 0 in _registered_epochs(run_dir)
+
+    _wait_for(epoch0_done, 300, "the checkpoint of epoch 0", alive=thread.is_alive)
+    # Epoch 1's training pool: the first new decode actor, killed once it is busy with a clip.
+    busy = _wait_for(lambda: [p for p, cmd in _titled(me, DECODE_ACTOR).items()
+                              if p not in old_actors and cmd.endswith(".submit")],
+                     120, "epoch 1's decode actor at work", interval=0.05, alive=thread.is_alive)
+    time.sleep(0.3)
+    assert _registered_epochs(run_dir) == [0]  # still inside epoch 1
+    os.kill(busy[0], signal.SIGKILL)
+
+    _wait_for(lambda: 1 in _registered_epochs(run_dir), 300, "the checkpoint of epoch 1", alive=thread.is_alive)
+    workers = _wait_for(lambda: list(_titled(me, TRAIN_WORKER)), 30, "the training worker")
+    time.sleep(1.0)  # into epoch 2's training steps
+    assert _registered_epochs(run_dir) == [0, 1]  # epoch 2 not finished: the kill lands mid-epoch
+    os.kill(workers[0], signal.SIGKILL)
+    _wait_for(lambda: [p for p in _titled(me, TRAIN_WORKER) if p not in workers], 120,
+              "Ray Train to start a new training worker", alive=thread.is_alive)
+
+    thread.join(timeout=400)
+    assert not thread.is_alive(), "training did not finish after the faults"
+    assert "error" not in outcome, repr(outcome.get("error"))
+    history = _assert_nothing_lost(run_dir, db, epochs=3, clips_per_epoch=5)
+    assert all(h["decode_failures"] == 1 for h in history)  # the corrupt video, once per epoch
+
+
+# ------------------------------------------------------------------ the driver itself
+
+
+def _session_processes(session: int) -> list[int]:
+    return [pid for pid, (_, sid, _) in _processes().items() if sid == session]
+
+
+def test_killed_driver_resumes_with_resume_flag(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole `train.py` process group mid-epoch 1, then rerun the command with --resume."""
+    storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + ["train.checkpoints_to_keep=10"]
+            for a in ("--set", o)]
+    command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "killed",
+               "--skip-data-check", *sets]
+    run_dir = storage / "killed"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: 0 in _registered_epochs(run_dir), 400, "the checkpoint of epoch 0",
+                  alive=lambda: first.poll() is None)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        # Ray's own processes share the driver's fate (nothing of the killed run keeps running).
+        _wait_for(lambda: not _session_processes(first.pid), 60, "the killed run's processes to exit")
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        log.close()
+    assert not (run_dir / "history.json").exists()  # the killed run never finished
+
+    second = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resumed from the checkpoint of epoch 0" in second.stdout + second.stderr
+    assert "done: 2 epochs" in second.stdout
+    _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=6)
+
+
+# ------------------------------------------------------------------ too many decode failures
+
+
+def test_too_many_decode_failures_stop_the_run_with_the_files(ray_session, tiny_data: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    from pipelines import train
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    corrupt = sorted((data / "videos").glob("video_validation_*.mp4"))[1]
+    corrupt.write_text("not a video\n")
+    sets = [a for o in tiny_overrides(data, tmp_path / "runs", tmp_path / "mlflow.db", epochs=1)
+            + ["data.max_decode_failures=0", "runtime.max_failures=0"] for a in ("--set", o)]
+    rc = train.main([*sets, "--skip-data-check", "--run-name", "decode"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    line = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert line == [f"error: 1 training clips failed to decode this epoch, more than data.max_decode_failures=0; "
+                    f"fix or remove these videos (pipelines/check_data.py lists every problem): {corrupt}: cannot "
+                    "open as a video (corrupt, truncated or not a video)"], err[-2000:]

@@ -1,0 +1,95 @@
+"""The MLflow tracking server (what `mlflow ui` serves) shows a finished training run and a sweep:
+experiments, runs and per-epoch metric history, read through its REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_cluster import _free_ports
+from tests.test_tune import SWEEP_EXPERIMENT, tiny_sweep
+
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def _get(base: str, path: str, **params: str) -> dict:
+    with urllib.request.urlopen(f"{base}{path}?{urllib.parse.urlencode(params)}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _post(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture()
+def mlflow_server(trained_run: dict, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+    sweep = tiny_sweep(trained_run, tmp_path_factory)  # writes into the same store as trained_run
+    (port,) = _free_ports(1)
+    server = subprocess.Popen(
+        [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{trained_run['mlflow_db']}", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except (urllib.error.URLError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log = (tmp_path / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server did not start: {log}") from None
+                time.sleep(0.5)
+        yield {"base": base, "sweep": sweep, "train_run_id": trained_run["summary"]["mlflow_run_id"]}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _steps(base: str, run_id: str, key: str) -> list[int]:
+    history = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)
+    return sorted(m["step"] for m in history.get("metrics", []))
+
+
+def test_server_lists_train_and_sweep_runs_with_epoch_history(mlflow_server: dict) -> None:
+    base = mlflow_server["base"]
+    train_exp = _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="adatad-tests")
+    sweep_exp = _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=SWEEP_EXPERIMENT)
+
+    train_runs = _post(base, "/api/2.0/mlflow/runs/search",
+                       {"experiment_ids": [train_exp["experiment"]["experiment_id"]]})["runs"]
+    assert mlflow_server["train_run_id"] in {r["info"]["run_id"] for r in train_runs}
+    assert _steps(base, mlflow_server["train_run_id"], "loss")[:2] == [0, 1]
+    assert _steps(base, mlflow_server["train_run_id"], "average_mAP")[:2] == [0, 1]
+
+    sweep_runs = _post(base, "/api/2.0/mlflow/runs/search",
+                       {"experiment_ids": [sweep_exp["experiment"]["experiment_id"]],
+                        "filter": "tags.`adatad.sweep` = 'tiny_lr'"})["runs"]
+    expected = {row["mlflow_run_id"] for row in mlflow_server["sweep"]["rows"]}
+    assert {r["info"]["run_id"] for r in sweep_runs} == expected and len(expected) == 2
+    for run in sweep_runs:
+        assert run["info"]["status"] == "FINISHED"
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert float(params["train.adapter_lr"]) in (1e-4, 4e-4)
+        assert _steps(base, run["info"]["run_id"], "loss") == [0, 1]
+        assert _steps(base, run["info"]["run_id"], "clips_per_s") == [0, 1]
+        assert _steps(base, run["info"]["run_id"], "average_mAP") == [1]
