@@ -112,7 +112,7 @@ def render_timeline(
     ax.grid(axis="x", color="0.85", linewidth=0.6, zorder=1)
     ax.set_axisbelow(True)
     extra = "" if ground_truth is None else f", {len(ground_truth)} ground-truth segments (grey, top lane)"
-    ax.set_title(f"{video_id}: {duration:.1f} s, {len(shown)} detections with score >= {score_threshold:g}{extra}",
+    ax.set_title(f"{video_id}: {duration:.2f} s, {len(shown)} detections with score >= {score_threshold:g}{extra}",
                  fontsize=10, loc="left")
     if ground_truth is not None:
         ax.legend(handles=[Patch(color="0.35", label="ground truth")], loc="upper right", fontsize=8,

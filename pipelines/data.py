@@ -32,6 +32,9 @@ class DecodeClips:
     """
 
     def __init__(self, data: dict[str, Any], train: bool) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # one actor = one core; OpenCV's own pool would oversubscribe the node
         self.loader = ClipLoader(DataConfig(**_tuples(data)), train=train)
         self.rng = np.random.default_rng()
 

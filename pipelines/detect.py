@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -179,7 +180,7 @@ def list_videos(inputs: Sequence[str], extensions: Sequence[str] = VIDEO_EXTENSI
         else:
             raise DetectInputError(f"--videos {item}: no such file or folder")
         for f in files:
-            f = f.resolve()
+            f = Path(os.path.abspath(f))  # not resolve(): a symlink's own name is the video id the user chose
             if f.stem in found and found[f.stem] != f:
                 raise DetectInputError(f"video id {f.stem!r} (the file name without extension) is used by both "
                                        f"{found[f.stem]} and {f}; rename one")

@@ -189,6 +189,15 @@ def test_detection_config_only_changes_what_the_model_does_not_see(tmp_path: Pat
     assert changed.data.window_size == cfg.data.window_size
     with pytest.raises(ConfigError, match="data.window_size: cannot change"):
         detect.detection_config(cfg, None, ["data.window_size=128"])
+    # --config takes only the runtime and model.inference groups of another experiment file.
+    from adatad.config import CONFIG_DIR
+
+    other = tmp_path / "other.yaml"
+    other.write_text(f"_base_: {CONFIG_DIR / 'synthetic.yaml'}\nruntime: {{val_decode_actors: 4}}\n"
+                     "model: {inference: {nms_sigma: 0.3}, head: {num_classes: 7}}\n")
+    changed = detect.detection_config(cfg, str(other), [])
+    assert changed.runtime.val_decode_actors == 4 and changed.model.inference.nms_sigma == 0.3
+    assert changed.model.head.num_classes == 3 and changed.data.window_size == 64
 
 
 def test_inputs_are_checked_with_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -202,7 +211,9 @@ def test_inputs_are_checked_with_one_line_errors(tmp_path: Path, capsys: pytest.
         detect.list_videos([str(tmp_path / "missing.mp4")])
     with pytest.raises(detect.DetectInputError, match="holds no video files"):
         detect.list_videos([str(tmp_path / "empty")])
-    assert detect.list_videos([str(tmp_path / "a")]) == [(tmp_path / "a" / "clip.mp4").resolve()]
+    assert detect.list_videos([str(tmp_path / "a")]) == [(tmp_path / "a" / "clip.mp4").absolute()]
+    (tmp_path / "a" / "alias.mp4").symlink_to(tmp_path / "a" / "clip.mp4")  # a link keeps its own name as id
+    assert [p.stem for p in detect.list_videos([str(tmp_path / "a")])] == ["alias", "clip"]
     rc = detect.main(["--checkpoint", str(tmp_path / "nothing.pt"), "--videos", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == detect.EXIT_BAD_INPUT and len(err) == 1 and "nothing.pt" in err[0]

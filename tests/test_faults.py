@@ -26,6 +26,7 @@ from tests.conftest import REPO, tiny_config, tiny_overrides
 
 DECODE_ACTOR = "ray::MapWorker(MapBatches(DecodeClips))"
 TRAIN_WORKER = "ray::RayTrainWorker"
+FAST = ["train.checkpoints_to_keep=10", "train.val_start_epoch=1"]  # keep every checkpoint; validate last epoch only
 
 
 # ------------------------------------------------------------------ processes (Linux /proc)
@@ -101,8 +102,9 @@ def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: 
     client = MlflowClient(f"sqlite:///{db}")
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     assert client.get_run(run_id).info.status == "FINISHED"
-    for key in ("loss", "average_mAP", "steps"):
+    for key in ("loss", "steps", "decode_failures"):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(epochs)), key
+    assert [m.step for m in client.get_metric_history(run_id, "average_mAP")] == [epochs - 1]  # validated last
     loss = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
     assert loss == pytest.approx({h["epoch"]: h["loss"] for h in history})  # MLflow and history agree
     states = [read_checkpoint(d) for d in _checkpoint_dirs(run_dir)]  # none corrupt
@@ -117,7 +119,7 @@ def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: 
 
 
 def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_data: Path, tmp_path: Path) -> None:
-    """Epoch 1: SIGKILL the decode actor mid-epoch. Epoch 2: SIGKILL the training worker mid-epoch.
+    """Epoch 0: SIGKILL the decode actor mid-epoch. Epoch 1: SIGKILL the training worker mid-epoch.
 
     One training video is corrupt as well: its clip is skipped with a warning and counted each
     epoch (data.max_decode_failures), which must not stop the run or disturb the other clips.
@@ -129,8 +131,7 @@ def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_dat
     corrupt = sorted((data / "videos").glob("video_validation_*.mp4"))[0]  # a training video
     corrupt.write_bytes(corrupt.read_bytes()[:4000])
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    cfg = tiny_config(data, storage, db, epochs=3,
-                      extra=["train.checkpoints_to_keep=10", "runtime.max_failures=1", "data.max_decode_failures=2"])
+    cfg = tiny_config(data, storage, db, epochs=2, extra=[*FAST, "runtime.max_failures=1", "data.max_decode_failures=2"])
     plan = RunPlan(cfg=cfg, run_name="faults", storage=storage, resumed=False)
     outcome: dict = {}
 
@@ -140,30 +141,24 @@ def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_dat
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
             outcome["error"] = exc
 
+    me, run_dir = os.getpid(), plan.run_dir
+    earlier = set(_titled(me, DECODE_ACTOR))  # another test's actors, possibly still shutting down
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
-    me, run_dir = os.getpid(), plan.run_dir
 
-    # Decode actors seen until epoch 0 is registered belong to epoch 0 (train and validation).
-    old_actors: set[int] = set()
-
-    def epoch0_done() -> bool:
-        old_actors.update(_titled(me, DECODE_ACTOR))
-        return 0 in _registered_epochs(run_dir)
-
-    _wait_for(epoch0_done, 300, "the checkpoint of epoch 0", alive=thread.is_alive)
-    # Epoch 1's training pool: the first new decode actor, killed once it is busy with a clip.
+    # The first decode actor is epoch 0's training pool (validation comes after): kill it once
+    # it is busy with a clip.
     busy = _wait_for(lambda: [p for p, cmd in _titled(me, DECODE_ACTOR).items()
-                              if p not in old_actors and cmd.endswith(".submit")],
-                     120, "epoch 1's decode actor at work", interval=0.05, alive=thread.is_alive)
+                              if cmd.endswith(".submit") and p not in earlier],
+                     300, "epoch 0's decode actor at work", interval=0.05, alive=thread.is_alive)
     time.sleep(0.3)
-    assert _registered_epochs(run_dir) == [0]  # still inside epoch 1
+    assert _registered_epochs(run_dir) == []  # still inside epoch 0
     os.kill(busy[0], signal.SIGKILL)
 
-    _wait_for(lambda: 1 in _registered_epochs(run_dir), 300, "the checkpoint of epoch 1", alive=thread.is_alive)
+    _wait_for(lambda: 0 in _registered_epochs(run_dir), 300, "the checkpoint of epoch 0", alive=thread.is_alive)
     workers = _wait_for(lambda: list(_titled(me, TRAIN_WORKER)), 30, "the training worker")
-    time.sleep(1.0)  # into epoch 2's training steps
-    assert _registered_epochs(run_dir) == [0, 1]  # epoch 2 not finished: the kill lands mid-epoch
+    time.sleep(1.0)  # into epoch 1's training steps
+    assert _registered_epochs(run_dir) == [0]  # epoch 1 not finished: the kill lands mid-epoch
     os.kill(workers[0], signal.SIGKILL)
     _wait_for(lambda: [p for p in _titled(me, TRAIN_WORKER) if p not in workers], 120,
               "Ray Train to start a new training worker", alive=thread.is_alive)
@@ -171,7 +166,7 @@ def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_dat
     thread.join(timeout=400)
     assert not thread.is_alive(), "training did not finish after the faults"
     assert "error" not in outcome, repr(outcome.get("error"))
-    history = _assert_nothing_lost(run_dir, db, epochs=3, clips_per_epoch=5)
+    history = _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=5)
     assert all(h["decode_failures"] == 1 for h in history)  # the corrupt video, once per epoch
 
 
@@ -185,8 +180,7 @@ def _session_processes(session: int) -> list[int]:
 def test_killed_driver_resumes_with_resume_flag(tiny_data: Path, tmp_path: Path) -> None:
     """SIGKILL the whole `train.py` process group mid-epoch 1, then rerun the command with --resume."""
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + ["train.checkpoints_to_keep=10"]
-            for a in ("--set", o)]
+    sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + FAST for a in ("--set", o)]
     command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "killed",
                "--skip-data-check", *sets]
     run_dir = storage / "killed"

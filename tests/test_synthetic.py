@@ -7,7 +7,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import decord
 import numpy as np
 import pytest
 
@@ -21,6 +20,7 @@ from adatad.data.synthetic import (
     generate_dataset,
     generate_from_spec,
 )
+from adatad.data.video import decord
 
 TINY = dict(num_train=2, num_test=1, num_classes=3, duration_s=(4.0, 5.0), fps=15, width=64, height=48,
             action_duration_s=(1.0, 1.6), gap_s=(0.8, 1.2), seed=7)

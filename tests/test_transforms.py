@@ -113,6 +113,29 @@ def test_one_draw_per_clip_every_frame_transformed_alike():
         assert (out == out[:1]).all(), repr(op)
 
 
+def test_chain_folds_crop_flip_and_affine_into_one_resampling():
+    # The train chain resamples once; applying its steps one by one resamples the crop, then
+    # rotates / shears it. Same draws, same result up to that second resampling.
+    clip = _natural_clip(t=3, h=180, w=320)
+    train = T.build_train_transform()
+    crop, flip, augment, jitter = train.transforms
+    folded = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        stepwise = flip(crop(clip, rng), rng)
+        ops = augment.draw(rng)
+        for op in ops:
+            stepwise = op(stepwise, rng)
+        stepwise = jitter(stepwise, rng)
+        fused = train(clip, np.random.default_rng(seed))
+        if any(isinstance(op, T.Affine) and (op.rotate or op.shear_x or op.shear_y) for op in ops):
+            folded += 1
+            assert _diff(fused, stepwise).mean() < 3.0, (seed, ops)  # x1.72 if Brightness follows
+        else:
+            np.testing.assert_array_equal(fused, stepwise)
+    assert folded >= 5
+
+
 def test_different_clip_draws_give_different_clips_and_same_draws_repeat():
     clip = _natural_clip(t=2, h=180, w=320)
     train = T.build_train_transform()

@@ -19,7 +19,8 @@ crop, flip and colour change) and applies them with as few passes over memory as
 Train crops are fused: the random box is drawn on the frame as if its short side were already
 resized (mmaction's Resize(-1, 182) -> RandomResizedCrop -> Resize(160, 160)), mapped back onto
 the full-resolution frame, and cut + resized to 160x160 in one step, so every later op runs on
-160x160 pixels.
+160x160 pixels. In a chain, the flip and ImageAugment's rotations / shears fold into that same
+step (``_Warp``): one resampling of each frame instead of two.
 
 Reference semantics (checked in tests/test_transforms.py): the ImageAugment ops follow PIL /
 torchvision (lookup-table ops bit-exact; matrix and filter ops within 1-2 grey levels, because
@@ -109,7 +110,9 @@ class ClipTransform:
     """Base of the transforms: ``__call__`` never modifies its input.
 
     ``apply_`` may overwrite the clip it is given (``modifies_input``) to save a 60 MB allocation
-    per op; Compose and ImageAugment call it only on arrays they created themselves.
+    per op; Compose and ImageAugment call it only on arrays they created themselves. Geometric
+    ops also implement ``absorb`` and composites ``expand``, which let a chain fold consecutive
+    crops, flips, rotations and shears into one resampling (see ``_Warp``).
     """
 
     modifies_input = False
@@ -121,21 +124,101 @@ class ClipTransform:
         clip = _check_clip(clip)
         return self.apply_(clip.copy() if self.modifies_input else clip, rng)
 
+    def expand(self, rng: np.random.Generator) -> list[Transform] | None:
+        """A composite's parts for this clip (drawing what it draws); None for a single op."""
+        return None
+
+    def absorb(self, warp: _Warp, rng: np.random.Generator) -> _Warp | None:
+        """Fold this op into ``warp`` (drawing its parameters), or None (nothing drawn) if it can't."""
+        return None
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
 
 
+def _fixed_point_maps(inverse: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps (fixed point) of an output grid through a 2x3 output -> source matrix."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    map_x = (inverse[0, 0] * xx + inverse[0, 1] * yy + inverse[0, 2]).astype(np.float32)
+    map_y = (inverse[1, 0] * xx + inverse[1, 1] * yy + inverse[1, 2]).astype(np.float32)
+    return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+
+
+class _Warp:
+    """Geometric steps drawn for a clip but not applied yet, folded into one resampling.
+
+    Why: a crop resized to 160x160 and then rotated is resampled twice, each a full pass over
+    the clip; folded, it is one bilinear remap from the full-resolution frames (and better
+    quality). ``matrix`` maps source pixels to output pixels (pixel centres at integers); source
+    pixels outside ``box`` count as outside the frame, i.e. what the crop cut away gets the fill.
+    While only a crop and flips are folded, applying is a plain resize (+ an in-place flip).
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        self.matrix = np.eye(3)
+        self.out_size = (height, width)
+        self.box = (0, 0, width, height)
+        self.identity = True  # nothing folded yet
+        self.flipped = False
+        self.general = False  # a rotation / shear / translation is folded in: remap needed
+        self.fill = 0
+
+    def then(self, matrix: np.ndarray) -> None:
+        """Follow the current map by the 2x3 ``matrix`` (on the current output grid)."""
+        self.matrix = np.vstack([matrix, [0.0, 0.0, 1.0]]) @ self.matrix
+        self.identity = False
+
+    def apply(self, clip: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.box
+        oh, ow = self.out_size
+        source = clip[:, y0:y1, x0:x1]
+        out = np.empty((len(clip), oh, ow, 3), np.uint8)
+        if not self.general:
+            for i in range(len(clip)):  # per frame: cv2.resize of a strided view, SIMD, no copy
+                cv2.resize(source[i], (ow, oh), dst=out[i], interpolation=cv2.INTER_LINEAR)
+            if self.flipped:
+                cv2.flip(_tall(out), 1, dst=_tall(out))
+            return out
+        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # box-relative source
+        map_xy, map_frac = _fixed_point_maps(np.linalg.inv(self.matrix @ shift)[:2], oh, ow)
+        for i in range(len(clip)):  # per frame: OpenCV's remap takes one image of <= 4 channels
+            cv2.remap(source[i], map_xy, map_frac, cv2.INTER_LINEAR, dst=out[i],
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=(self.fill,) * 3)
+        return out
+
+
 def _run_chain(transforms: Sequence[Transform], clip: np.ndarray, rng: np.random.Generator,
                owned: bool) -> np.ndarray:
-    """Apply in order; in place once the current array is one the chain made (``owned``)."""
+    """Apply in order, folding runs of geometric ops into one warp; in place once ``owned``.
+
+    ``owned``: the current array is one the chain made, so ops may overwrite it. Random draws
+    happen in the same order as applying the ops one by one.
+    """
     original = clip
-    for transform in transforms:
+    stack = list(transforms)[::-1]
+    warp: _Warp | None = None
+    while stack:
+        transform = stack.pop()
+        if isinstance(transform, ClipTransform):
+            parts = transform.expand(rng)
+            if parts is not None:
+                stack.extend(reversed(parts))
+                continue
+            folded = transform.absorb(warp if warp is not None else _Warp(*clip.shape[1:3]), rng)
+            if folded is not None:
+                warp = folded
+                continue
+        if warp is not None and not warp.identity:
+            clip, owned = warp.apply(clip), True
+        warp = None
         if owned and isinstance(transform, ClipTransform):
             clip = transform.apply_(clip, rng)
         else:
             clip = transform(clip, rng)
             owned = owned or not np.may_share_memory(clip, original)
+    if warp is not None and not warp.identity:
+        clip = warp.apply(clip)
     return clip
 
 
@@ -154,6 +237,9 @@ class Compose(ClipTransform):
 
     def apply_(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return _run_chain(self.transforms, clip, rng, owned=True)
+
+    def expand(self, rng: np.random.Generator) -> list[Transform]:
+        return self.transforms
 
 
 class ResizeShortSide(ClipTransform):
@@ -245,13 +331,18 @@ class RandomResizedCrop(ClipTransform):
         left, top = min(left, width - 1), min(top, height - 1)
         return left, top, max(right, left + 1), max(bottom, top + 1)
 
+    def absorb(self, warp: _Warp, rng: np.random.Generator) -> _Warp | None:
+        if not warp.identity:  # a crop of an already warped frame: apply that first
+            return None
+        x0, y0, x1, y1 = self.source_box(*warp.out_size, rng)
+        sx, sy = self.size / (x1 - x0), self.size / (y1 - y0)
+        # cv2.resize's mapping of the box onto the output grid, pixel centres at integers
+        warp.then(np.array([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]]))
+        warp.box, warp.out_size = (x0, y0, x1, y1), (self.size, self.size)
+        return warp
+
     def apply_(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        t, h, w, _ = clip.shape
-        x0, y0, x1, y1 = self.source_box(h, w, rng)
-        out = np.empty((t, self.size, self.size, 3), np.uint8)
-        for i in range(t):  # per frame: cv2.resize of a strided view, SIMD, no intermediate copy
-            cv2.resize(clip[i, y0:y1, x0:x1], (self.size, self.size), dst=out[i], interpolation=cv2.INTER_LINEAR)
-        return out
+        return self.absorb(_Warp(*clip.shape[1:3]), rng).apply(clip)
 
 
 class Flip(ClipTransform):
@@ -271,6 +362,12 @@ class Flip(ClipTransform):
     def apply_(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self._flip_(clip) if rng.random() < self.p else clip
 
+    def absorb(self, warp: _Warp, rng: np.random.Generator) -> _Warp | None:
+        if rng.random() < self.p:
+            warp.then(np.array([[-1.0, 0.0, warp.out_size[1] - 1.0], [0.0, 1.0, 0.0]]))
+            warp.flipped = not warp.flipped
+        return warp
+
     @staticmethod
     def _flip_(clip: np.ndarray) -> np.ndarray:
         # Mirroring each row of the tall image mirrors each frame; in place, ~15x faster than a ::-1 copy.
@@ -284,9 +381,9 @@ class Affine(ClipTransform):
     Bilinear, constant fill (imgaug's Affine defaults: order 1, cval 0). Signs follow
     torchvision's ``F.affine`` (positive angle = counter-clockwise). A pure translation moves
     by whole pixels (a copy, no resampling; at most half a pixel from the exact shift).
-    Otherwise the sampling map is computed once per frame size (fixed-point, cached; 25% faster
-    than warpAffine recomputing it) and cv2.remap runs per frame: OpenCV's warps take one image
-    at a time.
+    Otherwise one fixed-point sampling map is computed per clip and cv2.remap runs per frame
+    (25% faster than warpAffine, which recomputes the map for every frame); in a chain the op
+    folds into the preceding crop / flip (one resampling, see ``_Warp``).
     """
 
     modifies_input = True
@@ -296,7 +393,6 @@ class Affine(ClipTransform):
         self.rotate, self.shear_x, self.shear_y = float(rotate), float(shear_x), float(shear_y)
         self.translate_x, self.translate_y = float(translate_x), float(translate_y)
         self.fill = int(fill)
-        self._maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def matrix(self, height: int, width: int) -> np.ndarray:
         """2x3 forward map (source pixel -> output pixel), pixel centres at integer coordinates."""
@@ -309,33 +405,30 @@ class Affine(ClipTransform):
         shift = centre + np.array([self.translate_x * width, self.translate_y * height]) - lin @ centre
         return np.hstack([lin, shift[:, None]])
 
-    def _sampling_maps(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        if (height, width) not in self._maps:
-            inverse = cv2.invertAffineTransform(self.matrix(height, width))
-            yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-            map_x = (inverse[0, 0] * xx + inverse[0, 1] * yy + inverse[0, 2]).astype(np.float32)
-            map_y = (inverse[1, 0] * xx + inverse[1, 1] * yy + inverse[1, 2]).astype(np.float32)
-            self._maps[(height, width)] = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-        return self._maps[(height, width)]
+    def _is_shift(self) -> bool:
+        return self.rotate == 0 and self.shear_x == 0 and self.shear_y == 0
+
+    def absorb(self, warp: _Warp, rng: np.random.Generator) -> _Warp | None:
+        # A pure shift of a crop is cheaper as a copy than as a remap: folded only after a
+        # rotation or shear is (then the remap is paid anyway).
+        if (self._is_shift() and not warp.general) or (warp.general and warp.fill != self.fill):
+            return None
+        warp.then(self.matrix(*warp.out_size))
+        warp.general, warp.fill = True, self.fill
+        return warp
 
     def apply_(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        # In place through a one-frame scratch buffer: no new 60 MB array and its page faults.
+        if not self._is_shift():
+            return self.absorb(_Warp(*clip.shape[1:3]), rng).apply(clip)
         h, w = clip.shape[1:3]
+        dx, dy = round(self.translate_x * w), round(self.translate_y * h)
+        dst = (slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
+        src = (slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0)))
         scratch = np.empty_like(clip[0])
-        if self.rotate == 0 and self.shear_x == 0 and self.shear_y == 0:
-            dx, dy = round(self.translate_x * w), round(self.translate_y * h)
-            dst = (slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
-            src = (slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0)))
-            for frame in clip:  # per frame: a whole-clip shift in place would need a clip-sized temporary
-                np.copyto(scratch, frame)
-                frame.fill(self.fill)
-                frame[dst] = scratch[src]
-            return clip
-        map_xy, map_frac = self._sampling_maps(h, w)
-        for frame in clip:  # per frame: no whole-array warp exists (max 4 channels)
-            cv2.remap(frame, map_xy, map_frac, cv2.INTER_LINEAR, dst=scratch,
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=(self.fill,) * 3)
-            np.copyto(frame, scratch)
+        for frame in clip:  # per frame, in place through a one-frame buffer: no clip-sized temporary
+            np.copyto(scratch, frame)
+            frame.fill(self.fill)
+            frame[dst] = scratch[src]
         return clip
 
 
@@ -603,6 +696,9 @@ class ImageAugment(ClipTransform):
 
     def apply_(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return _run_chain(self.draw(rng), clip, rng, owned=True)
+
+    def expand(self, rng: np.random.Generator) -> list[Transform]:
+        return list(self.draw(rng))
 
 
 class ColorJitter(ClipTransform):
