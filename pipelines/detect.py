@@ -226,9 +226,9 @@ class Predict:
     """Ray Data callable class: loads the detector once per actor and predicts batches of windows.
 
     Output columns have fixed shapes so they travel through Arrow: detections padded to
-    `max_detections` (= model.inference.pre_nms_topk, the most `decode_window` returns) with their
-    `count`, plus the window bookkeeping columns (`PASSTHROUGH`). Windows whose decode failed
-    (valid=False) are not run through the model and come out with count 0.
+    `pre_nms_topk` rows (the most `decode_window` returns per window) with their `count`, plus the
+    window bookkeeping columns (`PASSTHROUGH`). Windows whose decode failed (valid=False) are not
+    run through the model and come out with count 0.
     """
 
     def __init__(self, state: Any, pre_nms_thresh: float, pre_nms_topk: int, amp: bool, threads: int) -> None:
@@ -258,8 +258,11 @@ class Predict:
         rows = np.flatnonzero(valid)
         if len(rows) == 0:
             return out
-        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"][rows])).to(self.device)
-        masks = torch.from_numpy(np.ascontiguousarray(batch["masks"][rows])).to(self.device)
+        frames, masks = batch["frames"], batch["masks"]
+        if len(rows) < n:  # fancy indexing copies, so only when some window failed
+            frames, masks = frames[rows], masks[rows]
+        frames = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        masks = torch.from_numpy(np.ascontiguousarray(masks)).to(self.device)
         with torch.no_grad(), autocast(self.device, self.amp):
             dets = self.model.predict(frames, masks, pre_nms_thresh=self.pre_nms_thresh,
                                       pre_nms_topk=self.pre_nms_topk)
@@ -416,17 +419,27 @@ def write_plots(plot_dir: str | Path, records: list[VideoRecord], results: dict[
     return written
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole detection; Ray is connected here unless it already is. Returns the written json plus
-    `stats` (videos, windows, seconds, windows_per_s) and `plots`."""
-    import ray
+@dataclass
+class DetectPlan:
+    """Everything checked before Ray starts: a bad input fails in a second with one line."""
 
+    checkpoint: Path
+    state: dict[str, Any]  # model, ema and config of the checkpoint (no optimizer state)
+    cfg: Config
+    inference: Any  # adatad.config.InferenceConfig with --min-score / --top-k applied
+    class_names: list[str]
+    class_source: str
+    ground_truth: dict[str, list[dict]] | None
+    paths: list[Path]
+
+
+def plan_detection(args: argparse.Namespace) -> DetectPlan:
     from adatad.models.build import model_from_checkpoint
-    from pipelines.cluster import connect
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     try:
         state = read_checkpoint(checkpoint)
+        stored_names = list(state.get("class_names") or [])
         state = {key: state[key] for key in ("model", "ema", "config") if key in state}
         _, trained = model_from_checkpoint(state)  # fails here, not in an actor, if the weights do not fit
     except (FileNotFoundError, ValueError) as exc:
@@ -443,11 +456,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.decode_actors < 1:
             raise DetectInputError(f"--decode-actors {args.decode_actors}: expected >= 1")
         cfg.runtime.val_decode_actors = args.decode_actors
-    class_names, source = resolve_class_names(cfg, args.class_map, args.annotations)
+    if stored_names and not args.class_map:
+        class_names, source = stored_names, "the checkpoint"
+    else:
+        class_names, source = resolve_class_names(cfg, args.class_map, args.annotations)
     gt = ground_truth_for_plots(args.annotations) if args.annotations and args.plot_dir else None
-    paths = list_videos(args.videos)
+    return DetectPlan(checkpoint, state, cfg, inference, class_names, source, gt, list_videos(args.videos))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole detection; Ray is connected here unless it already is. Returns the written json plus
+    `stats` (videos, windows, seconds, windows_per_s, first_batch_s, steady_windows_per_s) and `plots`."""
+    import ray
+
+    from pipelines.cluster import connect
+
+    plan = plan_detection(args)
+    cfg, state, class_names, paths = plan.cfg, plan.state, plan.class_names, plan.paths
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    say(f"checkpoint {checkpoint}; {len(class_names)} classes from {source}; {len(paths)} videos")
+    say(f"checkpoint {plan.checkpoint}; {len(class_names)} classes from {plan.class_source}; {len(paths)} videos")
 
     resources = connect(args.cluster, cfg.runtime.local_num_cpus, None, cfg.runtime.object_store_memory_mb)
     context = ray.data.DataContext.get_current()
@@ -461,16 +488,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         windows = 0
         if records:
             actors, gpus, cpus = predict_resources(cfg, resources.get("GPU", 0.0), args.predict_actors)
+            needed = actors * cpus + cfg.runtime.val_decode_actors * cfg.runtime.decode_actor_cpus
+            if needed > resources.get("CPU", 0.0):
+                print(f"warning: the actors ask for {needed:g} CPUs but the cluster has {resources.get('CPU', 0):g}; "
+                      "they wait for an autoscaler (lower runtime.cpus_per_worker, --decode-actors or "
+                      "runtime.decode_actor_cpus otherwise)", file=sys.stderr, flush=True)
             ds = build_dataset(cfg, records, ray.put(state), actors, gpus, cpus)
             batches = _first_arrival(ds.iter_batches(batch_size=None, batch_format="numpy"), arrival)
-            results, decode_errors, windows = collect(batches, records, class_names, cfg, inference)
+            results, decode_errors, windows = collect(batches, records, class_names, cfg, plan.inference)
             errors.update(decode_errors)
     finally:
         context.enable_progress_bars = bars
     seconds = time.perf_counter() - start
     output = {"results": dict(sorted(results.items())), "errors": dict(sorted(errors.items()))}
     atomic_write_text(args.out, json.dumps(output) + "\n")
-    plots = write_plots(args.plot_dir, records, results, class_names, gt, args.plot_min_score) \
+    plots = write_plots(args.plot_dir, records, results, class_names, plan.ground_truth, args.plot_min_score) \
         if args.plot_dir else []
     stats = {"videos": len(paths), "failed": len(errors), "windows": windows, "seconds": round(seconds, 3),
              "windows_per_s": round(windows / seconds, 3) if seconds > 0 else 0.0}

@@ -192,7 +192,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             print(f"[epoch {epoch}] loss {metrics['loss']:.4f} {metrics['clips_per_s']:.2f} clips/s "
                   f"{metrics['epoch_time_s']:.1f} s{shown}", flush=True)
             with tempfile.TemporaryDirectory() as directory:
-                save_checkpoint(state, cfg, directory)
+                save_checkpoint(state, cfg, directory, class_names)
                 atomic_write_text(Path(directory) / "history.json", json.dumps(state.history, indent=1))
                 if results is not None:
                     atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(results))

@@ -40,8 +40,9 @@ class TrainingState:
         """The weights validation uses: the EMA when enabled (spec section 7)."""
         return unwrap(self.ema) if self.ema is not None else unwrap(self.model)
 
-    def state_dict(self, cfg: Config) -> dict[str, Any]:
+    def state_dict(self, cfg: Config, class_names: list[str] | None = None) -> dict[str, Any]:
         return {
+            "class_names": list(class_names or []),
             "model": unwrap(self.model).state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
@@ -74,10 +75,12 @@ def build_training_state(cfg: Config, steps_per_epoch: int, device: torch.device
     return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
 
 
-def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathLike) -> Path:
+def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathLike,
+                    class_names: list[str] | None = None) -> Path:
+    """Everything to resume or deploy: weights, EMA, optimiser/schedule/scaler, config, class names."""
     path = Path(directory) / CHECKPOINT_FILE
     with atomic_open(path, "wb") as fh:
-        torch.save(state.state_dict(cfg), fh)
+        torch.save(state.state_dict(cfg, class_names), fh)
     return path
 
 
