@@ -22,6 +22,16 @@ from adatad.atomic import atomic_write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+def work_root() -> Path:
+    """Base of relative data/run/tracking paths: $ADATAD_ROOT, else the project folder.
+
+    A `ray job submit --working-dir .` runs from an uploaded copy of the code without data/ or
+    runs/; setting ADATAD_ROOT (runtime env) points relative paths back at the real project.
+    """
+    root = os.environ.get("ADATAD_ROOT")
+    return Path(root).expanduser().resolve() if root else PROJECT_ROOT
 PROFILE_DIR = CONFIG_DIR / "profiles"
 BASE_KEY = "_base_"
 
@@ -190,7 +200,7 @@ class Config:
     def resolve_path(self, path: str) -> str:
         """Absolute path: Ray workers chdir into trial folders, so relative paths break there."""
         p = Path(os.path.expanduser(path))
-        return str(p if p.is_absolute() else (PROJECT_ROOT / p).resolve())
+        return str(p if p.is_absolute() else (work_root() / p).resolve())
 
 
 # ---------------------------------------------------------------- loading and merging
@@ -265,7 +275,10 @@ def parse_override(item: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at column {len(key) + 2 + mark.column}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {item!r}: value is not valid YAML{where} ({problem})") from None
     # YAML 1.1 reads "1e-4" as a string; accept it as the float users mean.
     if isinstance(value, str):
         try:
@@ -399,6 +412,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 < lo <= hi <= 1.0, "data.rrc_area_range", list(d.rrc_area_range), "0 < lo <= hi <= 1")
     _check(0.0 <= d.flip_ratio <= 1.0, "data.flip_ratio", d.flip_ratio, "in [0, 1]")
     _check(d.max_segments >= 1, "data.max_segments", d.max_segments, ">= 1")
+    _check(d.max_decode_failures >= 0, "data.max_decode_failures", d.max_decode_failures, ">= 0")
     _check(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, ">= 0 (0 = decord's default)")
     for name in ("crop_size", "train_resize_short", "test_resize_short"):
         _check(getattr(d, name) > 0, f"data.{name}", getattr(d, name), "> 0")

@@ -61,6 +61,10 @@ def connect(
             log_to_driver=True,
         )
     elif cluster == "auto":
+        pinned = os.environ.get("RAY_ADDRESS", "")
+        if pinned and pinned != "auto" and not pinned.startswith(("ray://", "http")) and not _reachable(pinned):
+            raise ClusterError(f"--cluster auto: RAY_ADDRESS={pinned} does not answer within 3 s "
+                               "(unset it, or start the cluster with `ray start --head`)")
         try:
             ray.init(address="auto", runtime_env={"env_vars": env})
         except ConnectionError as exc:

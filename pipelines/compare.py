@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adatad.atomic import atomic_write_text
-from adatad.config import PROJECT_ROOT
+from adatad.config import work_root
 
 # (row label, MLflow param = dotted config key)
 SETTING_ROWS = (
@@ -80,7 +80,7 @@ MEASURES = (
 
 def default_tracking_uri() -> str:
     """Same default as pipelines.tracking (not imported here: it pulls in Ray)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work_root() / 'mlflow.db'}"
 
 
 def _find_run(client, ref: str, uri: str):

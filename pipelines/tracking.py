@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from adatad.atomic import atomic_write_text
-from adatad.config import PROJECT_ROOT, Config
+from adatad.config import Config, work_root
 
 RUN_ID_FILE = "mlflow_run_id"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -32,7 +32,7 @@ def tracking_uri(cfg: Config) -> str:
             raise ValueError(f"tracking.tracking_uri {uri!r}: use an absolute path (sqlite:////abs/path.db); "
                              "Ray workers change directory, so relative stores split the runs")
         return uri
-    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return f"sqlite:///{work_root() / 'mlflow.db'}"
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:

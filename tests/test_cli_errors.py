@@ -225,8 +225,9 @@ def test_training_checkpoint_reader_refuses_bad_files(checkpoints, tmp_path) -> 
     with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path / 'none.pt'} does not exist"):
         read_checkpoint(tmp_path / "none.pt")
     for name in ("text", "pickle"):
-        with pytest.raises(ValueError, match="not an adatad training checkpoint"):
+        with pytest.raises(ValueError, match="not an adatad training checkpoint") as info:
             read_checkpoint(checkpoints[name])
+        assert "\n" not in str(info.value), str(info.value)  # one line, not PyTorch's advice page
     with pytest.raises(ValueError, match="expected keys 'model' and 'config'"):
         read_checkpoint(checkpoints["narrow"])
 

@@ -66,7 +66,7 @@ def _stop(head: subprocess.Popen) -> None:
     if head.poll() is None:
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(timeout=10)
+            head.wait(timeout=5)  # a graceful drain takes ~30 s; the group kill below ends it
         except subprocess.TimeoutExpired:
             pass
     try:
@@ -149,6 +149,21 @@ def test_rayignore_keeps_the_job_package_small(tmp_path: Path) -> None:
     assert not heavy, heavy[:10]
     assert "pipelines/train.py" in names and "configs/synthetic.yaml" in names
     assert target.stat().st_size < 5 * 2**20
+
+
+@pytest.mark.parametrize("override, message", [
+    ("runtime.worker_resources={CPU: 1}", "runtime.worker_resources: 'CPU' is invalid, expected a custom resource"),
+    ("runtime.decode_actor_resources={data_node: -1}", "runtime.decode_actor_resources.data_node: -1.0 is invalid"),
+    ("runtime.decode_actor_resources=4", "runtime.decode_actor_resources: expected a mapping"),
+    ("runtime.worker_resources={gpu_node: many}", "runtime.worker_resources.gpu_node: expected a number"),
+])
+def test_placement_resources_are_validated(override: str, message: str) -> None:
+    from adatad.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=[override])
+    cfg = tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=["runtime.worker_resources.gpu_node=1"])
+    assert cfg.runtime.worker_resources == {"gpu_node": 1.0} and cfg.runtime.decode_actor_resources == {}
 
 
 # ---------------------------------------------------------------- simulated multi-node placement

@@ -105,3 +105,12 @@ def test_effective_config_round_trips(tmp_path: Path) -> None:
     assert load_config(out) == cfg
     assert config_from_dict(cfg.to_dict()) == cfg
     assert not list(out.parent.glob(".*.tmp"))  # no temp file left behind
+
+
+def test_relative_paths_resolve_against_adatad_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(THUMOS)
+    monkeypatch.delenv("ADATAD_ROOT", raising=False)
+    assert cfg.resolve_path("data/x.json") == str(CONFIG_DIR.parent / "data" / "x.json")
+    monkeypatch.setenv("ADATAD_ROOT", str(tmp_path))
+    assert cfg.resolve_path("data/x.json") == str(tmp_path / "data" / "x.json")
+    assert cfg.resolve_path("/abs/y") == "/abs/y"

@@ -7,6 +7,7 @@ the machine. Timings are kept small: tiny model, 64-position windows, 2-3 epochs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -226,3 +228,48 @@ def test_too_many_decode_failures_stop_the_run_with_the_files(ray_session, tiny_
     assert line == [f"error: 1 training clips failed to decode this epoch, more than data.max_decode_failures=0; "
                     f"fix or remove these videos (pipelines/check_data.py lists every problem): {corrupt}: cannot "
                     "open as a video (corrupt, truncated or not a video)"], err[-2000:]
+
+
+# ------------------------------------------------------------------ the MLflow gap a killed driver can leave
+
+
+def _epoch_metrics(epoch: int, validated: bool) -> dict:
+    metrics = {"epoch": epoch, "loss": 1.0 / (epoch + 1), "cls_loss": 0.5, "reg_loss": 0.5, "lr_base": 1e-3,
+               "lr_adapter": 1e-3, "epoch_time_s": 2.0, "clips_per_s": 3.0, "data_wait_frac": 0.1, "steps": 3.0,
+               "decode_failures": 0.0, "peak_memory_mb": 100.0, "best_average_mAP": -1.0, "val_score": -1.0}
+    if validated:
+        metrics.update({f"mAP_{t}": 0.1 for t in ("0.3", "0.4", "0.5", "0.6", "0.7")}, average_mAP=0.1)
+    return metrics
+
+
+def test_finalize_logs_epochs_the_killed_driver_never_logged(tiny_data: Path, tmp_path: Path) -> None:
+    """Ray registers a checkpoint before the MLflow callback logs its epoch; a driver killed in
+    between leaves a gap that the resumed run's finalisation fills from the checkpoint's history."""
+    from adatad.engine.state import CHECKPOINT_FILE
+    from pipelines.tracking import log_epoch, start_or_resume_run
+    from pipelines.train import RunPlan, finalize_run
+
+    storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
+    plan = RunPlan(cfg=tiny_config(tiny_data, storage, db), run_name="gap", storage=storage, resumed=True)
+    plan.run_dir.mkdir(parents=True)
+    uri = f"sqlite:///{db}"
+    run_id = start_or_resume_run(plan.cfg, uri, plan.run_dir, plan.run_name)
+    history = [_epoch_metrics(0, False), _epoch_metrics(1, True)]
+    client = MlflowClient(uri)
+    log_epoch(client, run_id, history[1])  # epoch 0's logging was cut off by the kill
+    checkpoint = plan.run_dir / "checkpoint_x"
+    checkpoint.mkdir()
+    (checkpoint / "history.json").write_text(json.dumps(history))
+    (checkpoint / CHECKPOINT_FILE).write_bytes(b"0" * 1024)
+
+    class Checkpoint:
+        path = str(checkpoint)
+
+        @contextlib.contextmanager
+        def as_directory(self):
+            yield self.path
+
+    finalize_run(plan, SimpleNamespace(checkpoint=Checkpoint(), best_checkpoints=[]), 1.0, uri, run_id)
+    loss = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+    assert loss == [(0, 1.0), (1, 0.5)]  # filled once, from the history; nothing logged twice
+    assert client.get_run(run_id).info.status == "FINISHED"

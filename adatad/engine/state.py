@@ -7,6 +7,7 @@ schedule state (resume continues the same lr curve, the same EMA, the same loss 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save's format; anything else is refused before unpickling
+        raise ValueError(f"{path}: not an adatad training checkpoint (not a torch.save zip archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path}: not an adatad training checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{path}: not an adatad training checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")
     return state
