@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -182,10 +181,12 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         finish_run(uri, run_id, [], status="FAILED")
         raise
     wall = time.perf_counter() - start
-    return finalize_run(plan, result, wall, uri, run_id)
+    device = f"cuda ({r.num_workers} GPU worker(s))" if use_gpu else "cpu"
+    return finalize_run(plan, result, wall, uri, run_id, device)
 
 
-def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) -> dict[str, Any]:
+def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, device: str = "unknown"
+                 ) -> dict[str, Any]:
     """Copy the final records out of the last checkpoint, write reports, close the MLflow run."""
     from mlflow.tracking import MlflowClient
 
@@ -215,7 +216,7 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str) ->
         "checkpoint_size_mb": round(size_mb, 2),
         "wall_time_s": round(wall_s, 1),
         "num_workers": plan.cfg.runtime.num_workers,
-        "device": os.environ.get("ADATAD_DEVICE_NAME", "see runtime.use_gpu"),
+        "device": device,
     }
     run_dir = plan.run_dir
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
