@@ -83,3 +83,10 @@ def connect(
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterError(f"--cluster {cluster}: could not connect ({exc})") from exc
     return ray.cluster_resources()
+
+
+def connect_for_run(cluster: str, runtime) -> dict:
+    """`connect` with a run config's local-cluster sizes; prints what it got (train.py, tune.py)."""
+    resources = connect(cluster, runtime.local_num_cpus, None, runtime.object_store_memory_mb)
+    print(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
+    return resources

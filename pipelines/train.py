@@ -249,15 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         check_backbone_checkpoint(plan.cfg)
         print(f"config '{plan.cfg.name}': {len(train)} training videos, {len(test)} test videos, "
               f"{len(classes)} classes; {plan.cfg.train.epochs} epochs", flush=True)
-        from pipelines.cluster import ClusterError, connect
+        from pipelines.cluster import ClusterError, connect_for_run
 
-        r = plan.cfg.runtime
         try:
-            resources = connect(args.cluster, r.local_num_cpus, None, r.object_store_memory_mb)
+            connect_for_run(args.cluster, plan.cfg.runtime)
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
         summary = run_training(plan)
     except (ConfigError, AnnotationError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)

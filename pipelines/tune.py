@@ -337,15 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"{spec.source}: no `config` in the sweep file; pass --config")
         profile = args.profile or spec.profile
         cfg = check_sweep(spec, config_path, profile, args.overrides)
-        from pipelines.cluster import ClusterError, connect
+        from pipelines.cluster import ClusterError, connect_for_run
 
-        r = cfg.runtime
         try:
-            resources = connect(args.cluster, r.local_num_cpus, None, r.object_store_memory_mb)
+            connect_for_run(args.cluster, cfg.runtime)
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
         summary = run_sweep(spec, config_path, profile, args.overrides, args.num_samples, args.max_concurrent,
                             args.scheduler, args.storage, args.name, args.out)
     except (SweepError, ConfigError) as exc:
