@@ -53,8 +53,17 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
-def _data_dict(cfg: Config) -> dict[str, Any]:
-    return cfg.to_dict()["data"]
+def _decoded(ds: Dataset, cfg: Config, train: bool, actors: int) -> Dataset:
+    """Decode + transform each row on an actor pool of `actors` (the DataLoader-workers knob)."""
+    return ds.map_batches(
+        DecodeClips,
+        fn_constructor_kwargs={"data": cfg.to_dict()["data"], "train": train},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=actors),
+        num_cpus=cfg.runtime.decode_actor_cpus,
+        resources=cfg.runtime.decode_actor_resources or None,  # e.g. {"data_node": 1}: CPU-only nodes
+    )
 
 
 def train_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
@@ -62,27 +71,11 @@ def train_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
     rows = [record_to_row(r, i) for i, r in enumerate(records)]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.randomize_block_order()  # seed None: a new video order every epoch
-    return ds.map_batches(
-        DecodeClips,
-        fn_constructor_kwargs={"data": _data_dict(cfg), "train": True},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ActorPoolStrategy(size=cfg.runtime.decode_actors),
-        num_cpus=cfg.runtime.decode_actor_cpus,
-        resources=cfg.runtime.decode_actor_resources or None,  # e.g. {"data_node": 1}: CPU-only nodes
-    )
+    return _decoded(ds, cfg, train=True, actors=cfg.runtime.decode_actors)
 
 
 def test_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
     """One row per sliding window, in video order, decoded with the test transform."""
     rows = window_rows(records, cfg.data)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    return ds.map_batches(
-        DecodeClips,
-        fn_constructor_kwargs={"data": _data_dict(cfg), "train": False},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ActorPoolStrategy(size=cfg.runtime.val_decode_actors),
-        num_cpus=cfg.runtime.decode_actor_cpus,
-        resources=cfg.runtime.decode_actor_resources or None,  # e.g. {"data_node": 1}: CPU-only nodes
-    )
+    return _decoded(ds, cfg, train=False, actors=cfg.runtime.val_decode_actors)
