@@ -21,15 +21,12 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
 from adatad.config import PROJECT_ROOT, ConfigError, load_config
 from adatad.data.annotations import AnnotationError
 from adatad.data.check import check_videos, format_problems
-from pipelines.train import DEFAULT_CONFIG, load_splits
+from pipelines.train import DEFAULT_CONFIG, add_config_arguments, load_splits
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help=f"experiment YAML (default: {DEFAULT_CONFIG})")
-    p.add_argument("--profile", default=None, help="GPU-memory profile from configs/profiles")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set data.video_dir=/data/videos")
+    add_config_arguments(p)
     p.add_argument("--split", choices=("train", "test", "all"), default="all", help="which videos to check")
     p.add_argument("--threads", type=int, default=None, help="videos checked at once (default: min(8, CPUs))")
     return p

@@ -45,12 +45,17 @@ class RunPlan:
         return self.storage / self.run_name
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """--config / --profile / --set, shared by every command that loads a run config."""
     p.add_argument("--config", default=None, help=f"experiment YAML (default: {DEFAULT_CONFIG})")
     p.add_argument("--profile", default=None, help="GPU-memory profile from configs/profiles (e.g. 32gb, 64gb)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=2e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
     p.add_argument("--cluster", default="local",
                    help="local (start Ray here), auto (attach to a running cluster) or an address")
     p.add_argument("--run-name", default=None, help="name of the run folder (default: <config name>-<time>)")

@@ -80,3 +80,14 @@ def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathF
     plan = RunPlan(cfg=cfg, run_name="tiny", storage=storage, resumed=False)
     summary = run_training(plan, quiet=True)
     return {"plan": plan, "summary": summary, "storage": storage, "mlflow_db": db, "data": tiny_data}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny ops on a shared 2-core machine run far faster without intra-op thread hand-offs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

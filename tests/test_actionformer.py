@@ -15,14 +15,7 @@ from adatad.models.layers_1d import AffineDropPath, ChannelLayerNorm, MaskedMHCA
 from adatad.models.losses import DetectionLoss
 from adatad.postprocess import decode_window
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine run far faster without intra-op thread hand-offs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_head(**kw) -> ActionFormerHead:
