@@ -78,28 +78,75 @@ def test_output_shapes_every_level_with_padding():
         valid = math.ceil(valid / 2)
 
 
-def test_padded_positions_do_not_influence_valid_outputs():
+def _unit_residuals(head: ActionFormerHead) -> ActionFormerHead:
+    """Residual scales at 1 instead of 1e-4, so attention visibly moves every output."""
+    for mod in head.modules():
+        if isinstance(mod, AffineDropPath):
+            nn.init.ones_(mod.scale)
+    return head
+
+
+def _embed(head: ActionFormerHead, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Output of the projection's embedding convs (before any attention)."""
+    for layer in head.projection.embed:
+        x, mask = layer(x, mask)
+    return x
+
+
+def test_padding_reaches_only_the_last_valid_positions_through_the_embedding_convs():
+    """As OpenTAD: the padded input is not zeroed first; each k=3 conv masks only its output, so
+    the padding reaches the valid positions within 2 of the boundary (2 convs) and no others."""
     torch.manual_seed(0)
-    m = small_head(mha_win_size=-1).eval()
-    feats = torch.randn(2, 16, 128)
-    masks = torch.ones(2, 128, dtype=torch.bool)
-    masks[0, 90:] = False
+    m = _unit_residuals(small_head()).eval()
+    valid = 40
+    feats = torch.randn(1, 16, 64)
+    masks = torch.zeros(1, 64, dtype=torch.bool)
+    masks[0, :valid] = True
     other = feats.clone()
-    other[0, :, 90:] = 100 * torch.randn(16, 38)  # garbage in the padding of video 0
-    other[1] = torch.randn(16, 128)  # a different neighbour in the batch
+    other[0, :, valid:] = 100 * torch.randn(16, 64 - valid)  # other padding content (e.g. another edge frame)
     with torch.no_grad():
-        a_cls, a_reg, a_masks = m(feats, masks)
-        b_cls, b_reg, _ = m(other, masks)
-        alone_cls, alone_reg, _ = m(feats[:1], masks[:1])
-    for level, mask in enumerate(a_masks):
-        v = mask[0]
+        a, b = _embed(m, feats, masks), _embed(m, other, masks)
+        a_cls, _, _ = m(feats, masks)
+        b_cls, _, _ = m(other, masks)
+    changed = ((a - b).abs().amax(dim=1)[0] > 1e-3).nonzero().flatten().tolist()
+    assert changed == [valid - 2, valid - 1]
+    torch.testing.assert_close(a[..., : valid - 2], b[..., : valid - 2], rtol=0, atol=1e-6)
+    assert torch.all(a[..., valid:] == 0) and torch.all(b[..., valid:] == 0)
+    # global attention then spreads the two changed positions over the whole window (OpenTAD too)
+    assert not torch.allclose(a_cls[0][0, 0], b_cls[0][0, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_padding_beyond_the_conv_reach_does_not_leak_through_attention():
+    """Only the first padded input position is read by a valid output of the first conv. Any other
+    padding -- other values, or 32 more padded positions -- leaves every valid output unchanged at
+    every level: padded positions never act as attention keys. A neighbour in the batch does not
+    matter either."""
+    torch.manual_seed(0)
+    m = _unit_residuals(small_head(mha_win_size=-1)).eval()
+    valid = 90
+    short = torch.randn(1, 16, 96)
+    short_mask = torch.zeros(1, 96, dtype=torch.bool)
+    short_mask[0, :valid] = True
+    long = torch.cat([short, 100 * torch.randn(1, 16, 32)], dim=2)  # 32 more padded positions
+    long_mask = torch.cat([short_mask, torch.zeros(1, 32, dtype=torch.bool)], dim=1)
+    repadded = long.clone()
+    repadded[0, :, valid + 1:] = 100 * torch.randn(16, 128 - valid - 1)  # keep only position `valid`
+    batch = torch.cat([long, torch.randn(1, 16, 128)])  # a different, unpadded neighbour
+    batch_mask = torch.cat([long_mask, torch.ones(1, 128, dtype=torch.bool)])
+    with torch.no_grad():
+        ref_cls, ref_reg, ref_masks = m(short, short_mask)
+        runs = [m(long, long_mask), m(repadded, long_mask), m(batch, batch_mask)]
+        all_valid_cls, _, _ = m(long, torch.ones(1, 128, dtype=torch.bool))
+    for level, ref_mask in enumerate(ref_masks):
+        v = ref_mask[0]
         assert v.any()
-        torch.testing.assert_close(a_cls[level][0, v], b_cls[level][0, v], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(a_reg[level][0, v], b_reg[level][0, v], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(a_cls[level][0], alone_cls[level][0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(a_reg[level][0], alone_reg[level][0], rtol=1e-5, atol=1e-5)
-    # and the unmasked video really changed (the check above is not vacuous)
-    assert not torch.allclose(a_cls[0][1], b_cls[0][1])
+        for cls, reg, level_masks in runs:
+            n = v.shape[0]
+            assert torch.equal(level_masks[level][0, :n], v) and not level_masks[level][0, n:].any()
+            torch.testing.assert_close(cls[level][0, :n][v], ref_cls[level][0, v], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(reg[level][0, :n][v], ref_reg[level][0, v], rtol=1e-5, atol=1e-5)
+    # the invariance comes from the mask: the same positions marked valid do change the outputs
+    assert not torch.allclose(all_valid_cls[0][0, 0], ref_cls[0][0, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_projection_features_are_zero_at_padding():

@@ -1,7 +1,7 @@
 """ActionFormer detector part of AdaTAD: projection (conv embedding + transformer pyramid), identity
 FPN neck with per-level LayerNorm, and shared classification / regression heads.
 
-Spec: /work/shared/spec/adatad.md section 6 (OpenTAD `Conv1DTransformerProj`, `FPNIdentity`,
+Recipe: docs/recipe.md section 6 (OpenTAD `Conv1DTransformerProj`, `FPNIdentity`,
 `ActionFormerHead`). Labels, losses and decoding live in assigner.py, losses.py and postprocess.py.
 """
 
@@ -18,7 +18,6 @@ from adatad.models.layers_1d import (
     MaskedConvModule,
     Scale,
     TransformerBlock,
-    apply_mask,
     init_conv_,
 )
 
@@ -57,9 +56,12 @@ class Conv1DTransformerProj(nn.Module):
             for i in range(arch[2]))
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        # Zero padded input first: AdaTAD pads windows by edge replication, and the first conv would
-        # otherwise carry that content into the last valid positions.
-        x = apply_mask(x, mask)
+        # The input is NOT zeroed at padded positions, as in OpenTAD: its detector feeds the
+        # projection the backbone features of the edge-replicated padding frames and each masked
+        # conv masks only its output. So the padding next to the boundary reaches the last valid
+        # positions through the k=3 embedding convs (and from there, through global attention, every
+        # output of the window) -- which OpenTAD's trained weights expect. Padded positions
+        # themselves are zero after the first conv and masked out of attention as keys.
         for layer in self.embed:
             x, mask = layer(x, mask)
         for block in self.stem:

@@ -1,7 +1,9 @@
 """Masked 1-D layers of the ActionFormer projection and head (channels-first tensors, (B, C, T)).
 
 Padding masks travel with every feature map: (B, T) bool, True = real position. Each layer zeroes
-padded positions of its output so that padded content never reaches a valid position.
+the padded positions of its output and attention never attends to them. A k=3 conv still reads the
+input on both sides of a valid position, so what its caller leaves at padded input positions reaches
+the valid positions next to the boundary (the projection's first conv does so on purpose, as OpenTAD).
 """
 
 from __future__ import annotations
