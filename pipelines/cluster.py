@@ -43,7 +43,9 @@ def connect(
     """
     if ray.is_initialized():
         return ray.cluster_resources()
-    env = {"RAY_DEDUP_LOGS": "1"}
+    # Train V2 routes worker `print` through its logger AND the wrapped stdout of a Ray worker, so
+    # every printed line reached the driver twice; without the patch a print is forwarded once.
+    env = {"RAY_DEDUP_LOGS": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     if cluster == "local":
         if num_gpus is None:
             import torch
@@ -85,8 +87,9 @@ def connect(
     return ray.cluster_resources()
 
 
-def connect_for_run(cluster: str, runtime) -> dict:
-    """`connect` with a run config's local-cluster sizes; prints what it got (train.py, tune.py)."""
+def connect_for_run(cluster: str, runtime, say=print) -> dict:
+    """`connect` with a run config's local-cluster sizes; says what it got (train.py, tune.py)."""
     resources = connect(cluster, runtime.local_num_cpus, None, runtime.object_store_memory_mb)
-    print(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs", flush=True)
+    where = "local Ray" if cluster == "local" else f"Ray cluster {cluster}"
+    say(f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return resources

@@ -24,9 +24,11 @@ from adatad.atomic import atomic_write_text
 from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config, write_config
 from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
 from adatad.data.check import check_videos, format_problems
+from pipelines.console import Console, RunLog, format_duration
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
 CONFIG_FILE = "config.yaml"
+LOG_FILE = "train.log"  # the whole run's output: our lines, Ray's and the workers'
 
 
 class UsageError(RuntimeError):
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue --run-name (or the latest run in the storage folder) from its last epoch")
     p.add_argument("--skip-data-check", action="store_true", help="do not check every video before training")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's own output (Ray Data progress and plans, Train reports, worker logs)")
     return p
 
 
@@ -126,35 +130,47 @@ def check_backbone_checkpoint(cfg: Config) -> None:
         raise UsageError(f"model.backbone.checkpoint: {exc}") from None
 
 
+def count_windows(cfg: Config, records: list[VideoRecord]) -> int:
+    from adatad.data.sampling import sliding_windows
+
+    d = cfg.data
+    return sum(len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap)) for r in records)
+
+
 def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
-                 mlflow_tags: dict[str, str] | None = None, quiet: bool = False) -> dict[str, Any]:
+                 mlflow_tags: dict[str, str] | None = None, quiet: bool = False,
+                 console: Console | None = None) -> dict[str, Any]:
     """Build and fit the TorchTrainer for `plan` (Ray must be connected); returns a summary dict.
 
     Used unchanged by `train.py` and by every Tune trial (`tune.py`), so both run one code path.
+    With a `console` (train.py), the workers' progress is drawn there: a bar and a line per epoch.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from adatad.data.clips import record_to_row
     from pipelines.data import test_dataset, train_dataset
+    from pipelines.progress import ProgressRelay, TrainingProgressView
     from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri
     from pipelines.train_loop import train_loop_per_worker
 
     cfg = plan.cfg
+    console = None if quiet else (console or Console())
     train_records, test_records, class_names = load_splits(cfg)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, plan.run_dir / CONFIG_FILE)
     uri = tracking_uri(cfg)
     run_id = start_or_resume_run(cfg, uri, plan.run_dir, plan.run_name, mlflow_params, mlflow_tags)
-    if not quiet:
-        print(f"run folder : {plan.run_dir}\nMLflow     : {uri} (run {run_id}); browse with\n"
-              f"             mlflow ui --backend-store-uri {uri} --host 127.0.0.1", flush=True)
+    if console is not None:
+        console.say(f"MLflow: {uri} (run {run_id}); browse with: mlflow ui --backend-store-uri {uri} "
+                    "--host 127.0.0.1")
 
     r = cfg.runtime
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = bool(r.use_gpu and gpus >= 1)
-    if r.use_gpu and not use_gpu and not quiet:
-        print("warning: runtime.use_gpu is true but the cluster has no GPU; training on CPU", flush=True)
+    if r.use_gpu and not use_gpu and console is not None:
+        console.warn("runtime.use_gpu is true but the cluster has no GPU; training on CPU")
+    relay = ProgressRelay.remote() if console is not None else None
     resources = {"CPU": r.cpus_per_worker, **({"GPU": 1} if use_gpu else {}), **r.worker_resources}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -164,6 +180,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "class_names": class_names,
             "num_train_videos": len(train_records),
             "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
+            "progress": relay,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -179,12 +196,17 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         datasets={"train": train_dataset(cfg, train_records), "val": test_dataset(cfg, test_records)},
         dataset_config=ray.train.DataConfig(datasets_to_split="all"),
     )
+    view = (TrainingProgressView(console, relay, cfg.train.epochs, count_windows(cfg, test_records)).start()
+            if console is not None else None)
     start = time.perf_counter()
     try:
         result = trainer.fit()
     except Exception:
         finish_run(uri, run_id, [], status="FAILED")
         raise
+    finally:
+        if view is not None:
+            view.stop()
     wall = time.perf_counter() - start
     device = f"cuda ({r.num_workers} GPU worker(s))" if use_gpu else "cpu"
     return finalize_run(plan, result, wall, uri, run_id, device)
@@ -243,6 +265,7 @@ def decode_failure_of(exc: BaseException) -> Exception | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log: RunLog | None = None
     try:
         plan = plan_run(args)
         train, test, classes = load_splits(plan.cfg)
@@ -252,16 +275,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
                 return 2
         check_backbone_checkpoint(plan.cfg)
-        print(f"config '{plan.cfg.name}': {len(train)} training videos, {len(test)} test videos, "
-              f"{len(classes)} classes; {plan.cfg.train.epochs} epochs", flush=True)
+        log = RunLog(plan.run_dir / LOG_FILE, verbose=args.verbose).attach()
+        console = Console(log)
+        cfg = plan.cfg
+        console.say(f"config '{cfg.name}': {len(train)} training videos, {len(test)} test videos, "
+                    f"{len(classes)} classes; epochs {cfg.train.epochs} (0-{cfg.train.epochs - 1}), "
+                    f"batch {cfg.train.batch_size}")
+        console.say(f"run folder: {plan.run_dir}" + (" (resumed)" if plan.resumed else "")
+                    + f"; full log: {plan.run_dir / LOG_FILE}")
         from pipelines.cluster import ClusterError, connect_for_run
 
         try:
-            connect_for_run(args.cluster, plan.cfg.runtime)
+            connect_for_run(args.cluster, cfg.runtime, console.say)
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        summary = run_training(plan)
+        log.attach_ray()
+        quiet_ray_data(args.verbose)
+        console.say(f"if interrupted: python pipelines/train.py --resume --run-name {plan.run_name}"
+                    + (f" --storage {plan.storage}" if args.storage else ""))
+        summary = run_training(plan, console=console)
     except (ConfigError, AnnotationError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -271,12 +304,36 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {decode}", file=sys.stderr)  # the worker's list of failing files, not its traceback
         return 2
-    final = summary["final"]
-    shown = {k: round(v * 100, 2) for k, v in final.items() if k.startswith("mAP_") or k == "average_mAP"}
-    print(f"done: {len(json.loads(Path(summary['run_dir'], 'history.json').read_text()))} epochs, "
-          f"final loss {final['loss']:.4f}, mAP (%) {shown}")
-    print(f"reports: {summary['reports']}\ncheckpoint: {summary['stats']['best_checkpoint']}")
+    finally:
+        if log is not None:
+            log.close()
+    for line in closing_lines(summary):
+        console.say(line)
     return 0
+
+
+def quiet_ray_data(verbose: bool) -> None:
+    """Ray Data's per-operator progress bars (redrawn many times a second) only with --verbose."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+
+
+def closing_lines(summary: dict[str, Any]) -> list[str]:
+    """The end of a run: best mAP, reports, checkpoint, how to browse and to continue."""
+    history = json.loads(Path(summary["run_dir"], "history.json").read_text())
+    final, stats = summary["final"], summary["stats"]
+    validated = [h for h in history if "average_mAP" in h]
+    lines = [f"done: {len(history)} epochs in {format_duration(stats['wall_time_s'])}, final loss {final['loss']:.4f}"]
+    if validated:
+        best = max(validated, key=lambda h: h["average_mAP"])
+        per_tiou = "  ".join(f"{k.removeprefix('mAP_')} {100 * v:.2f}" for k, v in best.items()
+                             if k.startswith("mAP_"))
+        lines.append(f"best average mAP {100 * best['average_mAP']:.2f} % at epoch {int(best['epoch'])} "
+                     f"(tIoU {per_tiou})")
+    lines.append(f"reports: {', '.join(summary['reports'].values())}")
+    lines.append(f"best checkpoint: {stats['best_checkpoint']}")
+    return lines
 
 
 if __name__ == "__main__":

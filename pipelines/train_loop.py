@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from adatad.data.clips import row_to_record
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.engine.step import autocast, train_step
 from adatad.engine.validation import WindowCollector, metrics_of
+from pipelines.progress import ProgressReporter
 
 log = logging.getLogger("adatad.train")
 PREDICTIONS_FILE = "predictions.json"
@@ -43,8 +43,8 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _valid_only(batch: dict[str, torch.Tensor], failures: DecodeFailures, where: str
-                ) -> tuple[dict[str, torch.Tensor], int]:
+def _valid_only(batch: dict[str, torch.Tensor], failures: DecodeFailures, where: str,
+                progress: ProgressReporter | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Drop examples whose video failed to decode (counted in `failures`, with a warning naming
     the files; DecodeFailureError past the ceiling); return the batch and how many were dropped."""
     valid = batch["valid"].bool()
@@ -52,24 +52,29 @@ def _valid_only(batch: dict[str, torch.Tensor], failures: DecodeFailures, where:
     if dropped:
         indices = batch["video_index"][~valid].tolist() if "video_index" in batch else [-1] * dropped
         paths = failures.add(indices)
-        print(f"warning: {where}: skipped {dropped} clip(s) that failed to decode: {', '.join(paths)} "
-              f"({len(failures)} this epoch; data.max_decode_failures={failures.ceiling})", flush=True)
+        text = (f"{where}: skipped {dropped} clip(s) that failed to decode: {', '.join(paths)} "
+                f"({len(failures)} this epoch; data.max_decode_failures={failures.ceiling})")
+        log.warning(text)
+        if progress is not None:
+            progress.post("warning", wait=True, text=text)
         batch = {k: v[valid] for k, v in batch.items()}
     return batch, dropped
 
 
 def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch: int, steps: int,
-              rank: int, train_paths: list[str] | None = None) -> dict[str, float]:
+              rank: int, train_paths: list[str] | None = None, progress: ProgressReporter | None = None
+              ) -> dict[str, float]:
     """One pass over this worker's shard; returns the epoch's averaged training metrics.
 
-    `train_paths[video_index]` names the file of a clip that failed to decode.
+    `train_paths[video_index]` names the file of a clip that failed to decode; `progress` gets a
+    step event after every step (rank 0 only: every rank runs the same number of steps).
     """
     per_worker = cfg.train.batch_size // cfg.runtime.num_workers
     sums = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0}
     n_steps = clips = 0
     failures = DecodeFailures(train_paths or [], cfg.data.max_decode_failures)
     wait = 0.0
-    start = last = time.perf_counter()
+    start = time.perf_counter()
     iterator = iter(shard.iter_torch_batches(batch_size=per_worker, prefetch_batches=cfg.runtime.prefetch_batches,
                                              device="cpu", drop_last=False))
     while True:
@@ -78,7 +83,7 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        batch, _ = _valid_only(batch, failures, f"epoch {epoch} rank {rank}")
+        batch, _ = _valid_only(batch, failures, f"epoch {epoch} rank {rank}", progress)
         if len(batch["frames"]) == 0:
             continue
         result = train_step(state.model, _to_device(batch, device), state.optimizer, state.scheduler, state.scaler,
@@ -87,12 +92,11 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
             sums[key] += getattr(result, key)
         n_steps += 1
         clips += len(batch["frames"])
-        now = time.perf_counter()
-        if rank == 0 and (now - last > 10 or n_steps == 1):
-            lr = state.optimizer.param_groups[0]["lr"]
-            print(f"[epoch {epoch} step {n_steps}/{steps}] loss {result.loss:.4f} (cls {result.cls_loss:.4f} "
-                  f"reg {result.reg_loss:.4f}) lr {lr:.2e} {clips / (now - start):.2f} clips/s", flush=True)
-            last = now
+        if rank == 0 and progress is not None:
+            now = time.perf_counter()
+            progress.post("step", epoch=epoch, step=n_steps, steps=steps, loss=result.loss,
+                          lr=state.optimizer.param_groups[0]["lr"], clips_per_s=clips / (now - start),
+                          wait_frac=wait / (now - start))
     elapsed = time.perf_counter() - start
     metrics = {key: value / max(1, n_steps) for key, value in sums.items()}
     lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(state.optimizer.param_groups)}
@@ -109,18 +113,25 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
 
 
 @torch.no_grad()
-def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, records, class_names
-                   ) -> tuple[dict[str, float], dict]:
-    """Predict every test window with the EMA weights, gather across workers, merge, evaluate."""
+def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, records, class_names,
+                   epoch: int = -1, progress: ProgressReporter | None = None) -> tuple[dict[str, float], dict]:
+    """Predict every test window with the EMA weights, gather across workers, merge, evaluate.
+
+    `progress` gets this worker's running count of windows (the driver adds up the ranks).
+    """
     model = state.eval_model
     model.eval()
     collector = WindowCollector()
     inf = cfg.model.inference
     failures = DecodeFailures([r.path for r in records], cfg.data.max_decode_failures, what="test windows")
     start = time.perf_counter()
+    windows = 0
     for batch in shard.iter_torch_batches(batch_size=cfg.train.val_batch_size,
                                           prefetch_batches=cfg.runtime.prefetch_batches, device="cpu"):
-        batch, _ = _valid_only(batch, failures, "validation")
+        windows += len(batch["valid"])
+        if progress is not None:
+            progress.post("val", epoch=epoch, windows=windows)
+        batch, _ = _valid_only(batch, failures, "validation", progress)
         if len(batch["frames"]) == 0:
             continue
         with autocast(device, cfg.train.amp):
@@ -143,13 +154,13 @@ def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; `loop_config` holds the config dict, test records and class names."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     cfg = config_from_dict(loop_config["config"])
     test_records = [row_to_record(r) for r in loop_config["test_rows"]]
     class_names = list(loop_config["class_names"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    progress = ProgressReporter(loop_config.get("progress"), rank)
     torch.manual_seed(cfg.train.seed + rank)
     per_worker = cfg.train.batch_size // world
     steps = max(1, math.ceil(loop_config["num_train_videos"] / world / per_worker))
@@ -160,7 +171,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state.load_state_dict(read_checkpoint(directory))
         if rank == 0:
-            print(f"resumed from the checkpoint of epoch {state.epoch}", flush=True)
+            log.info("resumed from the checkpoint of epoch %d", state.epoch)
+            progress.post("note", wait=True, text=f"resumed from the checkpoint of epoch {state.epoch}")
     if world > 1:
         state.model = ray.train.torch.prepare_model(state.model, parallel_strategy_kwargs={"static_graph": True})
     else:
@@ -172,14 +184,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state.epoch + 1, cfg.train.epochs):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank, loop_config.get("train_paths"))
+        metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank, loop_config.get("train_paths"),
+                            progress)
         metrics["peak_memory_mb"] = _peak_memory_mb(device)
         metrics["epoch"] = epoch
         results = None
         validate = (epoch >= cfg.train.val_start_epoch and (epoch + 1) % cfg.train.val_interval == 0) \
             or epoch == cfg.train.epochs - 1
         if validate:
-            val_metrics, results = run_validation(state, val_shard, cfg, device, test_records, class_names)
+            val_metrics, results = run_validation(state, val_shard, cfg, device, test_records, class_names,
+                                                  epoch, progress)
             metrics.update(val_metrics)
             last_map = max(last_map, val_metrics["average_mAP"])
         metrics["best_average_mAP"] = last_map
@@ -188,9 +202,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state.epoch = epoch
         state.history.append(metrics)
         if rank == 0:
-            shown = f" | average mAP {metrics['average_mAP']:.4f}" if validate else ""
-            print(f"[epoch {epoch}] loss {metrics['loss']:.4f} {metrics['clips_per_s']:.2f} clips/s "
-                  f"{metrics['epoch_time_s']:.1f} s{shown}", flush=True)
+            log.info("epoch %d: %s", epoch, json.dumps(metrics))
+            progress.post("epoch", wait=True, metrics=metrics)
             with tempfile.TemporaryDirectory() as directory:
                 save_checkpoint(state, cfg, directory, class_names)
                 atomic_write_text(Path(directory) / "history.json", json.dumps(state.history, indent=1))

@@ -1,0 +1,255 @@
+"""What a user sees: a few clean lines and one progress bar; Ray's and libraries' output in a log file.
+
+Ray prints a lot by default (Ray Data progress bars and plans, Train's reports, actor start-up
+lines of every worker process, forwarded to the driver). A run of this project instead shows its
+own lines on the console and writes everything else, with those lines, to one log file in the run
+folder. `--verbose` keeps Ray's own console output as well (the log file still gets a copy of
+everything that goes through Python logging).
+
+Not a terminal (CI, `> file`, `ray job submit` logs): no redraws and no ANSI escapes; progress
+becomes at most one plain line per `interval_s` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+# Loggers of Ray and the libraries it pulls in whose INFO output belongs in the log file.
+QUIET_LOGGERS = ("ray", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray: a progress-bar state, not a line
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log records without terminal colour codes (Ray colours some of its messages)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return strip_ansi(super().format(record))
+
+
+class RunLog:
+    """One log file that receives our console lines, Python logging and Ray's forwarded worker output.
+
+    Use `attach()` before `ray.init` (catches Ray's driver-side messages such as the token-auth
+    notice) and `attach_ray()` after it (takes over the printing of worker output). `close()`
+    restores everything, so tests and notebooks can run several commands in one process.
+    """
+
+    def __init__(self, path: str | Path | None, verbose: bool = False) -> None:
+        self.path = Path(path) if path else None
+        self.verbose = verbose
+        self._handler: logging.Handler | None = None
+        self._saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
+        self._ray_hook: tuple[Any, str] | None = None
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- Python logging
+
+    def attach(self) -> RunLog:
+        if self._handler is not None:
+            return self
+        import ray  # noqa: F401 - importing Ray installs its console handler, which is re-routed below
+
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.FileHandler(self.path, encoding="utf-8")
+        else:
+            self._handler = logging.NullHandler()
+        self._handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.captureWarnings(True)
+        for name in QUIET_LOGGERS:
+            self._route(logging.getLogger(name))
+        return self
+
+    def _route(self, logger: logging.Logger) -> None:
+        """Send `logger` to the file (and, when verbose, keep its own console handlers too)."""
+        assert self._handler is not None
+        self._saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+        if not self.verbose:
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+        logger.addHandler(self._handler)
+        logger.propagate = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+    def attach_ray(self) -> None:
+        """After `ray.init`: worker output goes to the file instead of the console (unless verbose).
+
+        Ray has no public switch for *where* forwarded worker output goes (only `log_to_driver`,
+        which drops it altogether), so this replaces the printing handler of Ray's dispatcher
+        (`ray._private.ray_logging`, pinned Ray 2.60). If that internal moves, the output simply
+        stays on the console.
+        """
+        self.attach()
+        ray_logger = logging.getLogger("ray")
+        if self._handler not in ray_logger.handlers:  # ray.init may have reconfigured its logger
+            self._route(ray_logger)
+        if self.verbose or self._ray_hook is not None:
+            return
+        try:
+            from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        except ImportError:  # pragma: no cover - a Ray without the dispatcher: keep Ray's printing
+            return
+        names = [name for name, _ in dispatcher.handlers]
+        if "ray_print_logs" not in names:
+            return
+        self._ray_hook = (dispatcher, dict(dispatcher.handlers)["ray_print_logs"])
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("adatad_run_log", self._worker_lines)
+
+    def _worker_lines(self, data: dict[str, Any]) -> None:
+        """One batch of forwarded worker output -> the file, prefixed like Ray's console."""
+        lines = data.get("lines", [])
+        if data.get("pid") == "autoscaler":  # periodic status dumps; only its events are news (as Ray does)
+            from ray._private.worker import filter_autoscaler_events
+
+            lines = list(filter_autoscaler_events(lines))
+        who = data.get("actor_name") or data.get("task_name") or ""
+        prefix = f"({who} pid={data.get('pid')})" if who else f"(pid={data.get('pid')})"
+        lines = [strip_ansi(line) for line in lines if RAY_TQDM_MAGIC not in line]
+        self.write_lines(f"{prefix} {line}" for line in lines if line.strip())
+
+    # ---------------------------------------------------------------- writing
+
+    def write_lines(self, lines) -> None:
+        if self.path is None or self._handler is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        text = "".join(f"{stamp} {line.rstrip()}\n" for line in lines)
+        if not text:
+            return
+        with self._lock:
+            stream = getattr(self._handler, "stream", None)
+            if stream is not None:
+                stream.write(text)
+                stream.flush()
+
+    def close(self) -> None:
+        if self._ray_hook is not None:
+            dispatcher, handler = self._ray_hook
+            dispatcher.remove_handler("adatad_run_log")
+            dispatcher.add_handler("ray_print_logs", handler)
+            self._ray_hook = None
+        for logger, handlers, propagate, level in reversed(self._saved):
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.setLevel(level)
+        self._saved.clear()
+        logging.captureWarnings(False)
+        if self._handler is not None:
+            self._handler.close()
+            self._handler = None
+
+
+class Console:
+    """Our own lines: printed once on the console and copied to the run log."""
+
+    def __init__(self, log: RunLog | None = None, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.log = log
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.terminal = is_terminal(self.stream)
+        self._bar: Progress | None = None
+
+    def say(self, text: str = "") -> None:
+        if self.log is not None:
+            self.log.write_lines(text.splitlines() or [""])
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.clear()
+        print(text, file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def warn(self, text: str) -> None:
+        """A warning the user can act on: on the console (stderr) once, and in the log."""
+        if self.log is not None:
+            self.log.write_lines([f"warning: {text}"])
+        if self._bar is not None:
+            self._bar.clear()
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def progress(self, total: int, desc: str, interval_s: float = 30.0) -> Progress:
+        bar = Progress(self, total, desc, interval_s)
+        self._bar = bar
+        return bar
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere at most one plain line per `interval_s` seconds.
+
+    `update(done, **fields)` sets the absolute position and the shown fields (loss, lr, ...).
+    """
+
+    def __init__(self, console: Console, total: int, desc: str, interval_s: float = 30.0) -> None:
+        self.console, self.total, self.desc, self.interval_s = console, max(1, total), desc, interval_s
+        self.done = 0
+        self.start = self._last = time.perf_counter()
+        self._bar = None
+        if console.terminal and not console.quiet:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, file=console.stream, dynamic_ncols=True, leave=False,
+                             bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+
+    def update(self, done: int, fields: dict[str, str] | None = None) -> None:
+        done = min(max(done, 0), self.total)
+        text = "  ".join(f"{k} {v}" for k, v in (fields or {}).items())
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update(done - self._bar.n)
+        else:
+            now = time.perf_counter()
+            if now - self._last >= self.interval_s and done < self.total and not self.console.quiet:
+                elapsed = now - self.start
+                eta = elapsed / done * (self.total - done) if done else float("nan")
+                line = f"{self.desc} {done}/{self.total}  {text}  eta {format_duration(eta)}".rstrip()
+                print(line, file=self.console.stream, flush=True)
+                self._last = now
+        self.done = done
+
+    def clear(self) -> None:
+        if self._bar is not None:
+            self._bar.clear()
+
+    def refresh(self) -> None:
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.console._bar is self:
+            self.console._bar = None
+
+
+def format_duration(seconds: float) -> str:
+    """`1:02:03`, `2:03` or `45 s`; `?` when unknown."""
+    if seconds != seconds or seconds == float("inf"):  # NaN or inf
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
