@@ -128,6 +128,10 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    # Trained weights a fresh training run starts from: this project's checkpoint (file, checkpoint
+    # folder or run folder) or an OpenTAD AdaTAD .pth (adatad.models.trained.read_trained; its EMA
+    # weights). The file holds every weight, the ViT's too. A resumed run's own checkpoint wins.
+    init_from: str | None = None
 
 
 @dataclass
@@ -468,10 +472,14 @@ def validate(cfg: Config) -> None:
             _check(key not in ("CPU", "GPU", "memory"), f"runtime.{name}", key,
                    "a custom resource name (CPU/GPU come from cpus_per_worker/decode_actor_cpus/use_gpu)")
             _check(amount >= 0, f"runtime.{name}.{key}", amount, ">= 0")
-    if b.checkpoint is None and not b.allow_random_init:
+    m = cfg.model
+    _check(m.init_from is None or m.init_from.strip() != "", "model.init_from", m.init_from,
+           "the path of a trained model file, or null")
+    if b.checkpoint is None and not b.allow_random_init and m.init_from is None:
         raise ConfigError(
             "model.backbone.checkpoint: not set; AdaTAD needs pre-trained VideoMAE weights "
-            "(set the path, or model.backbone.allow_random_init=true for smoke tests)"
+            "(set the path, or model.init_from to a trained AdaTAD/OpenTAD file, which holds them, "
+            "or model.backbone.allow_random_init=true for smoke tests)"
         )
 
 

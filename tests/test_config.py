@@ -98,6 +98,18 @@ def test_missing_checkpoint_is_refused_unless_random_init_allowed() -> None:
     assert cfg.model.backbone.checkpoint is None
 
 
+def test_init_from_stands_in_for_the_backbone_checkpoint() -> None:
+    cfg = load_config(THUMOS, ["model.backbone.checkpoint=null", "model.init_from=pretrained/adatad_s_thumos.pth"])
+    assert cfg.model.init_from == "pretrained/adatad_s_thumos.pth" and not cfg.model.backbone.allow_random_init
+    assert load_config(THUMOS).model.init_from is None
+    with pytest.raises(ConfigError, match="or model.init_from to a trained AdaTAD/OpenTAD file"):
+        load_config(THUMOS, ["model.backbone.checkpoint=null"])
+    with pytest.raises(ConfigError, match="model.init_from: ' ' is invalid, expected the path of a trained model"):
+        load_config(THUMOS, ["model.init_from=' '"])
+    with pytest.raises(ConfigError, match="model.init_from: expected a string, got 3"):
+        load_config(THUMOS, ["model.init_from=3"])
+
+
 def test_effective_config_round_trips(tmp_path: Path) -> None:
     cfg = load_config(THUMOS, ["train.epochs=7"], profile="64gb")
     out = write_config(cfg, tmp_path / "run" / "config.yaml")
