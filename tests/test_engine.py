@@ -81,3 +81,75 @@ def test_ema_follows_formula_including_buffers() -> None:
     got = ema.module.state_dict()
     for k, v in expected.items():
         torch.testing.assert_close(got[k].float(), v)
+
+
+# ---------------------------------------------------------------- trained model files and init_from
+
+
+def _tiny_cfg(extra: list[str] | None = None):
+    from adatad.config import CONFIG_DIR, load_config
+
+    return load_config(CONFIG_DIR / "synthetic.yaml", ["train.ema_decay=0.5"] + (extra or []))
+
+
+def _saved_run(tmp_path) -> tuple:
+    """A run folder with two Ray-style checkpoint folders; the later one has EMA != model."""
+    from adatad.engine.state import build_training_state, save_checkpoint
+
+    cfg = _tiny_cfg()
+    torch.manual_seed(0)
+    state = build_training_state(cfg, steps_per_epoch=1, device=torch.device("cpu"))
+    run = tmp_path / "run"
+    save_checkpoint(state, cfg, run / "checkpoint_2026-01-01_10-00-00.000000", class_names=["a", "b", "c", "d"])
+    with torch.no_grad():
+        state.model.head.heads.scales[2].scale.fill_(3.0)
+        state.ema.update_parameters(state.model)  # first update: a copy
+        state.model.head.heads.scales[2].scale.fill_(5.0)
+    save_checkpoint(state, cfg, run / "checkpoint_2026-01-01_11-00-00.000000", class_names=["a", "b", "c", "d"])
+    return cfg, run
+
+
+def test_read_trained_takes_the_latest_checkpoint_of_a_run_and_its_ema(tmp_path, one_torch_thread) -> None:
+    from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
+    from adatad.models.build import model_from_checkpoint
+    from adatad.models.trained import read_trained
+
+    cfg, run = _saved_run(tmp_path)
+    latest = run / "checkpoint_2026-01-01_11-00-00.000000" / CHECKPOINT_FILE
+    for given in (run, latest.parent, latest):
+        trained = read_trained(given)
+        assert (trained.path, trained.kind, trained.weights) == (latest, "adatad", "ema")
+        assert trained.state["model"]["head.heads.scales.2.scale"].item() == 3.0
+    plain = read_trained(run, use_ema=False)
+    assert plain.weights == "model" and plain.state["model"]["head.heads.scales.2.scale"].item() == 5.0
+    assert trained.state["class_names"] == ["a", "b", "c", "d"] and trained.state["ema"] is None
+    assert trained.state["config"] == read_checkpoint(latest)["config"] == cfg.to_dict()
+    model, _ = model_from_checkpoint(trained.state)
+    assert model.head.heads.scales[2].scale.item() == 3.0
+    first = read_trained(run / "checkpoint_2026-01-01_10-00-00.000000")
+    assert first.state["model"]["head.heads.scales.2.scale"].item() == 1.0
+
+
+def test_init_from_a_project_checkpoint_and_a_misfit_is_one_line(tmp_path, one_torch_thread) -> None:
+    from adatad.engine.state import build_training_state
+    from adatad.models.trained import TrainedWeightsError
+
+    _, run = _saved_run(tmp_path)
+    cfg = _tiny_cfg([f"model.init_from={run}", "model.backbone.allow_random_init=false"])
+    torch.manual_seed(1)  # another random init: only the file can make the weights equal
+    state = build_training_state(cfg, steps_per_epoch=1, device=torch.device("cpu"))
+    for module in (state.model, state.ema.module):
+        assert module.head.heads.scales[2].scale.item() == 3.0  # the file's EMA weights
+    torch.manual_seed(0)
+    reference = build_training_state(_tiny_cfg(), steps_per_epoch=1, device=torch.device("cpu")).model
+    for (name, a), (_, b) in zip(state.model.state_dict().items(), reference.state_dict().items(), strict=True):
+        if name != "head.heads.scales.2.scale":
+            assert torch.equal(a, b), name
+
+    wider = _tiny_cfg([f"model.init_from={run}", "model.head.num_classes=5"])
+    with pytest.raises(TrainedWeightsError) as info:
+        build_training_state(wider, steps_per_epoch=1, device=torch.device("cpu"))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("model.init_from: ")
+    assert "does not fit this model: 2 of another shape [head.heads.cls_head.weight: file [4, 64, 3] vs model " \
+           "[5, 64, 3], head.heads.cls_head.bias: file [4] vs model [5]]" in message, message

@@ -6,6 +6,7 @@ schedule state (resume continues the same lr curve, the same EMA, the same loss 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -22,8 +23,7 @@ from adatad.engine.param_groups import build_param_groups
 from adatad.engine.schedule import build_scheduler
 from adatad.engine.step import build_scaler
 from adatad.models.build import build_model
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from adatad.models.trained import CHECKPOINT_FILE, TrainedWeightsError, load_weights, read_trained
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrainingState:
 
     @property
     def eval_model(self) -> torch.nn.Module:
-        """The weights validation uses: the EMA when enabled (spec section 7)."""
+        """The weights validation uses: the EMA when enabled (docs/recipe.md section 7)."""
         return unwrap(self.ema) if self.ema is not None else unwrap(self.model)
 
     def state_dict(self, cfg: Config, class_names: list[str] | None = None) -> dict[str, Any]:
@@ -66,14 +66,41 @@ class TrainingState:
 
 
 def build_training_state(cfg: Config, steps_per_epoch: int, device: torch.device) -> TrainingState:
+    """A fresh run's state; with `model.init_from` the model starts from that file's (EMA) weights.
+
+    The weights are loaded before the EMA is created, so the EMA starts from them too. A resumed
+    run loads its own checkpoint over all of this afterwards (`TrainingState.load_state_dict`).
+    """
     t = cfg.train
-    model = build_model(cfg).to(device)
+    model = build_model(_without_backbone_file(cfg) if cfg.model.init_from else cfg)
+    if cfg.model.init_from:
+        load_init_weights(model, cfg)
+    model = model.to(device)
     groups = build_param_groups(model, base_lr=t.lr, adapter_lr=t.adapter_lr, weight_decay=t.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=t.lr)
     scheduler = build_scheduler(optimizer, steps_per_epoch, t.warmup_epochs, t.schedule_epochs, t.eta_min)
     scaler = build_scaler(device, t.amp)
     ema = build_ema(model, t.ema_decay) if t.ema else None
     return TrainingState(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema)
+
+
+def load_init_weights(model: torch.nn.Module, cfg: Config) -> None:
+    """Load `model.init_from` (this project's checkpoint or an OpenTAD file) into `model` built from `cfg`.
+
+    One-line errors name the key and the file; the architecture of `cfg` must fit the file exactly.
+    """
+    path = cfg.resolve_path(cfg.model.init_from)
+    try:
+        trained = read_trained(path, cfg, use_ema=True)
+        load_weights(model, trained.state["model"], f"{trained.path} ({trained.kind} {trained.weights} weights)")
+    except TrainedWeightsError as exc:
+        raise TrainedWeightsError(f"model.init_from: {exc}") from None
+
+
+def _without_backbone_file(cfg: Config) -> Config:
+    """`cfg` without the VideoMAE file: init_from holds the ViT weights, so reading it would be wasted."""
+    backbone = dataclasses.replace(cfg.model.backbone, checkpoint=None, allow_random_init=True)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
 
 
 def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathLike,

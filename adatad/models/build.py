@@ -60,14 +60,16 @@ def build_model(cfg: Config) -> AdaTAD:
 def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Config]:
     """Rebuild the trained detector from a training checkpoint dict (`adatad.engine.state.read_checkpoint`).
 
-    The checkpoint holds every weight, so the VideoMAE file is not read again (the returned config
-    says checkpoint=None); the EMA weights (what validation used) are taken when present.
+    The checkpoint holds every weight, so neither the VideoMAE file nor `model.init_from` is read
+    again (the returned config says checkpoint=None, init_from=None); the EMA weights (what
+    validation used) are taken when present. `adatad.models.trained.read_trained` gives such a
+    dict for any trained model file, OpenTAD's included.
     """
     from adatad.config import config_from_dict
 
     raw = dict(state["config"])
-    raw["model"] = {**raw["model"], "backbone": {**raw["model"]["backbone"], "checkpoint": None,
-                                                  "allow_random_init": True}}
+    raw["model"] = {**raw["model"], "init_from": None,
+                    "backbone": {**raw["model"]["backbone"], "checkpoint": None, "allow_random_init": True}}
     cfg = config_from_dict(raw)
     model = build_model(cfg)
     weights = state["model"]
