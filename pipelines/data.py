@@ -7,6 +7,7 @@ object store; the model normalises them on its own device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ray.data import ActorPoolStrategy, Dataset
 from adatad.config import Config, DataConfig
 from adatad.data.annotations import VideoRecord
 from adatad.data.batch import collate_examples
-from adatad.data.clips import ClipLoader, record_to_row, window_rows
+from adatad.data.clips import ClipLoader, count_windows, record_to_row
 
 # Columns the training step consumes (everything numeric; strings stay on the driver).
 TRAIN_COLUMNS = ("frames", "masks", "segments", "labels", "num_segments", "valid")
@@ -44,6 +45,24 @@ class DecodeClips:
         return collate_examples([self.loader.load(row, self.rng) for row in rows])
 
 
+class DecodeVideoWindows:
+    """Ray Data callable class for test rows (one row = one video): decodes the video once, front
+    to back, and yields its sliding windows one output batch each (`ClipLoader.iter_video_windows`),
+    so the actor holds about two windows, never the whole video."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)
+        self.loader = ClipLoader(DataConfig(**_tuples(data)), train=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(len(batch["video_index"])):
+            row = {key: _item(values[i]) for key, values in batch.items()}
+            for example in self.loader.iter_video_windows(row):
+                yield collate_examples([example])
+
+
 def _item(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
@@ -55,9 +74,10 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 def _decoded(ds: Dataset, cfg: Config, train: bool, actors: int) -> Dataset:
     """Decode + transform each row on an actor pool of `actors` (the DataLoader-workers knob)."""
+    data = cfg.to_dict()["data"]
     return ds.map_batches(
-        DecodeClips,
-        fn_constructor_kwargs={"data": cfg.to_dict()["data"], "train": train},
+        DecodeClips if train else DecodeVideoWindows,
+        fn_constructor_kwargs={"data": data, "train": True} if train else {"data": data},
         batch_size=1,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=actors),
@@ -74,8 +94,41 @@ def train_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
     return _decoded(ds, cfg, train=True, actors=cfg.runtime.decode_actors)
 
 
-def test_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
-    """One row per sliding window, in video order, decoded with the test transform."""
-    rows = window_rows(records, cfg.data)
+def test_dataset(cfg: Config, records: list[VideoRecord], indices: list[int] | None = None,
+                 actors: int | None = None) -> Dataset:
+    """One input row per video (`indices` into `records`, default all), one output row per sliding
+    window: each video is decoded once and its windows are cut from that stream, in order."""
+    chosen = range(len(records)) if indices is None else indices
+    rows = [record_to_row(records[i], i) for i in chosen]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    return _decoded(ds, cfg, train=False, actors=cfg.runtime.val_decode_actors)
+    return _decoded(ds, cfg, train=False, actors=actors or cfg.runtime.val_decode_actors)
+
+
+def assign_videos(cfg: Config, records: list[VideoRecord], workers: int) -> list[list[int]]:
+    """Test videos per training worker, balanced by window count (largest first, to the least loaded).
+
+    Validation does not use Ray Train's split: `streaming_split(equal=True)` truncates to equal
+    row counts, which would silently drop test windows; each worker reads its own videos instead.
+    """
+    load = [0] * workers
+    parts: list[list[int]] = [[] for _ in range(workers)]
+    by_size = sorted(range(len(records)), key=lambda i: (-count_windows(records[i], cfg.data), i))
+    for i in by_size:
+        rank = min(range(workers), key=lambda r: (load[r], r))
+        parts[rank].append(i)
+        load[rank] += count_windows(records[i], cfg.data)
+    return [sorted(p) for p in parts]
+
+
+def validation_datasets(cfg: Config, records: list[VideoRecord]) -> dict[str, Dataset]:
+    """`val_<rank>` for every training worker: its own videos, decoded once each.
+
+    The decode actors are shared out between the workers' pools (at least one each)."""
+    workers = cfg.runtime.num_workers
+    actors = max(1, cfg.runtime.val_decode_actors // workers)
+    return {val_name(rank): test_dataset(cfg, records, part, actors)
+            for rank, part in enumerate(assign_videos(cfg, records, workers))}
+
+
+def val_name(rank: int) -> str:
+    return f"val_{rank}"

@@ -96,20 +96,36 @@ def plan_run(args: argparse.Namespace) -> RunPlan:
     return RunPlan(base, run_name, storage, resumed=False)
 
 
-def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list[str]]:
+def class_names_of(cfg: Config) -> list[str]:
+    """The configured class map, else the labels of the annotation file (as OpenTAD generates it)."""
     d = cfg.data
-    annotation_file = cfg.resolve_path(d.annotation_file)
     class_map = cfg.resolve_path(d.class_map_file) if d.class_map_file else None
     if class_map and not Path(class_map).is_file():
-        class_map = None  # generated from the labels, as OpenTAD does
-    class_names = load_class_names(annotation_file, class_map)
-    video_dir = cfg.resolve_path(d.video_dir)
-    train, _ = load_annotations(annotation_file, video_dir, d.train_subset, class_names, d.video_ext)
-    test, _ = load_annotations(annotation_file, video_dir, d.test_subset, class_names, d.video_ext)
-    if len(class_names) != cfg.model.head.num_classes:
-        raise ConfigError(f"model.head.num_classes: {cfg.model.head.num_classes} but {annotation_file} has "
-                          f"{len(class_names)} classes")
-    return train, test, class_names
+        class_map = None
+    names = load_class_names(cfg.resolve_path(d.annotation_file), class_map)
+    if len(names) != cfg.model.head.num_classes:
+        raise ConfigError(f"model.head.num_classes: {cfg.model.head.num_classes} but {class_map or d.annotation_file} "
+                          f"has {len(names)} classes")
+    return names
+
+
+def load_subset(cfg: Config, subset: str, class_names: list[str]) -> list[VideoRecord]:
+    d = cfg.data
+    records, _ = load_annotations(cfg.resolve_path(d.annotation_file), cfg.resolve_path(d.video_dir), subset,
+                                  class_names, d.video_ext)
+    return records
+
+
+def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list[str]]:
+    class_names = class_names_of(cfg)
+    return (load_subset(cfg, cfg.data.train_subset, class_names),
+            load_subset(cfg, cfg.data.test_subset, class_names), class_names)
+
+
+def load_test_split(cfg: Config) -> tuple[list[VideoRecord], list[str]]:
+    """The test subset alone (evaluating needs no training videos)."""
+    class_names = class_names_of(cfg)
+    return load_subset(cfg, cfg.data.test_subset, class_names), class_names
 
 
 def check_backbone_checkpoint(cfg: Config) -> None:
@@ -149,7 +165,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     from ray.train.torch import TorchTrainer
 
     from adatad.data.clips import record_to_row
-    from pipelines.data import test_dataset, train_dataset
+    from pipelines.data import train_dataset, validation_datasets
     from pipelines.progress import ProgressRelay, TrainingProgressView
     from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri
     from pipelines.train_loop import train_loop_per_worker
@@ -193,8 +209,8 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
             callbacks=[MLflowEpochLogger(uri, run_id), *(extra_callbacks or [])],
         ),
-        datasets={"train": train_dataset(cfg, train_records), "val": test_dataset(cfg, test_records)},
-        dataset_config=ray.train.DataConfig(datasets_to_split="all"),
+        datasets={"train": train_dataset(cfg, train_records), **validation_datasets(cfg, test_records)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),  # val_<rank>: see assign_videos
     )
     view = (TrainingProgressView(console, relay, cfg.train.epochs, count_windows(cfg, test_records)).start()
             if console is not None else None)

@@ -27,6 +27,8 @@ from adatad.data.clips import row_to_record
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.engine.step import autocast, train_step
 from adatad.engine.validation import WindowCollector, metrics_of
+from adatad.models.build import model_from_checkpoint
+from pipelines.data import val_name
 from pipelines.progress import ProgressReporter
 
 log = logging.getLogger("adatad.train")
@@ -113,13 +115,13 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
 
 
 @torch.no_grad()
-def run_validation(state: TrainingState, shard: Any, cfg, device: torch.device, records, class_names,
+def run_validation(model: torch.nn.Module, shard: Any, cfg, device: torch.device, records, class_names,
                    epoch: int = -1, progress: ProgressReporter | None = None) -> tuple[dict[str, float], dict]:
-    """Predict every test window with the EMA weights, gather across workers, merge, evaluate.
+    """Predict this worker's test windows, gather every worker's, merge per video, evaluate.
 
-    `progress` gets this worker's running count of windows (the driver adds up the ranks).
+    `model` is what validation evaluates (training: the EMA weights). `progress` gets this
+    worker's running count of windows (the driver adds up the ranks).
     """
-    model = state.eval_model
     model.eval()
     collector = WindowCollector()
     inf = cfg.model.inference
@@ -179,7 +181,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state.model = ray.train.torch.prepare_model(state.model)
 
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    val_shard = ray.train.get_dataset_shard(val_name(rank))  # this worker's test videos
     last_map: float = state.history[-1].get("best_average_mAP", -1.0) if state.history else -1.0
     for epoch in range(state.epoch + 1, cfg.train.epochs):
         if device.type == "cuda":
@@ -192,8 +194,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         validate = (epoch >= cfg.train.val_start_epoch and (epoch + 1) % cfg.train.val_interval == 0) \
             or epoch == cfg.train.epochs - 1
         if validate:
-            val_metrics, results = run_validation(state, val_shard, cfg, device, test_records, class_names,
-                                                  epoch, progress)
+            val_metrics, results = run_validation(state.eval_model, val_shard, cfg, device, test_records,
+                                                  class_names, epoch, progress)
             metrics.update(val_metrics)
             last_map = max(last_map, val_metrics["average_mAP"])
         metrics["best_average_mAP"] = last_map
@@ -212,3 +214,30 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
             ray.train.report(metrics, checkpoint=None)
+
+
+def evaluate_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point of `pipelines/test.py`: training's validation, once, with given weights.
+
+    `loop_config["weights"]` is a `adatad.models.trained.TrainedModel.state` (or an ObjectRef of
+    one); rank 0 reports the merged predictions in a checkpoint folder (PREDICTIONS_FILE).
+    """
+    cfg = config_from_dict(loop_config["config"])
+    records = [row_to_record(r) for r in loop_config["test_rows"]]
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    weights = loop_config["weights"]
+    if isinstance(weights, ray.ObjectRef):
+        weights = ray.get(weights)
+    model, _ = model_from_checkpoint(weights, use_ema=True)
+    model.to(device)
+    progress = ProgressReporter(loop_config.get("progress"), rank)
+    metrics, results = run_validation(model, ray.train.get_dataset_shard(val_name(rank)), cfg, device, records,
+                                      list(loop_config["class_names"]), -1, progress)
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as directory:
+            atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(results))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    else:
+        ray.train.report(metrics, checkpoint=None)
