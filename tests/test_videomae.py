@@ -225,3 +225,16 @@ def test_wrong_architecture_lists_keys_and_shapes(tmp_path):
 def test_bad_input_shape_is_reported():
     with pytest.raises(ValueError, match=r"expected chunks \(N, 3, 16, H, W\), got \(1, 3, 8, 32, 32\)"):
         tiny().forward_tokens(torch.zeros(1, 3, 8, 32, 32))
+
+
+def test_residual_stream_stays_float32_under_autocast():
+    """OpenTAD adds its float32 position table to the fp16 patch embedding without a cast, so under
+    AMP the token stream between the blocks is float32 (only the blocks' matmuls run in half)."""
+    torch.manual_seed(0)
+    model = VideoMAEBackbone(embed_dim=32, depth=2, num_heads=2, adapter_type=None).eval()
+    x = torch.randn(1, 3, 16, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = model.forward_tokens(x)
+        embedded = model.patch_embed(x)
+    assert embedded.dtype == torch.bfloat16  # the conv itself runs in half precision
+    assert tokens.dtype == torch.float32

@@ -200,7 +200,9 @@ class VideoMAEBackbone(nn.Module):
             raise ValueError(f"{x.shape[0]} chunks are not a multiple of chunks_per_video={chunks_per_video}")
         grid = self.grid_for(x.shape[3], x.shape[4])
         x = self.patch_embed(x)
-        x = x + self.pos_embed(grid).to(x.dtype)
+        # The table stays float32: under AMP the residual stream is then float32 from here on, as in
+        # OpenTAD (its buffer is added without a cast), while the blocks' matmuls still run in fp16.
+        x = x + self.pos_embed(grid)
         for block in self.blocks:
             if use_checkpoint and x.requires_grad:
                 x = checkpoint(block, x, grid, chunks_per_video, use_reentrant=False)
