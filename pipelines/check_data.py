@@ -6,6 +6,10 @@
 Exit status: 0 all videos usable; 1 problems found (all listed at once, one line each);
 2 the config, annotations or command line are wrong (one line). `pipelines/train.py` runs the
 same check before it starts Ray unless given --skip-data-check.
+
+Both THUMOS json layouts load (OpenTAD's and ActionFormer's); when the configured OpenTAD subset
+names are read under ActionFormer's names, one `note:` line says so. Videos whose json has no
+frame count are checked against their duration (the decoder supplies the count).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adatad.config import PROJECT_ROOT, ConfigError, load_config
-from adatad.data.annotations import AnnotationError
+from adatad.data.annotations import AnnotationError, subset_translation_note
 from adatad.data.check import check_videos, format_problems
 from pipelines.train import DEFAULT_CONFIG, add_config_arguments, load_splits
 
@@ -37,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config or PROJECT_ROOT / DEFAULT_CONFIG, args.overrides, args.profile)
         train, test, classes = load_splits(cfg)
+        note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
+                                       [cfg.data.train_subset, cfg.data.test_subset])
     except (ConfigError, AnnotationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if note:
+        print(f"note: {note}", flush=True)
     records = {"train": train, "test": test, "all": train + test}[args.split]
     start = time.perf_counter()
     problems = check_videos(records, num_threads=args.threads)
@@ -47,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(format_problems(problems, len(records)), file=sys.stderr)
         return 1
+    unknown = sum(not r.frames_known for r in records)
+    from_decoder = f"; {unknown} frame counts from the decoder" if unknown else ""
     print(f"data check: all {len(records)} videos usable ({len(train)} train, {len(test)} test, "
-          f"{len(classes)} classes; {elapsed:.1f} s)")
+          f"{len(classes)} classes; {elapsed:.1f} s{from_decoder})")
     return 0
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
+from adatad.data.annotations import (
+    UNKNOWN_FRAMES,
+    AnnotationError,
+    VideoRecord,
+    load_annotations,
+    load_class_names,
+    subset_translation_note,
+)
 
 DB = {
     "database": {
@@ -133,7 +140,7 @@ def mutate(fn) -> dict:
     return data
 
 
-@pytest.mark.parametrize("field", ["subset", "duration", "frame", "annotations"])
+@pytest.mark.parametrize("field", ["subset", "duration", "annotations"])  # no `frame`: see the decoder tests
 def test_missing_video_field(tmp_path, field):
     ann = write(tmp_path, mutate(lambda v: v.pop(field)))
     with pytest.raises(AnnotationError, match=rf"video 'video_validation_0000051': missing field '{field}'"):
@@ -203,3 +210,118 @@ def test_video_without_annotations_is_kept_empty(tmp_path):
     ann = write(tmp_path, mutate(lambda v: v.update(annotations=[{"segment": [1, 2], "label": "Ambiguous"}])))
     records, _ = load_annotations(ann, tmp_path, "training")
     assert records[0].segments.shape == (0, 2) and records[0].labels.shape == (0,)
+
+
+# ---------------------------------------------------------------- ActionFormer's layout (thumos14.json)
+
+AF_DB = {
+    "version": "Thumos14-30fps",
+    "database": {
+        "video_validation_0000051": {
+            "subset": "Validation",
+            "duration": 100.0,
+            "fps": 30.0,
+            "annotations": [
+                {"label": "HighJump", "segment": [10.5, 14.2], "segment(frames)": [315.0, 426.0], "label_id": 9},
+                {"label": "Diving", "segment": [90.0, 99.9], "segment(frames)": [2700.0, 2997.0], "label_id": 5},
+            ],
+        },
+        "video_validation_0000052": {
+            "subset": "Validation",
+            "duration": 50.02,
+            "fps": 25.0,
+            "annotations": [{"label": "BaseballPitch", "segment": [1.0, 2.0], "segment(frames)": [25, 50],
+                             "label_id": 0}],
+        },
+        "video_test_0000004": {
+            "subset": "Test",
+            "duration": 40.0,
+            "fps": 30.0,
+            "annotations": [{"label": "Diving", "segment": [3.0, 4.0], "segment(frames)": [90, 120], "label_id": 5}],
+        },
+    },
+}
+
+
+def af_mutate(fn) -> dict:
+    data = copy.deepcopy(AF_DB)
+    fn(data["database"])
+    return data
+
+
+def test_actionformer_layout_frames_from_duration_times_fps(tmp_path):
+    ann = write(tmp_path, AF_DB)
+    records, names = load_annotations(ann, "videos", "Validation")
+    assert names == ["BaseballPitch", "Diving", "HighJump"]  # label_id ignored: sorted labels, as OpenTAD
+    assert [r.video_id for r in records] == ["video_validation_0000051", "video_validation_0000052"]
+    assert records[0].num_frames == 3000 and records[0].fps == pytest.approx(30.0)
+    assert records[1].num_frames == round(50.02 * 25.0) == 1250  # rounded
+    assert records[1].fps == pytest.approx(1250 / 50.02) and records[1].duration == 50.02
+    assert all(r.frames_known and r.subset == "Validation" for r in records)
+    np.testing.assert_allclose(records[0].segments, [[10.5, 14.2], [90.0, 99.9]])
+    assert [names[i] for i in records[0].labels] == ["HighJump", "Diving"]
+
+
+def test_opentad_subset_names_read_actionformer_file_with_a_note(tmp_path):
+    ann = write(tmp_path, AF_DB)
+    train, _ = load_annotations(ann, tmp_path, "training")  # OpenTAD's name for the training set
+    test, _ = load_annotations(ann, tmp_path, "validation")  # OpenTAD's name for the test set
+    assert [r.video_id for r in train] == ["video_validation_0000051", "video_validation_0000052"]
+    assert [r.video_id for r in test] == ["video_test_0000004"]
+    assert {r.subset for r in train} == {"Validation"} and {r.subset for r in test} == {"Test"}
+    explicit, _ = load_annotations(ann, tmp_path, "Validation")
+    assert [r.video_id for r in explicit] == [r.video_id for r in train]
+
+    note = subset_translation_note(ann, ["training", "validation"])
+    assert note is not None and "\n" not in note
+    assert note.startswith(f"{ann} uses ActionFormer's subset names")
+    assert "'training' -> 'Validation', 'validation' -> 'Test'" in note
+    assert subset_translation_note(ann, ["Validation", "Test"]) is None  # given names exist: used as given
+    assert subset_translation_note(ann, ["training", "Test"]).count("->") == 1
+    assert subset_translation_note(write(tmp_path, DB, "opentad.json"), ["training", "validation"]) is None
+
+
+def test_subsets_never_match_case_insensitively(tmp_path):
+    with pytest.raises(AnnotationError, match=r"no video in subset \['Training'\]; subsets present: "
+                                              r"\['training', 'validation'\]"):
+        load_annotations(write(tmp_path, DB), tmp_path, "Training")
+    with pytest.raises(AnnotationError, match=r"no video in subset \['test'\]"):
+        load_annotations(write(tmp_path, AF_DB), tmp_path, "test")
+    # A third subset means the file is not exactly ActionFormer's layout: no translation.
+    extra = af_mutate(lambda db: db["video_test_0000004"].update(subset="Background"))
+    with pytest.raises(AnnotationError, match=r"no video in subset \['validation'\]; subsets present: "
+                                              r"\['Background', 'Validation'\]"):
+        load_annotations(write(tmp_path, extra), tmp_path, "validation")
+    # OpenTAD's name present in the file: used as given, even beside ActionFormer's names.
+    mixed = af_mutate(lambda db: db["video_test_0000004"].update(subset="validation"))
+    records, _ = load_annotations(write(tmp_path, mixed), tmp_path, "validation")
+    assert [r.video_id for r in records] == ["video_test_0000004"]
+    assert subset_translation_note(tmp_path / "anno.json", ["validation"]) is None
+
+
+def test_no_frame_and_no_fps_leaves_the_count_to_the_decoder(tmp_path):
+    ann = write(tmp_path, af_mutate(lambda db: [v.pop("fps") for v in db.values()]))
+    records, _ = load_annotations(ann, tmp_path, "training")
+    assert [r.frames_known for r in records] == [False, False]
+    assert all(r.num_frames == UNKNOWN_FRAMES and r.fps == 0.0 for r in records)
+    assert records[0].duration == 100.0 and records[0].segments.shape == (2, 2)
+    # segments are still checked against the json's duration
+    bad = af_mutate(lambda db: [v.pop("fps") for v in db.values()]
+                    + [db["video_test_0000004"]["annotations"][0].update(segment=[3.0, 41.0])])
+    with pytest.raises(AnnotationError, match=r"video 'video_test_0000004': annotations\[0\].*outside the video"):
+        load_annotations(write(tmp_path, bad), tmp_path, "Test")
+
+
+def test_frame_wins_over_fps_when_both_are_given(tmp_path):
+    ann = write(tmp_path, af_mutate(lambda db: db["video_test_0000004"].update(frame=1000)))
+    records, _ = load_annotations(ann, tmp_path, "Test")
+    assert records[0].num_frames == 1000 and records[0].fps == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("fps", [0, -30.0, "30", None, float("nan"), 1e-9])
+def test_bad_fps_is_one_line(tmp_path, fps):
+    ann = write(tmp_path, af_mutate(lambda db: db["video_test_0000004"].update(fps=fps)))
+    with pytest.raises(AnnotationError, match=r"anno.json: video 'video_test_0000004': field 'fps': expected a "
+                                              r"positive frame rate") as info:
+        load_annotations(ann, tmp_path, "Test")
+    assert "\n" not in str(info.value)

@@ -139,7 +139,7 @@ def _batch(valid: list[bool], video_index: list[int]) -> dict[str, torch.Tensor]
     return {"frames": torch.zeros(n, 2), "valid": torch.tensor(valid), "video_index": torch.tensor(video_index)}
 
 
-def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, capsys, bad_videos) -> None:
+def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, caplog, bad_videos) -> None:
     from pipelines import train_loop
 
     steps: list[int] = []
@@ -156,8 +156,8 @@ def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, cap
     batches = [_batch([True, False], [0, 1]), _batch([True, True], [0, 0])]
     metrics = train_loop.run_epoch(state, _Shard(batches), cfg, torch.device("cpu"), 0, 2, 0, paths)
     assert steps == [1, 2] and metrics["decode_failures"] == 1.0 and metrics["steps"] == 2.0
-    out = capsys.readouterr().out
-    assert f"warning: epoch 0 rank 0: skipped 1 clip(s) that failed to decode: {paths[1]}" in out
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # the worker's log (train.log)
+    assert any(w.startswith(f"epoch 0 rank 0: skipped 1 clip(s) that failed to decode: {paths[1]}") for w in warnings)
 
     batches = [_batch([False, True], [1, 0]), _batch([True, False], [0, 2])]
     with pytest.raises(DecodeFailureError) as info:
@@ -197,3 +197,115 @@ def test_check_data_cli_lists_all_problems(tiny_data: Path, tmp_path: Path) -> N
     broken = _run(["pipelines/check_data.py", *sets, "--set", "data.video_dirr=/x"])
     assert broken.returncode == 2
     assert broken.stderr.strip() == "error: unknown key 'data.video_dirr' (did you mean 'data.video_dir'?)"
+
+
+# ---------------------------------------------------------------- ActionFormer's layout and decoder frame counts
+
+
+def _actionformer_copy(tiny_data: Path, dest: Path, with_fps: bool = True) -> Path:
+    """tiny_data's annotations rewritten in ActionFormer's thumos14.json layout (no `frame`; capitalised
+    subsets; extra fields), the videos linked one by one so a test can remove one."""
+    database = json.loads((tiny_data / "annotations.json").read_text())["database"]
+    names = (tiny_data / "category_idx.txt").read_text().split()
+    out = {}
+    for vid, info in database.items():
+        fps = info["frame"] / info["duration"]
+        entry = {"subset": {"training": "Validation", "validation": "Test"}[info["subset"]],
+                 "duration": info["duration"],
+                 "annotations": [{"label": a["label"], "segment": a["segment"],
+                                  "segment(frames)": [a["segment"][0] * fps, a["segment"][1] * fps],
+                                  "label_id": names.index(a["label"])} for a in info["annotations"]]}
+        if with_fps:
+            entry["fps"] = fps
+        out[vid] = entry
+    (dest / "videos").mkdir(parents=True)
+    for mp4 in (tiny_data / "videos").glob("*.mp4"):
+        (dest / "videos" / mp4.name).symlink_to(mp4)
+    shutil.copy(tiny_data / "category_idx.txt", dest / "category_idx.txt")
+    (dest / "annotations.json").write_text(json.dumps({"version": "Thumos14-30fps", "database": out}))
+    return dest
+
+
+def test_check_data_reads_actionformer_layout(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    from pipelines import check_data
+
+    data = _actionformer_copy(tiny_data, tmp_path / "af")
+    sets = [a for o in tiny_overrides(data, tmp_path / "runs", tmp_path / "db") for a in ("--set", o)]
+    assert check_data.main(sets) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"note: {data / 'annotations.json'} uses ActionFormer's subset names: reading configured "
+                      "subset 'training' -> 'Validation', 'validation' -> 'Test' (ActionFormer's 'Validation' = "
+                      "THUMOS'14 validation videos = training set, 'Test' = THUMOS'14 test videos = test set)")
+    assert out[1].startswith("data check: all 9 videos usable (6 train, 3 test, 3 classes;")
+    assert "from the decoder" not in out[1]  # frames = duration x fps
+
+    explicit = sets + ["--set", "data.train_subset=Validation", "--set", "data.test_subset=Test"]
+    assert check_data.main(explicit) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("data check: all 9 videos usable (6 train, 3 test")
+
+    missing = sorted((data / "videos").iterdir())[4]
+    missing.unlink()
+    assert check_data.main(explicit) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["data check: 1 problem(s) in 9 video(s):",
+                                                  f"  {missing}: file not found"]
+
+
+def test_check_data_without_frame_or_fps_asks_the_decoder(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    from pipelines import check_data
+
+    data = _actionformer_copy(tiny_data, tmp_path / "af", with_fps=False)
+    sets = [a for o in tiny_overrides(data, tmp_path / "runs", tmp_path / "db") for a in ("--set", o)]
+    assert check_data.main(sets + ["--set", "data.train_subset=Validation", "--set", "data.test_subset=Test"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("data check: all 9 videos usable (6 train, 3 test, 3 classes;")
+    assert out.rstrip().endswith("; 9 frame counts from the decoder)")
+    (data / "videos" / "video_test_0000002.mp4").unlink()
+    assert check_data.main(sets) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["data check: 1 problem(s) in 9 video(s):",
+                   f"  {data / 'videos' / 'video_test_0000002.mp4'}: file not found"]
+
+
+def test_fill_frame_counts_reuses_the_checks_probe(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from adatad.data import check
+    from adatad.data.annotations import AnnotationError, load_annotations
+
+    data = _actionformer_copy(tiny_data, tmp_path / "af", with_fps=False)
+    truth = json.loads((tiny_data / "annotations.json").read_text())["database"]
+    records, _ = load_annotations(data / "annotations.json", data / "videos", ["Validation", "Test"])
+    assert not any(r.frames_known for r in records)
+    assert check_videos(records) == []
+
+    def no_second_probe(path):
+        raise AssertionError(f"{path} probed twice")
+
+    monkeypatch.setattr(check, "probe_video", no_second_probe)
+    filled = check.fill_frame_counts(records)
+    for before, after in zip(records, filled, strict=True):
+        assert after.num_frames == truth[after.video_id]["frame"] and after.fps == pytest.approx(30.0)
+        assert after.duration == before.duration and after.segments is before.segments
+    assert check.fill_frame_counts(filled) == filled  # known counts: nothing to do
+    monkeypatch.undo()
+
+    gone = [records[1], records[4]]
+    for record in gone:
+        Path(record.path).unlink()
+    with pytest.raises(AnnotationError) as info:
+        check.fill_frame_counts(records)
+    message = str(info.value)
+    assert message.startswith("2 video(s) have no frame count in the annotation file ('frame' or 'fps') and the "
+                              "decoder cannot open them: ")
+    assert all(f"'{r.video_id}': {r.path}: file not found" in message for r in gone) and "\n" not in message
+
+
+def test_unknown_frame_count_is_checked_against_the_duration(bad_videos) -> None:
+    import dataclasses
+
+    good = bad_videos["good"][0]  # 60 frames at 25 fps = 2.4 s
+    unknown = dataclasses.replace(good, num_frames=0, fps=0.0)
+    assert check_videos([unknown]) == []
+    longer = dataclasses.replace(unknown, duration=7.2)
+    assert check_videos([longer]) == [f"{good.path}: decoder sees 60 frames at 25 fps (2.40 s), the annotation of "
+                                      f"video 'good' says 7.2 s (expected at least 90% of it)"]

@@ -1,13 +1,26 @@
-"""THUMOS-14 / OpenTAD annotation json -> validated video records and a class map.
+"""THUMOS-14 annotation json (OpenTAD's or ActionFormer's layout) -> validated video records and a class map.
 
-Layout read here (OpenTAD's THUMOS json, spec section 1)::
+Both common layouts load (docs/recipe.md section 1)::
 
-    {"database": {<video_id>: {"subset": str, "duration": float s, "frame": int,
-                               "annotations": [{"segment": [start_s, end_s], "label": name}, ...]}}}
+    OpenTAD:      {"database": {<video_id>: {"subset": "training" | "validation", "duration": s, "frame": int,
+                                             "annotations": [{"segment": [start_s, end_s], "label": name}]}}}
+    ActionFormer: {"version": ..., "database": {<video_id>: {"subset": "Validation" | "Test", "duration": s,
+                                             "fps": 30.0, "annotations": [{"label", "segment", ...}]}}}
 
-There is no fps field: fps = frame / duration. Every problem is reported as one
-:class:`AnnotationError` line that names the file, the video id and the field, because a silently
-dropped or mis-indexed segment is the classic cause of a collapsed mAP.
+Frame count per video: ``frame`` when present; else ``round(duration * fps)``; else unknown
+(:data:`UNKNOWN_FRAMES`): the decoder supplies it (``adatad.data.check.fill_frame_counts``), so
+a hand-written json needs neither. The record's fps is ``frame / duration`` (json) or the
+decoder's (unknown). Extra fields (``segment(frames)``, ``label_id``, ``version``) are ignored:
+class indices always come from the class map.
+
+The two layouts name the same subsets differently: ActionFormer's "Validation" (THUMOS'14
+validation videos) is the TRAINING set, OpenTAD's "validation" (THUMOS'14 test videos) the TEST
+set. Subsets therefore never match case-insensitively; OpenTAD's names are translated only when
+they are absent and the file's subsets are exactly ActionFormer's (:func:`resolve_subset`).
+
+Every problem is reported as one :class:`AnnotationError` line that names the file, the video id
+and the field, because a silently dropped or mis-indexed segment is the classic cause of a
+collapsed mAP.
 """
 
 from __future__ import annotations
@@ -25,6 +38,11 @@ import numpy as np
 # overshoots (float rounding when the json was written) are clipped.
 SEGMENT_TOLERANCE_S = 1e-3
 
+# A record whose json has neither `frame` nor `fps`: num_frames and fps are 0 until the decoder fills them.
+UNKNOWN_FRAMES = 0
+# ActionFormer's subset names for OpenTAD's: "training" = THUMOS'14 validation videos, "validation" = test videos.
+ACTIONFORMER_SUBSETS = {"training": "Validation", "validation": "Test"}
+
 
 @dataclass(frozen=True)
 class VideoRecord:
@@ -38,6 +56,11 @@ class VideoRecord:
     fps: float  # num_frames / duration
     segments: np.ndarray  # (N, 2) float64 seconds
     labels: np.ndarray  # (N,) int64 class indices
+
+    @property
+    def frames_known(self) -> bool:
+        """False when the json gave neither `frame` nor `fps` and the decoder has not filled them yet."""
+        return self.num_frames != UNKNOWN_FRAMES
 
 
 class AnnotationError(ValueError):
@@ -124,6 +147,24 @@ def load_class_names(
     return names
 
 
+def _frame_count(path: str, vid: str, info: dict[str, Any], duration: float) -> int:
+    """`frame` (OpenTAD), else round(duration * `fps`) (ActionFormer), else UNKNOWN_FRAMES (decoder)."""
+    if "frame" in info:
+        frame = info["frame"]
+        if isinstance(frame, float) and frame.is_integer():
+            frame = int(frame)
+        if isinstance(frame, bool) or not isinstance(frame, int) or frame <= 0:
+            raise AnnotationError(f"{path}: video '{vid}': field 'frame': expected a positive integer, got {frame!r}")
+        return frame
+    if "fps" in info:
+        fps = _number(path, f"video '{vid}': field 'fps'", info["fps"], "a positive frame rate")
+        if fps <= 0 or round(duration * fps) < 1:
+            raise AnnotationError(f"{path}: video '{vid}': field 'fps': expected a positive frame rate giving at "
+                                  f"least one frame over duration {duration}, got {info['fps']!r}")
+        return round(duration * fps)
+    return UNKNOWN_FRAMES
+
+
 def _parse_video(
     path: str,
     vid: str,
@@ -136,11 +177,7 @@ def _parse_video(
                        "a positive number of seconds")
     if duration <= 0:
         raise AnnotationError(f"{path}: video '{vid}': field 'duration': expected > 0, got {duration!r}")
-    frame = _field(path, vid, info, "frame")
-    if isinstance(frame, float) and frame.is_integer():
-        frame = int(frame)
-    if isinstance(frame, bool) or not isinstance(frame, int) or frame <= 0:
-        raise AnnotationError(f"{path}: video '{vid}': field 'frame': expected a positive integer, got {frame!r}")
+    frame = _frame_count(path, vid, info, duration)
     annos = _field(path, vid, info, "annotations")
     if not isinstance(annos, list):
         raise AnnotationError(f"{path}: video '{vid}': field 'annotations': expected a list, got {type(annos).__name__}")
@@ -185,6 +222,45 @@ def _parse_video(
     return duration, frame, seg_array, labels
 
 
+def _subsets_of(path: str, database: dict[str, Any]) -> set[str]:
+    present: set[str] = set()
+    for vid, info in database.items():
+        sub = _field(path, vid, info, "subset")
+        if not isinstance(sub, str):
+            raise AnnotationError(f"{path}: video '{vid}': field 'subset': expected a string, got {sub!r}")
+        present.add(sub)
+    return present
+
+
+def resolve_subset(present: set[str], subset: str) -> str:
+    """The subset name to select in a file whose subsets are `present`.
+
+    As given when present (exact match, never case-insensitive: ActionFormer's "Validation" is
+    the training set, OpenTAD's "validation" the test set). OpenTAD's "training" / "validation"
+    become ActionFormer's "Validation" / "Test" only when absent and the file's subsets are
+    exactly {"Validation", "Test"}, so a config written for OpenTAD's json reads ActionFormer's.
+    """
+    if subset in present or subset not in ACTIONFORMER_SUBSETS:
+        return subset
+    if present == set(ACTIONFORMER_SUBSETS.values()):
+        return ACTIONFORMER_SUBSETS[subset]
+    return subset
+
+
+def subset_translation_note(annotation_file: str | os.PathLike, subsets: Sequence[str]) -> str | None:
+    """One line saying which configured subsets :func:`load_annotations` reads under ActionFormer's
+    names in this file, or None when every subset is used as given (command lines print it once)."""
+    path = os.fspath(annotation_file)
+    present = _subsets_of(path, _read_json(path))
+    pairs = [(s, resolve_subset(present, s)) for s in dict.fromkeys(subsets)]
+    moved = [f"'{s}' -> '{r}'" for s, r in pairs if r != s]
+    if not moved:
+        return None
+    return (f"{path} uses ActionFormer's subset names: reading configured subset {', '.join(moved)} "
+            f"(ActionFormer's 'Validation' = THUMOS'14 validation videos = training set, "
+            f"'Test' = THUMOS'14 test videos = test set)")
+
+
 def load_annotations(
     annotation_file: str | os.PathLike,
     video_dir: str | os.PathLike,
@@ -194,8 +270,12 @@ def load_annotations(
     skip_labels: Sequence[str] = ("Ambiguous",),
     segment_tolerance_s: float = SEGMENT_TOLERANCE_S,
 ) -> tuple[list[VideoRecord], list[str]]:
-    """Validated records of the videos whose ``subset`` equals one of ``subset`` (exact match).
+    """Validated records of the videos whose ``subset`` equals one of ``subset`` (exact match,
+    after :func:`resolve_subset`'s OpenTAD -> ActionFormer translation).
 
+    A video whose json has neither ``frame`` nor ``fps`` gets ``num_frames == UNKNOWN_FRAMES`` and
+    ``fps == 0.0`` (``record.frames_known`` is False); ``adatad.data.check.check_videos`` accepts
+    such records and ``fill_frame_counts`` fills them from the decoder before training.
     ``class_names`` fixes the label -> index map (an unknown label is an error); without it the
     map is built by :func:`load_class_names` over the whole file. Segments may overshoot
     [0, duration] by ``segment_tolerance_s`` (then they are clipped); more is an error. Returns
@@ -203,18 +283,12 @@ def load_annotations(
     """
     path = os.fspath(annotation_file)
     database = _read_json(path)
-    wanted = {subset} if isinstance(subset, str) else set(subset)
-    if not wanted:
+    requested = [subset] if isinstance(subset, str) else list(subset)
+    if not requested:
         raise AnnotationError(f"{path}: no subset requested")
-    present: set[str] = set()
-    selected: list[str] = []
-    for vid, info in database.items():
-        sub = _field(path, vid, info, "subset")
-        if not isinstance(sub, str):
-            raise AnnotationError(f"{path}: video '{vid}': field 'subset': expected a string, got {sub!r}")
-        present.add(sub)
-        if sub in wanted:
-            selected.append(vid)
+    present = _subsets_of(path, database)
+    wanted = {resolve_subset(present, s) for s in requested}
+    selected = [vid for vid, info in database.items() if info["subset"] in wanted]
     if not selected:
         raise AnnotationError(
             f"{path}: no video in subset {sorted(wanted)}; subsets present: {sorted(present) or 'none'}"
@@ -241,7 +315,7 @@ def load_annotations(
                 subset=info["subset"],
                 duration=duration,
                 num_frames=frame,
-                fps=frame / duration,
+                fps=frame / duration if frame != UNKNOWN_FRAMES else 0.0,
                 segments=segments,
                 labels=np.asarray([index[n] for n in labels], dtype=np.int64),
             )

@@ -5,11 +5,18 @@ inside a Ray actor, minutes (or hours) into a run. Each video is opened with the
 its first and last needed frames are decoded (a truncated file whose header survived opens fine
 and only fails at the frames after the cut). decord releases the GIL while decoding, so a thread
 pool checks many videos at once.
+
+A record whose json has no frame count (``record.frames_known`` False) is checked against the
+json's duration instead; :func:`fill_frame_counts` then gives such records the decoder's frame
+count and fps. The check remembers each successful probe (keyed by path, size and modification
+time), so filling right after checking opens no video a second time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adatad.data.annotations import VideoRecord
-from adatad.data.video import VideoDecodeError, probe_video, read_frames
+from adatad.data.annotations import AnnotationError, VideoRecord
+from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
 
 # The decoder may count a few frames fewer than the annotation (container vs. json rounding);
 # sampling clamps indices for that. Fewer than this share means the file is not the annotated video.
@@ -36,12 +43,47 @@ def _last_frame_problem(path: str, last: int, num_frames: int) -> str | None:
     return None
 
 
+# (path, size, mtime_ns) -> the decoder's answer, for fill_frame_counts after check_videos.
+_PROBED: dict[tuple[str, int, int], VideoInfo] = {}
+
+
+def _file_key(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _probe_and_remember(path: str) -> VideoInfo:
+    info = probe_video(path)  # missing, empty, unreadable, not a video, no frames
+    key = _file_key(path)
+    if key is not None:
+        _PROBED[key] = info
+    return info
+
+
+def _probe_remembered(path: str) -> VideoInfo:
+    """The decoder's answer for `path`: remembered from this process's check when the file is unchanged."""
+    key = _file_key(path)
+    if key is not None and key in _PROBED:
+        return _PROBED[key]
+    return _probe_and_remember(path)
+
+
 def check_video(record: VideoRecord, min_frame_ratio: float = MIN_FRAME_RATIO) -> str | None:
     """One line describing what is wrong with `record`'s video file, or None when it is usable."""
     try:
-        info = probe_video(record.path)  # missing, empty, unreadable, not a video, no frames
+        info = _probe_and_remember(record.path)
     except VideoDecodeError as exc:
         return str(exc)
+    if not record.frames_known:  # the json has no frame count: compare durations instead
+        seconds = info.num_frames / info.fps if info.fps > 0 and math.isfinite(info.fps) else math.nan
+        if not seconds >= min_frame_ratio * record.duration:
+            return (f"{record.path}: decoder sees {info.num_frames} frames at {info.fps:g} fps ({seconds:.2f} s), "
+                    f"the annotation of video '{record.video_id}' says {record.duration:g} s "
+                    f"(expected at least {min_frame_ratio:.0%} of it)")
+        return _last_frame_problem(record.path, info.num_frames - 1, info.num_frames)
     if info.num_frames < min_frame_ratio * record.num_frames:
         return (f"{record.path}: decoder sees {info.num_frames} frames, the annotation of video "
                 f"'{record.video_id}' says {record.num_frames} (expected at least {min_frame_ratio:.0%} of them)")
@@ -93,6 +135,43 @@ def check_videos(records: Sequence[VideoRecord], num_threads: int | None = None,
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(records)))) as pool:
             results = list(pool.map(lambda r: check_video(r, min_frame_ratio), records))
     return [problem for problem in results if problem is not None]
+
+
+def with_decoder_frames(record: VideoRecord, info: VideoInfo) -> VideoRecord:
+    """`record` with the decoder's frame count and fps (its clock), the json's duration and segments kept."""
+    fps = info.fps if info.fps > 0 and math.isfinite(info.fps) else info.num_frames / record.duration
+    return dataclasses.replace(record, num_frames=info.num_frames, fps=fps)
+
+
+def fill_frame_counts(records: Sequence[VideoRecord], num_threads: int | None = None,
+                      quiet: bool = True) -> list[VideoRecord]:
+    """`records` with every unknown frame count (json without `frame` and `fps`) filled from the decoder.
+
+    Records that already know their frame count are returned as they are, and a file checked
+    by :func:`check_videos` in this process is not opened again. Raises one AnnotationError
+    listing every video that cannot be opened (run `check_videos` first for the full report).
+    """
+    unknown = [r for r in records if not r.frames_known]
+    if not unknown:
+        return list(records)
+    workers = max(1, min(num_threads or min(8, os.cpu_count() or 1), len(unknown)))
+
+    def probe(record: VideoRecord) -> VideoInfo | str:
+        try:
+            return _probe_remembered(record.path)
+        except VideoDecodeError as exc:
+            return str(exc)
+
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            stack.enter_context(quiet_decoder())
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            infos = dict(zip((r.path for r in unknown), pool.map(probe, unknown), strict=True))
+    failed = [f"'{r.video_id}': {infos[r.path]}" for r in unknown if isinstance(infos[r.path], str)]
+    if failed:
+        raise AnnotationError(f"{len(failed)} video(s) have no frame count in the annotation file ('frame' or "
+                              f"'fps') and the decoder cannot open them: " + "; ".join(failed))
+    return [r if r.frames_known else with_decoder_frames(r, infos[r.path]) for r in records]
 
 
 def format_problems(problems: Sequence[str], num_videos: int) -> str:
