@@ -2,6 +2,11 @@
 
     python pipelines/make_synthetic.py --out data/synthetic --demo
     python pipelines/make_synthetic.py --out data/synth320 --num-train 20 --num-test 10 --seed 1
+    python pipelines/make_synthetic.py --out data/mixed --fps 25 30 --csv data/mixed/segments.csv
+
+--fps with several values gives the videos alternating frame rates. --csv also writes the
+segments as the CSV that pipelines/prepare_dataset.py reads (video,start,end,label,split), so the
+"own videos" path can be tried on a fresh machine.
 
 Skips when ``--out`` already holds a complete data set generated with the same parameters;
 refuses (exit 2) when it holds one made with other parameters, unless ``--force``. An
@@ -22,6 +27,7 @@ try:
 except ImportError:  # run as a script without the editable install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adatad.data.segments_csv import write_segments_csv
 from adatad.data.synthetic import (
     CLASS_MAP_FILE,
     DEMO_SPEC,
@@ -30,6 +36,7 @@ from adatad.data.synthetic import (
     dataset_is_complete,
     generate_from_spec,
     saved_spec,
+    segment_rows,
 )
 
 
@@ -43,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-test", type=int)
     p.add_argument("--num-classes", type=int)
     p.add_argument("--duration", type=float, nargs="+", metavar="S", help="video length in s: fixed or MIN MAX")
-    p.add_argument("--fps", type=int)
+    p.add_argument("--fps", type=int, nargs="+", metavar="FPS",
+                   help="frame rate; several values: video i of each split gets the (i mod n)-th")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--seed", type=int)
@@ -54,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="videos encoded in parallel (default: min(2, CPUs))")
     p.add_argument("--force", action="store_true", help="regenerate even if a data set is there")
     p.add_argument("--quiet", action="store_true", help="no per-video lines")
+    p.add_argument("--csv", type=Path, default=None,
+                   help="also write the segments as a prepare_dataset.py CSV (video,start,end,label,split)")
     return p.parse_args(argv)
 
 
@@ -61,10 +71,13 @@ def build_spec(args: argparse.Namespace) -> SyntheticSpec:
     spec = DEMO_SPEC if args.demo else SyntheticSpec()
     changes = {
         name: getattr(args, name)
-        for name in ("num_train", "num_test", "num_classes", "fps", "width", "height", "seed", "crf",
+        for name in ("num_train", "num_test", "num_classes", "width", "height", "seed", "crf",
                      "bitrate_kbps", "noise")
         if getattr(args, name) is not None
     }
+    if args.fps is not None:
+        changes["fps"] = args.fps[0]
+        changes["fps_cycle"] = tuple(args.fps) if len(args.fps) > 1 else ()
     if args.duration is not None:
         if len(args.duration) not in (1, 2):
             raise ValueError(f"--duration takes 1 or 2 values, got {args.duration}")
@@ -85,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.force:
         if dataset_is_complete(out, spec):
             print(f"{out}: complete data set with these parameters already there; skipping (--force regenerates)")
+            write_csv(out, args.csv)
             return 0
         old = saved_spec(out)
         if dataset_is_complete(out) and old is not None:
@@ -97,10 +111,22 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     videos = sorted((out / VIDEO_DIR).glob("*.mp4"))
     size_mb = sum(p.stat().st_size for p in videos) / 1e6
-    print(f"wrote {len(videos)} videos ({size_mb:.1f} MB, {spec.width}x{spec.height} @ {spec.fps} fps, "
+    rates = "/".join(str(f) for f in spec.fps_cycle) if spec.fps_cycle else str(spec.fps)
+    print(f"wrote {len(videos)} videos ({size_mb:.1f} MB, {spec.width}x{spec.height} @ {rates} fps, "
           f"{spec.num_classes} classes) + {ann.name} + {CLASS_MAP_FILE} to {out} in {elapsed:.1f} s "
           f"({args.workers} worker{'s' if args.workers > 1 else ''})")
+    write_csv(out, args.csv)
     return 0
+
+
+def write_csv(out: Path, csv_path: Path | None) -> None:
+    """The data set's segments as a prepare_dataset.py CSV (atomic), and the command that reads it."""
+    if csv_path is None:
+        return
+    rows = segment_rows(out)
+    write_segments_csv(csv_path, rows)
+    print(f"wrote {len(rows)} segments to {csv_path}; next: python pipelines/prepare_dataset.py --videos "
+          f"{out / VIDEO_DIR} --segments {csv_path} --out data/NAME")
 
 
 if __name__ == "__main__":

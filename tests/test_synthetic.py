@@ -183,3 +183,28 @@ def test_cli_skips_complete_and_refuses_other_params(tmp_path, capsys):
     assert cli.main(args + ["--seed", "3", "--force"]) == 0
     assert json.loads((tmp_path / "synthetic_spec.json").read_text())["seed"] == 3
     assert cli.main(["--out", str(tmp_path), "--width", "33"]) == 2
+
+
+def test_fps_cycle_gives_per_video_rates_and_keeps_old_specs(tmp_path):
+    base = SyntheticSpec(**TINY)
+    assert "fps_cycle" not in base.to_json() and "fps_cycle" not in DEMO_SPEC.to_json()  # saved specs still match
+    assert synthetic.plan_dataset(dataclasses.replace(base, fps_cycle=(15,))) == synthetic.plan_dataset(base)
+    with pytest.raises(ValueError, match="fps_cycle"):
+        dataclasses.replace(base, fps_cycle=(15, 0)).validate()
+
+    mixed = dataclasses.replace(base, num_train=2, num_test=1, fps_cycle=(15, 10))
+    assert [layout.fps for layout in synthetic.plan_dataset(mixed)] == [15, 10, 15]
+    generate_from_spec(tmp_path, mixed)
+    db = json.loads((tmp_path / "annotations.json").read_text())["database"]
+    for vid, fps in [("video_validation_0000001", 15), ("video_validation_0000002", 10), ("video_test_0000001", 15)]:
+        vr = decord.VideoReader(str(tmp_path / "videos" / f"{vid}.mp4"), num_threads=1)
+        assert vr.get_avg_fps() == pytest.approx(fps) and len(vr) == db[vid]["frame"]
+        assert db[vid]["frame"] / db[vid]["duration"] == pytest.approx(fps)
+        assert all(a["segment"][1] <= db[vid]["duration"] for a in db[vid]["annotations"])
+    assert json.loads((tmp_path / "synthetic_spec.json").read_text())["fps_cycle"] == [15, 10]
+    assert dataset_is_complete(tmp_path, mixed) and not dataset_is_complete(tmp_path, dataclasses.replace(mixed,
+                                                                                                         fps_cycle=()))
+    rows = synthetic.segment_rows(tmp_path)
+    assert {r["video"] for r in rows} == {f"{v}.mp4" for v in db}
+    assert sorted(float(r["start"]) for r in rows) == sorted(a["segment"][0] for v in db.values()
+                                                            for a in v["annotations"])

@@ -21,6 +21,10 @@ Layout written (OpenTAD THUMOS layout, spec section 1)::
 Train videos are named ``video_validation_XXXXXXX`` with subset "training" and test videos
 ``video_test_XXXXXXX`` with subset "validation", as in THUMOS-14. Everything is deterministic
 given the seed: video ``i`` of a split depends only on (seed, split, i) and the other parameters.
+``fps_cycle`` gives videos different frame rates (video ``i`` of a split runs at
+``fps_cycle[i % len(fps_cycle)]``), to test that seconds stay right per video; the json then
+states each video's own ``frame`` and ``duration``. :func:`segment_rows` lists the segments as
+rows of the CSV that ``pipelines/prepare_dataset.py`` reads.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class SyntheticSpec:
     gap_s: tuple[float, float] = (1.0, 5.0)  # pause between consecutive actions
     noise: int = 16  # per-pixel uniform noise amplitude (+-noise grey levels per channel); 16 at crf 23
     # gives ~3.7 MB per minute at 320x180, close to the 3.5 MB/min reference video of performance.md
+    fps_cycle: tuple[int, ...] = ()  # per-video frame rates (video i: fps_cycle[i % len]); () = all at fps
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad parameter."""
@@ -103,13 +108,23 @@ class SyntheticSpec:
              "action_duration_s must be (min, max) with 0 < min <= max"),
             (0 <= self.gap_s[0] <= self.gap_s[1], "gap_s must be (min, max) with 0 <= min <= max"),
             (0 <= self.noise <= 64, "noise must be in [0, 64]"),
+            (all(isinstance(f, int) and f >= 1 for f in self.fps_cycle), "fps_cycle values must be integers >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"synthetic data set: {message}; got {self}")
 
     def to_json(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Parameters as saved in synthetic_spec.json; an empty fps_cycle is left out, so data sets
+        generated before it existed still match their spec."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.fps_cycle:
+            del out["fps_cycle"]
+        return out
+
+    def video_fps(self, idx: int) -> int:
+        """Frame rate of video ``idx`` of a split."""
+        return self.fps_cycle[idx % len(self.fps_cycle)] if self.fps_cycle else self.fps
 
 
 # Built-in demo set: small and cheap to decode so a tiny model trains to a high mAP on 2 CPU cores
@@ -144,6 +159,7 @@ class VideoLayout:
     num_frames: int
     texture_seed: int
     instances: tuple[Instance, ...]
+    fps: int
 
 
 def _video_id(split: str, idx: int) -> tuple[str, str]:
@@ -156,9 +172,10 @@ def plan_video(spec: SyntheticSpec, split: str, idx: int) -> VideoLayout:
     """Deterministic layout of video ``idx`` of ``split`` ("train" or "test")."""
     split_code = {"train": 0, "test": 1}[split]
     rng = np.random.default_rng([spec.seed, split_code, idx])
+    fps = spec.video_fps(idx)
     duration = float(rng.uniform(*spec.duration_s)) if spec.duration_s[1] > spec.duration_s[0] else spec.duration_s[0]
-    num_frames = max(1, round(duration * spec.fps))
-    duration = num_frames / spec.fps
+    num_frames = max(1, round(duration * fps))
+    duration = num_frames / fps
     margin = min(0.5, duration / 10)
 
     spans: list[tuple[float, float]] = []
@@ -177,12 +194,12 @@ def plan_video(spec: SyntheticSpec, split: str, idx: int) -> VideoLayout:
     instances = []
     label = int(rng.integers(spec.num_classes))
     for s, e in spans:
-        f0 = round(s * spec.fps)
-        f1 = min(max(round(e * spec.fps), f0 + 1), num_frames)
+        f0 = round(s * fps)
+        f1 = min(max(round(e * fps), f0 + 1), num_frames)
         instances.append(Instance(label, f0, f1, tuple(rng.random(4).tolist())))
         if spec.num_classes > 1:  # next action: a uniformly drawn *different* class
             label = (label + int(rng.integers(1, spec.num_classes))) % spec.num_classes
-    return VideoLayout(*_video_id(split, idx), num_frames, int(rng.integers(2**31)), tuple(instances))
+    return VideoLayout(*_video_id(split, idx), num_frames, int(rng.integers(2**31)), tuple(instances), fps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +310,7 @@ class _Renderer:
             if not active.any():
                 continue
             f = frames[active].astype(np.float32)[:, None, None]
-            t = (f - inst.start_frame) / spec.fps
+            t = (f - inst.start_frame) / self.layout.fps
             u = (f - inst.start_frame) / max(inst.end_frame - inst.start_frame - 1, 1)
             mask = _mask(inst.label, self.xx, self.yy, t, u, inst.params, h, w)
             sub = clip[active]
@@ -347,7 +364,7 @@ def write_video(spec: SyntheticSpec, layout: VideoLayout, path: Path) -> int:
     os.close(fd)
     try:
         with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(spec.fps))
+            stream = container.add_stream("libx264", rate=Fraction(layout.fps))
             stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
             # mbtree off: x264's macroblock-tree rate control was measured to give different
             # bitstreams for identical input from run to run (even single-threaded); without it
@@ -363,7 +380,7 @@ def write_video(spec: SyntheticSpec, layout: VideoLayout, path: Path) -> int:
             for chunk in render_frames(spec, layout):
                 for img in chunk:
                     frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    frame.pts, frame.time_base = pts, Fraction(1, spec.fps)
+                    frame.pts, frame.time_base = pts, Fraction(1, layout.fps)
                     pts += 1
                     container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
@@ -446,10 +463,10 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
         for i, (layout, frames) in enumerate(zip(layouts, counts, strict=True)):
             database[layout.video_id] = {
                 "subset": layout.subset,
-                "duration": frames / spec.fps,
+                "duration": frames / layout.fps,
                 "frame": frames,
                 "annotations": [
-                    {"segment": [inst.start_frame / spec.fps, inst.end_frame / spec.fps],
+                    {"segment": [inst.start_frame / layout.fps, inst.end_frame / layout.fps],
                      "label": names[inst.label]}
                     for inst in layout.instances
                 ],
@@ -485,11 +502,13 @@ def generate_dataset(
     noise: int = 16,
     progress: Callable[[str], None] | None = None,
     workers: int = 1,
+    fps_cycle: tuple[int, ...] = (),
 ) -> Path:
     """Generate a synthetic THUMOS-like data set into ``out_dir``; return the annotation file.
 
     ``duration_s`` is a fixed length or a (min, max) range. Defaults: 320x180 at 30 fps like
-    THUMOS; ``generate_dataset(out, **asdict(DEMO_SPEC))`` gives the demo set.
+    THUMOS; ``generate_dataset(out, **asdict(DEMO_SPEC))`` gives the demo set. ``fps_cycle``
+    (e.g. (25, 30)) gives the videos of each split alternating frame rates instead of ``fps``.
     """
     if isinstance(duration_s, (int, float)):
         duration_s = (float(duration_s), float(duration_s))
@@ -498,7 +517,18 @@ def generate_dataset(
         duration_s=(float(duration_s[0]), float(duration_s[1])), fps=fps, width=width, height=height,
         seed=seed, crf=crf, bitrate_kbps=bitrate_kbps,
         action_duration_s=(float(action_duration_s[0]), float(action_duration_s[1])),
-        gap_s=(float(gap_s[0]), float(gap_s[1])), noise=noise,
+        gap_s=(float(gap_s[0]), float(gap_s[1])), noise=noise, fps_cycle=tuple(fps_cycle),
     )
     return generate_from_spec(out_dir, spec, progress, workers)
 
+
+
+def segment_rows(out_dir: str | os.PathLike, video_ext: str = "mp4") -> list[dict[str, str]]:
+    """The generated set's segments as CSV rows (video file name, start, end, label, split), the
+    input of ``pipelines/prepare_dataset.py``; split is "train" / "test". Seconds are written with
+    full precision (repr), so the CSV states exactly the json's segments."""
+    database = json.loads((Path(out_dir) / ANNOTATION_FILE).read_text(encoding="utf-8"))["database"]
+    split_of = {"training": "train", "validation": "test"}
+    return [{"video": f"{vid}.{video_ext}", "start": repr(float(a["segment"][0])), "end": repr(float(a["segment"][1])),
+             "label": a["label"], "split": split_of[info["subset"]]}
+            for vid, info in sorted(database.items()) for a in info["annotations"]]
