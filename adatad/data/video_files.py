@@ -1,0 +1,55 @@
+"""Finding a video file in a folder by the name a user wrote (with or without its extension).
+
+Why: a segment table names videos the way people do ("kitchen_01" or "kitchen_01.MP4"), while the
+loader builds paths as `video_dir/<id>.<video_ext>`. Resolving every name once, up front, turns a
+typo into one line naming the row instead of a decode failure an hour into training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Containers ffmpeg (hence decord) reads; matched case-insensitively on the file's suffix.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def index_video_dir(video_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """File stem -> the video files of that stem directly inside `video_dir` (sorted)."""
+    index: dict[str, list[Path]] = {}
+    root = Path(video_dir)
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if is_video_file(path) and path.is_file():
+            index.setdefault(path.stem, []).append(path)
+    return index
+
+
+def find_video(video_dir: str | os.PathLike, name: str, index: dict[str, list[Path]]) -> Path | str:
+    """The file `name` means inside `video_dir`, or why there is none (a phrase for a one-line message).
+
+    A name with a known video extension must exist as written; a name without one matches the
+    single file `<name>.<ext>` of any known extension. Names are file names, not paths.
+    """
+    root = Path(video_dir)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        return f"expected a file name inside {root}, not a path"
+    path = Path(name)
+    if path.suffix and is_video_file(path):
+        if (root / name).is_file():
+            return Path(os.path.abspath(root / name))
+        return f"file not found: {root / name}"
+    found = index.get(name, [])
+    if len(found) == 1:
+        return Path(os.path.abspath(found[0]))
+    if len(found) > 1:
+        return f"ambiguous: {', '.join(p.name for p in found)} in {root}; write the file name with its extension"
+    known = ", ".join(VIDEO_EXTENSIONS)
+    if path.suffix and (root / name).exists():
+        return f"unknown extension '{path.suffix}' (expected one of {known}; re-encode or rename the file)"
+    if path.suffix:
+        return f"no file '{name}.<ext>' in {root}, and '{path.suffix}' is not a video extension (expected one of {known})"
+    return f"no video file '{name}.<ext>' in {root} (extensions: {known})"
