@@ -2,9 +2,11 @@
 
     python pipelines/detect.py --checkpoint runs/synthetic/checkpoint_... --videos data/synthetic/videos
     python pipelines/detect.py --checkpoint CKPT --videos a.mp4 b.mkv --plot-dir plots --annotations GT.json
+    python pipelines/detect.py --checkpoint adatad_s_thumos.pth --config configs/thumos_videomae_s_768x1_160_adapter.yaml \
+        --videos DIR --out detections.json                          # OpenTAD's published weights
 
 Stages: list videos -> probe each with the decoder (Ray tasks: real frame count and fps; a video
-that cannot be opened goes straight to "errors") -> sliding test windows -> decode + test transform
+that cannot be opened goes straight to "errors") -> sliding test windows, each video decoded once
 on CPU actors (`pipelines.data.test_dataset`, the training-validation dataset) -> `Predict` actors
 (one GPU each when the cluster has GPUs and runtime.use_gpu is set, else CPU) with the EMA weights ->
 per-video merge + soft-NMS on the driver (`adatad.engine.validation.WindowCollector`, the training
@@ -16,6 +18,9 @@ validation code) -> one json, written atomically and readable by `pipelines/eval
 The model's settings (architecture, window, frame stride, crop) always come from the checkpoint;
 `--config` / `--set` may change only what does not change the model's input (runtime.*,
 model.inference.*, data.test_window_overlap, data.decode_threads, train.val_batch_size, train.amp).
+An OpenTAD checkpoint has no config: `--config` then describes its architecture as well
+(`adatad.models.trained.read_trained`). EMA weights by default, `--no-ema` for the plain ones.
+Ray's own output goes to `<out>.log` beside the json (`--verbose` shows it too).
 Bad input: one line on stderr and exit code 2. Exit code 1 when no video could be processed.
 """
 
@@ -44,10 +49,11 @@ from adatad.config import Config, ConfigError, config_from_dict, deep_merge, loa
 from adatad.data.annotations import AnnotationError, VideoRecord, load_class_names
 from adatad.data.sampling import sliding_windows
 from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
-from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
 from adatad.engine.validation import WindowCollector
 from adatad.evaluation import EvaluationInputError, load_ground_truth
+from adatad.models.trained import TrainedWeightsError, read_trained
 from adatad.postprocess import Detections
+from pipelines.console import Console, RunLog
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
 SUBSET = "detect"  # VideoRecord.subset of the videos given on the command line
@@ -68,11 +74,14 @@ class DetectInputError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
-                   help="checkpoint.pt, a Ray checkpoint folder holding one, or a run folder (latest checkpoint)")
+                   help="checkpoint.pt, a Ray checkpoint folder holding one, a run folder (latest checkpoint), "
+                        "or an OpenTAD .pth (with --config)")
+    p.add_argument("--no-ema", action="store_true", help="use the plain weights instead of the EMA ones")
     p.add_argument("--videos", required=True, nargs="+", metavar="DIR_OR_FILE",
                    help=f"video files and/or folders (a folder: its files ending in {', '.join(VIDEO_EXTENSIONS)})")
     p.add_argument("--config", default=None,
-                   help="YAML whose runtime and model.inference groups replace the checkpoint's")
+                   help="YAML whose runtime and model.inference groups replace the checkpoint's (for an OpenTAD "
+                        "checkpoint: its whole model)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a detection-time setting, e.g. --set runtime.val_decode_actors=2 (repeatable)")
     p.add_argument("--cluster", default="local",
@@ -93,22 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode actors (default: runtime.val_decode_actors)")
     p.add_argument("--predict-actors", type=int, default=None,
                    help="model actors (default: one per GPU, or 1 without GPUs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's own output")
     return p
 
 
 # ---------------------------------------------------------------- inputs: checkpoint, config, classes, videos
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """checkpoint.pt / checkpoint folder as given; a run folder -> its latest `checkpoint_*` folder."""
-    path = Path(path)
-    if path.is_dir() and not (path / CHECKPOINT_FILE).is_file():
-        found = sorted(p for p in path.glob("checkpoint_*") if (p / CHECKPOINT_FILE).is_file())
-        if found:
-            return found[-1]
-        raise DetectInputError(f"--checkpoint {path}: neither {CHECKPOINT_FILE} nor checkpoint_* folders inside")
-    return path
 
 
 def _changeable(key_path: str) -> bool:
@@ -261,8 +260,8 @@ class Predict:
         frames, masks = batch["frames"], batch["masks"]
         if len(rows) < n:  # fancy indexing copies, so only when some window failed
             frames, masks = frames[rows], masks[rows]
-        frames = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        masks = torch.from_numpy(np.ascontiguousarray(masks)).to(self.device)
+        frames = torch.from_numpy(frames).to(self.device)  # writable: map_batches(zero_copy_batch=False)
+        masks = torch.from_numpy(masks).to(self.device)
         with torch.no_grad(), autocast(self.device, self.amp):
             dets = self.model.predict(frames, masks, pre_nms_thresh=self.pre_nms_thresh,
                                       pre_nms_topk=self.pre_nms_topk)
@@ -300,6 +299,9 @@ def build_dataset(cfg: Config, records: list[VideoRecord], state_ref: Any, actor
                                "threads": 0 if gpus else max(1, int(cpus))},
         batch_size=cfg.train.val_batch_size,
         batch_format="numpy",
+        # Ray's zero-copy batches are read-only views, which torch.from_numpy warns about (it cannot
+        # mark a tensor read-only); a writable copy of the window costs a memcpy next to the model.
+        zero_copy_batch=False,
         compute=ActorPoolStrategy(size=actors),
         num_gpus=gpus,
         num_cpus=cpus,
@@ -338,12 +340,17 @@ def merge_one(index: int, windows: list[_Window], records: list[VideoRecord], cl
     return collector.results(records, class_names, inference)["results"][records[index].video_id]
 
 
-def _first_arrival(batches: Iterator[dict[str, np.ndarray]], marks: list[tuple[float, int]]
+def _first_arrival(batches: Iterator[dict[str, np.ndarray]], marks: list[tuple[float, int]], bar=None
                    ) -> Iterator[dict[str, np.ndarray]]:
-    """Pass batches through, noting (time, rows) of the first one for the throughput stats."""
+    """Pass batches through, noting (time, rows) of the first one for the throughput stats and
+    moving the progress bar by the windows that arrived."""
+    done = 0
     for batch in batches:
         if not marks:
             marks.append((time.perf_counter(), len(batch["count"])))
+        done += len(batch["count"])
+        if bar is not None:
+            bar.update(done)
         yield batch
 
 
@@ -424,7 +431,7 @@ class DetectPlan:
     """Everything checked before Ray starts: a bad input fails in a second with one line."""
 
     checkpoint: Path
-    state: dict[str, Any]  # model, ema and config of the checkpoint (no optimizer state)
+    state: dict[str, Any]  # `TrainedModel.state`: the chosen weights, config and class names
     cfg: Config
     inference: Any  # adatad.config.InferenceConfig with --min-score / --top-k applied
     class_names: list[str]
@@ -436,14 +443,15 @@ class DetectPlan:
 def plan_detection(args: argparse.Namespace) -> DetectPlan:
     from adatad.models.build import model_from_checkpoint
 
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    base = load_config(args.config) if args.config else None  # an OpenTAD file's architecture
     try:
-        state = read_checkpoint(checkpoint)
+        file = read_trained(args.checkpoint, base, use_ema=not args.no_ema)
+        state = file.state
         stored_names = list(state.get("class_names") or [])
-        state = {key: state[key] for key in ("model", "ema", "config") if key in state}
         _, trained = model_from_checkpoint(state)  # fails here, not in an actor, if the weights do not fit
-    except (FileNotFoundError, ValueError) as exc:
+    except (TrainedWeightsError, ValueError) as exc:
         raise DetectInputError(f"--checkpoint: {exc}") from None
+    checkpoint = file.path
     cfg = detection_config(trained, args.config, args.overrides)
     inference = dataclasses.replace(
         cfg.model.inference,
@@ -467,19 +475,27 @@ def plan_detection(args: argparse.Namespace) -> DetectPlan:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole detection; Ray is connected here unless it already is. Returns the written json plus
     `stats` (videos, windows, seconds, windows_per_s, first_batch_s, steady_windows_per_s) and `plots`."""
+    plan = plan_detection(args)
+    log = RunLog(Path(args.out).with_suffix(".log"), verbose=args.verbose).attach()
+    try:
+        return _detect(args, plan, Console(log, quiet=args.quiet), log)
+    finally:
+        log.close()
+
+
+def _detect(args: argparse.Namespace, plan: DetectPlan, console: Console, log: RunLog) -> dict[str, Any]:
     import ray
 
     from pipelines.cluster import connect
 
-    plan = plan_detection(args)
     cfg, state, class_names, paths = plan.cfg, plan.state, plan.class_names, plan.paths
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    say(f"checkpoint {plan.checkpoint}; {len(class_names)} classes from {plan.class_source}; {len(paths)} videos")
-
+    console.say(f"checkpoint {plan.checkpoint}; {len(class_names)} classes from {plan.class_source}; "
+                f"{len(paths)} videos; full log: {log.path}")
     resources = connect(args.cluster, cfg.runtime.local_num_cpus, None, cfg.runtime.object_store_memory_mb)
+    log.attach_ray()
     context = ray.data.DataContext.get_current()
     bars = context.enable_progress_bars
-    context.enable_progress_bars = bars and not args.quiet
+    context.enable_progress_bars = args.verbose
     start = time.perf_counter()
     arrival: list[tuple[float, int]] = []
     try:
@@ -490,12 +506,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             actors, gpus, cpus = predict_resources(cfg, resources.get("GPU", 0.0), args.predict_actors)
             needed = actors * cpus + cfg.runtime.val_decode_actors * cfg.runtime.decode_actor_cpus
             if needed > resources.get("CPU", 0.0):
-                print(f"warning: the actors ask for {needed:g} CPUs but the cluster has {resources.get('CPU', 0):g}; "
-                      "they wait for an autoscaler (lower runtime.cpus_per_worker, --decode-actors or "
-                      "runtime.decode_actor_cpus otherwise)", file=sys.stderr, flush=True)
+                console.warn(f"the actors ask for {needed:g} CPUs but the cluster has {resources.get('CPU', 0):g}; "
+                             "they wait for an autoscaler (lower runtime.cpus_per_worker, --decode-actors or "
+                             "runtime.decode_actor_cpus otherwise)")
+            d = cfg.data
+            total = sum(len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap)) for r in records)
             ds = build_dataset(cfg, records, ray.put(state), actors, gpus, cpus)
-            batches = _first_arrival(ds.iter_batches(batch_size=None, batch_format="numpy"), arrival)
-            results, decode_errors, windows = collect(batches, records, class_names, cfg, plan.inference)
+            bar = console.progress(total, "detect")
+            batches = _first_arrival(ds.iter_batches(batch_size=None, batch_format="numpy"), arrival, bar)
+            try:
+                results, decode_errors, windows = collect(batches, records, class_names, cfg, plan.inference)
+            finally:
+                bar.close()
             errors.update(decode_errors)
     finally:
         context.enable_progress_bars = bars
@@ -511,9 +533,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stats["first_batch_s"] = round(first_s, 3)
         if windows > first_n and seconds > first_s:
             stats["steady_windows_per_s"] = round((windows - first_n) / (seconds - first_s), 3)
-    say(f"{len(results)} videos detected, {len(errors)} failed; {windows} windows in {seconds:.1f} s "
-        f"({stats['windows_per_s']:.2f} windows/s); wrote {args.out}"
-        + (f" and {len(plots)} timelines in {args.plot_dir}" if plots else ""))
+    console.say(f"{len(results)} videos detected, {len(errors)} failed; {windows} windows in {seconds:.1f} s "
+                f"({stats['windows_per_s']:.2f} windows/s); wrote {args.out}"
+                + (f" and {len(plots)} timelines in {args.plot_dir}" if plots else ""))
     for vid, message in sorted(errors.items()):
         print(f"failed: {vid}: {message}", file=sys.stderr)
     return {**output, "stats": stats, "plots": [str(p) for p in plots]}

@@ -169,14 +169,18 @@ def test_top_k_and_min_score_go_through_the_evaluation_merge(tmp_path: Path) -> 
 
 
 def test_a_run_folder_resolves_to_its_latest_checkpoint(tmp_path: Path) -> None:
+    from adatad.models.trained import TrainedWeightsError, resolve_trained_path
+
     for name in ("checkpoint_2026-01-01_10-00-00.1", "checkpoint_2026-01-01_11-00-00.1"):
         (tmp_path / name).mkdir()
         (tmp_path / name / CHECKPOINT_FILE).write_bytes(b"x")
-    assert detect.resolve_checkpoint(tmp_path) == tmp_path / "checkpoint_2026-01-01_11-00-00.1"
-    assert detect.resolve_checkpoint(tmp_path / "checkpoint_2026-01-01_10-00-00.1" / CHECKPOINT_FILE).is_file()
+    assert resolve_trained_path(tmp_path) == tmp_path / "checkpoint_2026-01-01_11-00-00.1" / CHECKPOINT_FILE
+    assert resolve_trained_path(tmp_path / "checkpoint_2026-01-01_10-00-00.1" / CHECKPOINT_FILE).is_file()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(detect.DetectInputError, match="neither checkpoint.pt nor checkpoint_"):
-        detect.resolve_checkpoint(tmp_path / "empty")
+    with pytest.raises(TrainedWeightsError, match="neither checkpoint.pt nor checkpoint_"):
+        resolve_trained_path(tmp_path / "empty")
+    code = detect.main(["--checkpoint", str(tmp_path / "empty"), "--videos", str(tmp_path)])
+    assert code == detect.EXIT_BAD_INPUT
 
 
 def test_detection_config_only_changes_what_the_model_does_not_see(tmp_path: Path) -> None:
