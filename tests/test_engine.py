@@ -146,6 +146,11 @@ def test_init_from_a_project_checkpoint_and_a_misfit_is_one_line(tmp_path, one_t
         if name != "head.heads.scales.2.scale":
             assert torch.equal(a, b), name
 
+    gone = _tiny_cfg([f"model.init_from={tmp_path / 'moved.pth'}", "model.backbone.allow_random_init=false"])
+    with pytest.raises(TrainedWeightsError, match="model.init_from: .*moved.pth: trained model file does not exist"):
+        build_training_state(gone, steps_per_epoch=1, device=torch.device("cpu"))
+    build_training_state(gone, steps_per_epoch=1, device=torch.device("cpu"), load_init_from=False)  # resuming
+
     wider = _tiny_cfg([f"model.init_from={run}", "model.head.num_classes=5"])
     with pytest.raises(TrainedWeightsError) as info:
         build_training_state(wider, steps_per_epoch=1, device=torch.device("cpu"))

@@ -256,6 +256,18 @@ def test_files_without_the_module_prefix_load(rows, compact, cfg, tmp_path) -> N
             assert trained.state["model"][ours][index].item() == planted
 
 
+def test_class_names_come_from_the_class_map_of_the_config(compact, cfg, tmp_path) -> None:
+    path = save(published(with_prefix(compact)), tmp_path / "zoo.pth")
+    assert len(read_trained(path, cfg).state["class_names"]) == 20  # configs/thumos14_classes.txt
+    elsewhere = load_config(THUMOS, RANDOM_BACKBONE + [f"data.class_map_file={tmp_path / 'absent.txt'}"])
+    assert read_trained(path, elsewhere).state["class_names"] == []  # the caller looks elsewhere
+    three = tmp_path / "three.txt"
+    three.write_text("a\nb\nc\n")
+    short = load_config(THUMOS, RANDOM_BACKBONE + [f"data.class_map_file={three}"])
+    assert f"data.class_map_file {three} lists 3 classes, but model.head.num_classes is 20" in one_line_error(
+        path, short)
+
+
 # ---------------------------------------------------------------- bad files
 
 

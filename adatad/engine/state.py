@@ -65,15 +65,18 @@ class TrainingState:
         self.history = list(state["history"])
 
 
-def build_training_state(cfg: Config, steps_per_epoch: int, device: torch.device) -> TrainingState:
+def build_training_state(cfg: Config, steps_per_epoch: int, device: torch.device,
+                         load_init_from: bool = True) -> TrainingState:
     """A fresh run's state; with `model.init_from` the model starts from that file's (EMA) weights.
 
     The weights are loaded before the EMA is created, so the EMA starts from them too. A resumed
-    run loads its own checkpoint over all of this afterwards (`TrainingState.load_state_dict`).
+    run loads its own checkpoint over all of this afterwards (`TrainingState.load_state_dict`);
+    it may pass load_init_from=False, so the init file is neither read again nor needed any more.
     """
     t = cfg.train
+    init_from = cfg.model.init_from if load_init_from else None
     model = build_model(_without_backbone_file(cfg) if cfg.model.init_from else cfg)
-    if cfg.model.init_from:
+    if init_from:
         load_init_weights(model, cfg)
     model = model.to(device)
     groups = build_param_groups(model, base_lr=t.lr, adapter_lr=t.adapter_lr, weight_decay=t.weight_decay)

@@ -12,7 +12,6 @@ every shape equal -- before any weight is used, and problems are one line naming
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -42,6 +41,7 @@ RUN_CHECKPOINT_GLOB = "checkpoint_*"  # Ray's checkpoint folders in a run folder
 EMA_PREFIX = "module."  # torch AveragedModel's state dict: module.<model key> + n_averaged
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
+_REFERENCES: dict[str, tuple[Shapes, Tensor]] = {}  # `_reference` cache, by architecture
 
 
 class TrainedWeightsError(ValueError):
@@ -109,28 +109,31 @@ def load_weights(model: nn.Module, weights: Mapping[str, Tensor], source: str) -
 
 def describe_misfit(reference: Shapes, weights: Mapping[str, Tensor], unexpected: Sequence[str] = (),
                     sources: Mapping[str, str] | None = None) -> str:
-    """"" when `weights` has exactly the reference's keys and shapes; else one line naming the keys.
+    """Empty when `weights` has exactly the reference's keys, shapes and usable dtypes; else one line
+    naming the offending keys (the first few of each kind, and how many).
 
     `unexpected`: extra file keys found by the caller (e.g. ones no rename rule knows); `sources`
-    names the file key of each of our keys, so shape problems point into the file.
+    names the file key of each of our keys, so problems point into the file.
     """
     sources = sources or {}
     missing = [k for k in reference if k not in weights]
     extra = list(unexpected) + [sources.get(k, k) for k in weights if k not in reference]
-    known = [(k, v) for k, v in weights.items() if k in reference]
+    known = [(k, v) for k, v in weights.items() if k in reference and isinstance(v, Tensor)]
+    not_tensors = [sources.get(k, k) for k, v in weights.items() if k in reference and not isinstance(v, Tensor)]
     shaped = [f"{sources.get(k, k)}: file {list(v.shape)} vs model {list(reference[k][0])}"
               for k, v in known if tuple(v.shape) != reference[k][0]]
     typed = [f"{sources.get(k, k)}: file {v.dtype} vs model {reference[k][1]}"
              for k, v in known if not _castable(v.dtype, reference[k][1])]
     parts = [f"{len(keys)} {what} {_listing(keys)}" for what, keys in (
-        ("missing", missing), ("unexpected", extra), ("of another shape", shaped), ("of another dtype", typed))
-        if keys]
+        ("missing", missing), ("unexpected", extra), ("of another shape", shaped), ("of another dtype", typed),
+        ("not tensors", not_tensors)) if keys]
     return "; ".join(parts)
 
 
 def cast_like(reference: Shapes, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Weights in the reference's order and dtypes (e.g. OpenTAD's int64 EMA loss_normalizer -> float32)."""
-    return {k: weights[k].to(dtype) if weights[k].dtype != dtype else weights[k] for k, (_, dtype) in reference.items()}
+    return {k: weights[k] if weights[k].dtype == dtype else weights[k].to(dtype)
+            for k, (_, dtype) in reference.items()}
 
 
 def _castable(src: torch.dtype, dst: torch.dtype) -> bool:
@@ -179,12 +182,12 @@ def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) 
     except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError
         raise TrainedWeightsError(f"{path}: its config is not valid here ({exc})") from None
     weights, which = raw["model"], "model"
-    if use_ema and raw.get("ema"):
+    if use_ema and isinstance(raw.get("ema"), Mapping) and raw["ema"]:
         weights = {k.removeprefix(EMA_PREFIX): v for k, v in raw["ema"].items() if k.startswith(EMA_PREFIX)}
         which = "ema"
     if not isinstance(weights, Mapping):
         raise TrainedWeightsError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict")
-    reference, _ = _reference(_architecture_key(cfg))
+    reference, _ = _reference(cfg)
     problem = describe_misfit(reference, weights)
     if problem:
         raise TrainedWeightsError(f"{path}: {which} weights do not fit the model its config describes: {problem}")
@@ -197,7 +200,7 @@ def _read_opentad_checkpoint(path: Path, raw: Mapping[str, Any], cfg: Config, us
     try:
         state, which = select_opentad_weights(raw, use_ema)
         conversion = convert_opentad_state_dict(state)
-        reference, pos_table = _reference(_architecture_key(cfg))
+        reference, pos_table = _reference(cfg)
         problem = describe_misfit(reference, conversion.weights, conversion.unmapped, conversion.sources)
         if problem:
             raise OpenTADCheckpointError(f"OpenTAD '{WEIGHT_ENTRIES[which]}' does not fit the model of config "
@@ -206,11 +209,11 @@ def _read_opentad_checkpoint(path: Path, raw: Mapping[str, Any], cfg: Config, us
     except OpenTADCheckpointError as exc:
         raise TrainedWeightsError(f"{path}: {exc}") from None
     state_out = {"model": cast_like(reference, conversion.weights), "ema": None, "config": cfg.to_dict(),
-                 "class_names": _config_class_names(cfg)}
+                 "class_names": _config_class_names(cfg, path)}
     return TrainedModel(path=path, kind="opentad", weights=which, state=state_out)
 
 
-def _config_class_names(cfg: Config) -> list[str]:
+def _config_class_names(cfg: Config, path: Path) -> list[str]:
     """The names of `data.class_map_file` when that file exists here (its line order is the model's
     class index order, as OpenTAD's category_idx.txt), else [] -- the caller then finds them elsewhere."""
     if not cfg.data.class_map_file:
@@ -221,28 +224,31 @@ def _config_class_names(cfg: Config) -> list[str]:
     try:
         names = load_class_names("", class_map)
     except AnnotationError as exc:
-        raise TrainedWeightsError(f"data.class_map_file: {exc}") from None
+        raise TrainedWeightsError(f"{path}: data.class_map_file of the config: {exc}") from None
     if len(names) != cfg.model.head.num_classes:
-        raise TrainedWeightsError(f"data.class_map_file: {class_map} lists {len(names)} classes, but "
+        raise TrainedWeightsError(f"{path}: data.class_map_file {class_map} lists {len(names)} classes, but "
                                   f"model.head.num_classes is {cfg.model.head.num_classes}")
     return names
 
 
-def _architecture_key(cfg: Config) -> str:
-    """The config as JSON, minus what does not change the model's tensors (where weights come from)."""
-    raw = cfg.to_dict()
-    raw["model"]["backbone"].update(checkpoint=None, allow_random_init=True)
-    raw["model"]["init_from"] = None
-    return json.dumps(raw, sort_keys=True)
-
-
-@functools.lru_cache(maxsize=4)
-def _reference(architecture: str) -> tuple[Shapes, Tensor]:
-    """Keys, shapes and dtypes of the model a config builds, and its ViT's sinusoid table.
+def _reference(cfg: Config) -> tuple[Shapes, Tensor]:
+    """Keys, shapes and dtypes of the model `cfg` builds, and its ViT's sinusoid table.
 
     Building the full model takes seconds and ~200 MB, so only these small facts are kept, once
-    per architecture.
+    per architecture (the model group and the window length: what `build_model` reads). The random
+    init runs on a forked RNG: reading a file must not shift the caller's random stream.
     """
-    model = build_model(config_from_dict(json.loads(architecture)))
-    shapes = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    return shapes, model.encoder.backbone.pos_table.clone()
+    model_group = cfg.to_dict()["model"]
+    model_group["backbone"].update(checkpoint=None, allow_random_init=True)  # where weights come from
+    model_group["init_from"] = None
+    key = json.dumps({"model": model_group, "window_size": cfg.data.window_size}, sort_keys=True)
+    if key not in _REFERENCES:
+        raw = cfg.to_dict()
+        raw["model"] = model_group
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(config_from_dict(raw))
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+        while len(_REFERENCES) >= 4:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[key] = (shapes, model.encoder.backbone.pos_table.clone())
+    return _REFERENCES[key]
