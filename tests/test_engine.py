@@ -33,7 +33,7 @@ def test_warmup_then_cosine_matches_formula() -> None:
             progress = (it - warm * spe) / ((total - warm) * spe)
             expected = eta + (base - eta) * 0.5 * (1 + math.cos(math.pi * progress))
         assert lr == pytest.approx(expected, rel=1e-9, abs=1e-15)
-    # The official recipe stops at epoch 60 of a 100-epoch cosine: lr there is ~0.377 x base (spec §7).
+    # The official recipe stops at epoch 60 of a 100-epoch cosine: lr there is ~0.377 x base (docs/recipe.md section 7).
     assert lrs[599] / base == pytest.approx(0.377, abs=0.01)
 
 
