@@ -128,22 +128,30 @@ def load_test_split(cfg: Config) -> tuple[list[VideoRecord], list[str]]:
     return load_subset(cfg, cfg.data.test_subset, class_names), class_names
 
 
-def check_backbone_checkpoint(cfg: Config) -> None:
-    """Load the configured VideoMAE file into a model here, before Ray starts (one-line error).
+def check_initial_weights(cfg: Config, resumed: bool = False) -> None:
+    """Load the configured VideoMAE file (or `model.init_from`) here, before Ray starts (one-line error).
 
     Training builds the model inside a Ray worker, where a wrong path or architecture would only
-    surface after the cluster, datasets and workers are up. Building the model once on the driver
-    costs a few seconds and runs the exact loading code the workers run.
+    surface after the cluster, datasets and workers are up. Reading the file once on the driver
+    costs a few seconds and runs the exact loading code the workers run. A resumed run starts from
+    its own checkpoint and needs neither file.
     """
-    if not cfg.model.backbone.checkpoint:
-        return
     from adatad.models.build import build_model
+    from adatad.models.trained import TrainedWeightsError, read_trained
     from adatad.models.videomae import CheckpointError
 
-    try:
-        build_model(cfg)
-    except (FileNotFoundError, CheckpointError) as exc:
-        raise UsageError(f"model.backbone.checkpoint: {exc}") from None
+    if resumed:
+        return
+    if cfg.model.init_from:
+        try:
+            read_trained(cfg.resolve_path(cfg.model.init_from), cfg)
+        except TrainedWeightsError as exc:
+            raise UsageError(f"model.init_from: {exc}") from None
+    elif cfg.model.backbone.checkpoint:
+        try:
+            build_model(cfg)
+        except (FileNotFoundError, CheckpointError) as exc:
+            raise UsageError(f"model.backbone.checkpoint: {exc}") from None
 
 
 def count_windows(cfg: Config, records: list[VideoRecord]) -> int:
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
                 return 2
-        check_backbone_checkpoint(plan.cfg)
+        check_initial_weights(plan.cfg, plan.resumed)
         log = RunLog(plan.run_dir / LOG_FILE, verbose=args.verbose).attach()
         console = Console(log)
         cfg = plan.cfg

@@ -167,8 +167,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     per_worker = cfg.train.batch_size // world
     steps = max(1, math.ceil(loop_config["num_train_videos"] / world / per_worker))
 
-    state = build_training_state(cfg, steps_per_epoch=steps, device=device)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # a resumed run's weights replace any model.init_from
+    state = build_training_state(cfg, steps_per_epoch=steps, device=device, load_init_from=checkpoint is None)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state.load_state_dict(read_checkpoint(directory))

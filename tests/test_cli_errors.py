@@ -208,7 +208,7 @@ def test_bad_backbone_checkpoint_fails_before_ray(name: str, message: str, check
                                                   capsys) -> None:
     path = checkpoints.get(name, tmp_path / "missing.pth")
     rc, out, err = _main([*tiny_args, "--set", f"model.backbone.checkpoint={path}", "--skip-data-check"], capsys)
-    assert rc == 2 and "Ray cluster" not in out
+    assert rc == 2 and "local Ray" not in out
     line = _one_line_error(err)
     assert line.startswith("error: model.backbone.checkpoint: " + message.format(path=path)), line
     if name == "shallow":
@@ -218,7 +218,17 @@ def test_bad_backbone_checkpoint_fails_before_ray(name: str, message: str, check
 def test_good_backbone_checkpoint_passes_the_early_check(checkpoints, tiny_data, tmp_path) -> None:
     cfg = tiny_config(tiny_data, tmp_path / "runs", tmp_path / "db",
                       extra=[f"model.backbone.checkpoint={checkpoints['good']}"])
-    train.check_backbone_checkpoint(cfg)  # raises on any problem
+    train.check_initial_weights(cfg)  # raises on any problem
+
+
+def test_bad_init_from_fails_before_ray(checkpoints, tiny_args, tmp_path, capsys) -> None:
+    """model.init_from is read on the driver first: a VideoMAE file there is not a trained detector."""
+    rc, out, err = _main([*tiny_args, "--set", f"model.init_from={checkpoints['good']}", "--skip-data-check"],
+                         capsys)
+    assert rc == 2 and "local Ray" not in out
+    line = _one_line_error(err)
+    assert line.startswith(f"error: model.init_from: {checkpoints['good']}: neither an adatad checkpoint"), line
+    assert not list((tmp_path).glob("**/train.log"))  # no run folder for a run that never started
 
 
 def test_training_checkpoint_reader_refuses_bad_files(checkpoints, tmp_path) -> None:

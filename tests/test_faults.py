@@ -180,14 +180,17 @@ def _session_processes(session: int) -> list[int]:
 
 
 def test_killed_driver_resumes_with_resume_flag(tiny_data: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole `train.py` process group mid-epoch 1, then rerun the command with --resume."""
+    """SIGKILL the whole `train.py` process group mid-epoch 1, then rerun the command with --resume.
+
+    The first run also shows that `--verbose` keeps Ray's own output on the console."""
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
     sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + FAST for a in ("--set", o)]
     command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "killed",
                "--skip-data-check", *sets]
     run_dir = storage / "killed"
     log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen([*command, "--verbose"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
     try:
         _wait_for(lambda: 0 in _registered_epochs(run_dir), 400, "the checkpoint of epoch 0",
                   alive=lambda: first.poll() is None)
@@ -200,11 +203,14 @@ def test_killed_driver_resumes_with_resume_flag(tiny_data: Path, tmp_path: Path)
             os.killpg(first.pid, signal.SIGKILL)
         log.close()
     assert not (run_dir / "history.json").exists()  # the killed run never finished
+    verbose = (tmp_path / "first.log").read_text()
+    assert "Execution plan of Dataset" in verbose and "(RayTrainWorker pid=" in verbose  # Ray's own lines
 
     second = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resumed from the checkpoint of epoch 0" in second.stdout + second.stderr
     assert "done: 2 epochs" in second.stdout
+    assert "Execution plan" not in second.stdout + second.stderr  # without --verbose: in train.log only
     _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=6)
 
 
