@@ -122,7 +122,8 @@ class Report:
     def markdown(self) -> str:
         lines = ["# GPU check: AdaTAD full-size recipe", "", *[f"- {h}" for h in self.header], "",
                  "| part | setting | time | throughput | peak memory | status |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.part} | {r.setting} | {r.time} | {r.throughput} | {r.memory} | {r.status} |"
+        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in
+                                    (r.part, r.setting, r.time, r.throughput, r.memory, r.status)) + " |"
                   for r in self.rows]
         if self.notes:
             lines += ["", "Notes:", "", *[f"- {n}" for n in self.notes]]
@@ -488,7 +489,8 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
         header = environment_lines(args.dry_run)
     except Exception as exc:  # noqa: BLE001 - a broken driver shows up in the parts too; still write the table
         header = [f"device: {device} (could not be described: {first_line(exc)})"]
-    header.append(f"recipe: {source}; random backbone weights; ViT embed {b.embed_dim} x {b.depth} blocks, "
+    shrunk = " shrunk for the dry run" if args.dry_run else ""
+    header.append(f"recipe: {source}{shrunk}; random backbone weights; ViT embed {b.embed_dim} x {b.depth} blocks, "
                   f"adapters ({b.adapter_type}) in {'all' if b.adapter_layers is None else b.adapter_layers} blocks; "
                   f"window {cfg.data.window_size} frames x {cfg.data.crop_size} px; AMP fp16 {cfg.train.amp} "
                   f"(GradScaler on CUDA), AdamW param groups, EMA {cfg.train.ema}")
