@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.force:
         if dataset_is_complete(out, spec):
             print(f"{out}: complete data set with these parameters already there; skipping (--force regenerates)")
-            write_csv(out, args.csv)
+            write_csv(args.out, args.csv)
             return 0
         old = saved_spec(out)
         if dataset_is_complete(out) and old is not None:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(videos)} videos ({size_mb:.1f} MB, {spec.width}x{spec.height} @ {rates} fps, "
           f"{spec.num_classes} classes) + {ann.name} + {CLASS_MAP_FILE} to {out} in {elapsed:.1f} s "
           f"({args.workers} worker{'s' if args.workers > 1 else ''})")
-    write_csv(out, args.csv)
+    write_csv(args.out, args.csv)
     return 0
 
 

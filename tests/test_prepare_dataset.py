@@ -110,7 +110,7 @@ def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, t
     storage = tmp_path / "runs"
     cfg = load_config(config_file, ["data.window_size=64", "train.epochs=2", "train.schedule_epochs=3",
                                     "train.warmup_epochs=1", "train.batch_size=2", "train.val_interval=1",
-                                    "train.val_start_epoch=0", f"runtime.storage_path={storage}",
+                                    "train.val_start_epoch=1", f"runtime.storage_path={storage}",
                                     f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     assert cfg.model.head.num_classes == 3 and cfg.name == "own" and cfg.tracking.experiment_name == "adatad-own"
     summary = run_training(RunPlan(cfg=cfg, run_name="own", storage=storage, resumed=False), quiet=True)
