@@ -11,7 +11,7 @@ high-contrast shape whose shape, colour and motion are unique to ``k`` (see :dat
 it is drawn on exactly the frames ``f`` with ``round(start*fps) <= f < round(end*fps)``, and the
 annotation is ``[f0/fps, f1/fps]``.
 
-Layout written (OpenTAD THUMOS layout, spec section 1)::
+Layout written (OpenTAD THUMOS layout, docs/recipe.md section 1)::
 
     out_dir/videos/<video_id>.mp4
     out_dir/category_idx.txt        one class name per line, index order
@@ -89,7 +89,7 @@ class SyntheticSpec:
     action_duration_s: tuple[float, float] = (1.5, 6.0)
     gap_s: tuple[float, float] = (1.0, 5.0)  # pause between consecutive actions
     noise: int = 16  # per-pixel uniform noise amplitude (+-noise grey levels per channel); 16 at crf 23
-    # gives ~3.7 MB per minute at 320x180, close to the 3.5 MB/min reference video of performance.md
+    # gives ~3.7 MB per minute at 320x180, close to a real 320x180 THUMOS video (about 3.5 MB per minute)
     fps_cycle: tuple[int, ...] = ()  # per-video frame rates (video i: fps_cycle[i % len]); () = all at fps
 
     def validate(self) -> None:
