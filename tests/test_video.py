@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from adatad.data import video
-from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
+from adatad.data.video import VideoDecodeError, VideoInfo, VideoStream, probe_video, read_frames
 
 NUM_FRAMES, HEIGHT, WIDTH, FPS = 40, 48, 64, 25
 LEVEL_STEP = 6  # frame i is a flat grey image of level 6 * i, so its content names its index
@@ -160,6 +160,11 @@ def test_no_file_handles_leak_over_many_calls(videos):
             read_frames(videos["noise_faststart_half"], np.arange(120))
         with pytest.raises(VideoDecodeError):
             read_frames(videos["text"], np.arange(2))
+    for i in range(20):
+        with VideoStream(videos["grey"]) as stream:
+            stream.read(np.array([i, i + 1]))
+        with pytest.raises(VideoDecodeError), VideoStream(videos["noise_faststart_half"]) as stream:
+            stream.read(np.arange(120))
     assert _open_fds() == before
 
 
@@ -170,3 +175,58 @@ def test_importing_the_decoder_keeps_cpu_blas_working():
             "cv2.gemm(np.random.rand(64, 64), np.random.rand(64, 64), 1, None, 0); print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# VideoStream: one reader, ascending reads
+
+
+def test_stream_reads_in_chunks_equal_read_frames(videos):
+    indices = np.arange(0, 120, 3)
+    with VideoStream(videos["noise"], batch_frames=5) as stream:
+        assert (stream.num_frames, stream.fps) == (120, float(FPS))
+        assert stream.key_indices[0] == 0 and len(stream.key_indices) > 5  # a keyframe every 8 frames
+        chunks = [stream.read(indices[i:i + 7]) for i in range(0, len(indices), 7)]
+    np.testing.assert_array_equal(np.concatenate(chunks), read_frames(videos["noise"], indices))
+
+
+def test_stream_clamps_repeats_and_refuses_to_go_back(videos):
+    with VideoStream(videos["grey"]) as stream:
+        first = stream.read(np.array([-3, 0, 0, 5]))
+        assert [_frame_index(f) for f in first] == [0, 0, 0, 5]
+        again = stream.read(np.array([5, 5, 6]))  # may start where the last read ended
+        assert [_frame_index(f) for f in again] == [5, 5, 6]
+        tail = stream.read(np.array([NUM_FRAMES - 1, NUM_FRAMES + 10]))
+        assert [_frame_index(f) for f in tail] == [NUM_FRAMES - 1] * 2
+        with pytest.raises(ValueError, match="must move forward"):
+            stream.read(np.array([3]))
+        with pytest.raises(ValueError, match="must move forward"):
+            stream.read(np.array([NUM_FRAMES - 1, NUM_FRAMES - 2]))
+    with pytest.raises(ValueError, match="closed"):
+        stream.read(np.array([NUM_FRAMES - 1]))
+
+
+def test_stream_bad_arguments(videos):
+    with pytest.raises(ValueError, match="num_threads"):
+        VideoStream(videos["grey"], num_threads=-1)
+    with pytest.raises(ValueError, match="batch_frames and min_jump"):
+        VideoStream(videos["grey"], batch_frames=0)
+    with VideoStream(videos["grey"]) as stream, pytest.raises(ValueError, match="indices"):
+        stream.read(np.array([], np.int64))
+
+
+@pytest.mark.parametrize(("name", "reason"), [("empty", "empty"), ("text", "cannot open as a video"),
+                                              ("noise_half", "cannot open as a video")])
+def test_stream_unreadable_files_raise_a_one_line_error(videos, name, reason):
+    _assert_clear_error(videos[name], reason, call=VideoStream)
+
+
+def test_stream_truncated_file_fails_at_the_lost_frames_and_stays_failed(videos):
+    path = videos["noise_faststart_half"]
+    with VideoStream(path) as stream:
+        assert stream.read(np.arange(0, 20)).shape == (20, 64, 112, 3)  # before the cut
+        with pytest.raises(VideoDecodeError) as info:
+            stream.read(np.arange(20, 120))
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+        with pytest.raises(VideoDecodeError):
+            stream.read(np.arange(120, 121))
