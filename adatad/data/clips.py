@@ -3,12 +3,17 @@
 One class does the whole per-clip work so the Ray Data actors and the DataLoader baseline run
 exactly the same code. Rows are plain dicts (Arrow-friendly: numbers, strings, lists) because
 they travel through Ray's object store; `record_to_row` / `row_to_record` convert.
+
+Test videos come two ways, with identical examples: one row per window (`window_rows` +
+`ClipLoader.load`, each window decoded on its own) or one row per video
+(`ClipLoader.iter_video_windows`, all windows from a single decode; see window_stream.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,8 +22,16 @@ from adatad.config import DataConfig
 from adatad.data.annotations import VideoRecord
 from adatad.data.batch import clip_to_example
 from adatad.data.sampling import ClipPlan, sample_train_window, sliding_windows
-from adatad.data.transforms import build_test_transform, build_train_transform
+from adatad.data.transforms import (
+    CenterCrop,
+    Compose,
+    ResizeShortSide,
+    Transform,
+    build_test_transform,
+    build_train_transform,
+)
 from adatad.data.video import VideoDecodeError, read_frames
+from adatad.data.window_stream import WindowStream
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,25 @@ def window_rows(records: list[VideoRecord], data: DataConfig) -> list[dict[str, 
     return rows
 
 
+def count_windows(record: VideoRecord, data: DataConfig) -> int:
+    """How many test windows (examples) ``iter_video_windows`` yields for this video."""
+    return len(sliding_windows(record, data.window_size, data.frame_stride, data.test_window_overlap))
+
+
+# Ops that map each frame on its own, without randomness: a chain of them gives the same pixels
+# whether it runs on a whole window or on any subset of its frames.
+_PER_FRAME_OPS = (ResizeShortSide, CenterCrop)
+
+
+def is_per_frame(transform: Transform) -> bool:
+    """True if ``transform`` is a Compose of per-frame deterministic ops only."""
+    return isinstance(transform, Compose) and all(isinstance(t, _PER_FRAME_OPS) for t in transform.transforms)
+
+
+_NO_SEGMENTS = np.zeros((0, 2), np.float32)
+_NO_LABELS = np.zeros((0,), np.int64)
+
+
 @dataclass
 class ClipLoader:
     """Turns rows into examples; `train=True` samples a random window and augments."""
@@ -98,8 +130,8 @@ class ClipLoader:
             path=record.path,
             frame_indices=np.asarray(row["frame_indices"], dtype=np.int64),
             mask=np.asarray(row["mask"], dtype=bool),
-            segments=np.zeros((0, 2), np.float32),
-            labels=np.zeros((0,), np.int64),
+            segments=_NO_SEGMENTS,
+            labels=_NO_LABELS,
             window_start_frame=int(row["window_start_frame"]),
             fps=record.fps,
             duration=record.duration,
@@ -117,16 +149,56 @@ class ClipLoader:
         try:
             frames = read_frames(plan.path, plan.frame_indices, num_threads=self.data.decode_threads)
             frames = self.transform(frames, rng)
-            valid = True
         except VideoDecodeError as exc:
             # One line on this actor's log (Ray forwards it to the driver); the consumer counts the
             # invalid example by video_index and names the file again when it stops the run.
             log.warning("skipping clip of video %r (video_index %s): %s", plan.video_id, row["video_index"], exc)
+            frames = None
+        return self._example(plan, frames, row["video_index"])
+
+    def iter_video_windows(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every sliding window of the video in ``row`` (a `record_to_row` row), in order.
+
+        Each example equals what `load` gives for that window's `window_rows` row, but the video
+        is decoded once, front to back (each frame once instead of about twice). If decoding
+        fails part-way, the windows from there on come as all-zero examples with valid=False
+        (one warning line), so the consumer still sees every window exactly once.
+        """
+        if self.train:
+            raise ValueError("iter_video_windows yields test windows; build the ClipLoader with train=False")
+        record = row_to_record(row)
+        rng = np.random.default_rng(0)  # the test transform draws nothing; the argument is required
+        d = self.data
+        stream = WindowStream(record, d.window_size, d.frame_stride, d.test_window_overlap,
+                              lambda clip: self.transform(clip, rng), per_frame=is_per_frame(self.transform),
+                              num_threads=d.decode_threads)
+        windows = iter(stream)
+        failed = False
+        try:
+            for index, plan in enumerate(stream.plans):
+                frames = None
+                if not failed:
+                    try:
+                        _, frames = next(windows)
+                    except VideoDecodeError as exc:
+                        failed = True
+                        log.warning("video %r (video_index %s): windows %d-%d of %d invalid: %s", record.video_id,
+                                    row["video_index"], index + 1, len(stream.plans), len(stream.plans), exc)
+                # As `plan` builds for a window row: the window's GT is not carried (evaluation
+                # uses the video-level GT in seconds).
+                yield self._example(replace(plan, segments=_NO_SEGMENTS, labels=_NO_LABELS), frames,
+                                    row["video_index"])
+        finally:
+            windows.close()  # a consumer that stops early releases the reader now
+
+    def _example(self, plan: ClipPlan, frames: np.ndarray | None, video_index: int) -> dict[str, Any]:
+        """The example dict; ``frames=None`` (decode failed) gives zeros and valid=False."""
+        valid = frames is not None
+        if frames is None:
             size = self.data.crop_size
             frames = np.zeros((len(plan.frame_indices), size, size, 3), np.uint8)
-            valid = False
         example = clip_to_example(plan, frames, self.data.max_segments)
         example.pop("video_id", None)  # strings do not convert to tensors; video_index does
-        example["video_index"] = np.int64(row["video_index"])
+        example["video_index"] = np.int64(video_index)
         example["valid"] = np.bool_(valid)
         return example

@@ -1,0 +1,103 @@
+"""All sliding test windows of one video from a single front-to-back decode.
+
+Why: test windows overlap (50 % by default, docs/recipe.md section 2), so decoding each window on
+its own passes every frame through the decoder about twice, plus a lead-in from the keyframe
+before each window (1.8x the video's frames on THUMOS-14). Here the video is read once, in
+ascending chunks of positions (``VideoStream``); each position is decoded and transformed once
+and kept only while a later window still needs it, so memory stays near two windows (the
+cache plus the window being assembled) however long the video is.
+
+Windows, masks and frames equal the per-window path's (``sliding_windows`` plans, decoded with
+``read_frames`` and transformed as a whole clip) exactly, provided the transform maps each frame
+on its own (``per_frame=True``; the test transform, resize short side + center crop, does). For
+a transform that looks at the whole clip, pass ``per_frame=False``: raw frames are cached and
+the transform runs on each assembled window instead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from adatad.data.annotations import VideoRecord
+from adatad.data.sampling import ClipPlan, sliding_windows
+from adatad.data.video import VideoStream
+
+FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 (T, H, W, 3) -> uint8 (T, H', W', 3)
+
+
+class _PositionCache:
+    """Consecutive video positions held as decoded chunks, oldest first."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (first position, frames)
+
+    @property
+    def size(self) -> int:
+        """Frames held (what bounds memory)."""
+        return sum(len(frames) for _, frames in self.chunks)
+
+    def append(self, first: int, frames: np.ndarray) -> None:
+        self.chunks.append((first, frames))
+
+    def drop_before(self, position: int) -> None:
+        """Release chunks that end before ``position`` (a chunk reaching past it stays whole)."""
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= position:
+            self.chunks.popleft()
+
+    def window(self, start: int, stop: int, window_size: int) -> np.ndarray:
+        """Positions [start, stop) as a new (window_size, ...) array, edge-padded with the last one."""
+        shape = self.chunks[0][1].shape[1:]
+        out = np.empty((window_size, *shape), np.uint8)
+        for first, frames in self.chunks:
+            lo, hi = max(start, first), min(stop, first + len(frames))
+            if lo < hi:
+                out[lo - start:hi - start] = frames[lo - first:hi - first]
+        out[stop - start:] = out[stop - start - 1]
+        return out
+
+
+class WindowStream:
+    """The sliding windows of ``record`` (``self.plans``, in order) and, iterated, their frames.
+
+    Iterating yields ``(plan, frames)`` per window, frames uint8 (window_size, H, W, 3) after
+    ``transform``; a decode failure raises ``VideoDecodeError`` at the window that needed the
+    missing frames (earlier windows were already yielded). ``chunk_positions`` positions are
+    decoded per ``VideoStream.read``; ``peak_cached`` reports the most frames held at once
+    (at most ``window_size + chunk_positions - 1``).
+    """
+
+    def __init__(self, record: VideoRecord, window_size: int, frame_stride: int, overlap_ratio: float,
+                 transform: FrameTransform, per_frame: bool = True, num_threads: int = 1,
+                 chunk_positions: int = 64) -> None:
+        if chunk_positions < 1:
+            raise ValueError(f"video '{record.video_id}': chunk_positions must be >= 1, got {chunk_positions}")
+        self.record = record
+        self.window_size, self.frame_stride = window_size, frame_stride
+        self.plans: list[ClipPlan] = sliding_windows(record, window_size, frame_stride, overlap_ratio)
+        self.transform, self.per_frame = transform, per_frame
+        self.num_threads, self.chunk_positions = num_threads, chunk_positions
+        self.peak_cached = 0
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __iter__(self) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+        cache = _PositionCache()
+        decoded_to = 0  # positions before this one have been decoded (or were never needed)
+        with VideoStream(self.record.path, self.num_threads) as stream:
+            for plan in self.plans:
+                start = plan.window_start_frame // self.frame_stride
+                stop = start + int(np.count_nonzero(plan.mask))  # real positions are a prefix
+                cache.drop_before(start)
+                decoded_to = max(decoded_to, start)
+                while decoded_to < stop:
+                    end = min(stop, decoded_to + self.chunk_positions)
+                    frames = stream.read(np.arange(decoded_to, end, dtype=np.int64) * self.frame_stride)
+                    cache.append(decoded_to, self.transform(frames) if self.per_frame else frames)
+                    self.peak_cached = max(self.peak_cached, cache.size)
+                    decoded_to = end
+                window = cache.window(start, stop, self.window_size)
+                yield plan, window if self.per_frame else self.transform(window)
