@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from adatad.data.annotations import resolve_subset
+
 DEFAULT_TIOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -53,14 +55,17 @@ def _segment(value: Any, where: str) -> list[float]:
 
 
 def load_ground_truth(annotation_file: str | os.PathLike, subset: str | Sequence[str] = "validation") -> dict:
-    """THUMOS/OpenTAD json ({"database": {vid: {"subset", "annotations": [{"segment", "label"}]}}}) ->
+    """THUMOS json, OpenTAD's or ActionFormer's ({"database": {vid: {"subset", "annotations": [{"segment",
+    "label"}]}}}) ->
     {video_id: [{"segment": [s, e], "label": name}, ...]} for the videos of `subset` (videos without
     annotations are kept with an empty list: their detections are false positives)."""
-    subsets = {subset} if isinstance(subset, str) else set(subset)
     data = _read_json(annotation_file)
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise EvaluationInputError(f"{annotation_file}: missing object 'database' (expected THUMOS layout "
                                    '{"database": {video_id: {"subset": ..., "annotations": [...]}}})')
+    # OpenTAD's subset names also select ActionFormer's (its "Test" for "validation"), as training reads them.
+    present = {str(v.get("subset")) for v in data["database"].values() if isinstance(v, dict)}
+    subsets = {resolve_subset(present, s) for s in ([subset] if isinstance(subset, str) else subset)}
     gt: dict[str, list[dict]] = {}
     seen_subsets: set[str] = set()
     for vid, video in data["database"].items():

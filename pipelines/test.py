@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
 from adatad.atomic import atomic_write_text
 from adatad.config import Config, ConfigError, config_from_dict, deep_merge, load_config
 from adatad.data.annotations import AnnotationError, VideoRecord
-from adatad.data.check import check_videos, format_problems
+from adatad.data.check import check_videos, fill_frame_counts, format_problems
 from adatad.engine.validation import metrics_of
 from adatad.models.trained import TrainedModel, TrainedWeightsError, read_trained
 from pipelines.console import Console, RunLog, format_duration
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 print(format_problems(problems, len(plan.records)), file=sys.stderr)
                 return 2
+        plan.records = fill_frame_counts(plan.records)  # a json without `frame`/`fps`: the decoder's
         plan.out.mkdir(parents=True, exist_ok=True)
         log = RunLog(plan.out / LOG_FILE, verbose=args.verbose).attach()
         console = Console(log)

@@ -22,8 +22,14 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
 
 from adatad.atomic import atomic_write_text
 from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config, write_config
-from adatad.data.annotations import AnnotationError, VideoRecord, load_annotations, load_class_names
-from adatad.data.check import check_videos, format_problems
+from adatad.data.annotations import (
+    AnnotationError,
+    VideoRecord,
+    load_annotations,
+    load_class_names,
+    subset_translation_note,
+)
+from adatad.data.check import check_videos, fill_frame_counts, format_problems
 from pipelines.console import Console, RunLog, format_duration
 
 DEFAULT_CONFIG = "configs/synthetic.yaml"
@@ -181,6 +187,8 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     cfg = plan.cfg
     console = None if quiet else (console or Console())
     train_records, test_records, class_names = load_splits(cfg)
+    # A json without `frame`/`fps`: the decoder's counts (main's data check already probed them).
+    train_records, test_records = fill_frame_counts(train_records), fill_frame_counts(test_records)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, plan.run_dir / CONFIG_FILE)
     uri = tracking_uri(cfg)
@@ -302,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         log = RunLog(plan.run_dir / LOG_FILE, verbose=args.verbose).attach()
         console = Console(log)
         cfg = plan.cfg
+        note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
+                                       [cfg.data.train_subset, cfg.data.test_subset])
+        if note:
+            console.say(f"note: {note}")
         console.say(f"config '{cfg.name}': {len(train)} training videos, {len(test)} test videos, "
                     f"{len(classes)} classes; epochs {cfg.train.epochs} (0-{cfg.train.epochs - 1}), "
                     f"batch {cfg.train.batch_size}")

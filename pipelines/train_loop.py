@@ -33,6 +33,7 @@ from pipelines.progress import ProgressReporter
 
 log = logging.getLogger("adatad.train")
 PREDICTIONS_FILE = "predictions.json"
+TRAIN_VIDEOS_KEY = "train_video_indices"  # per-rank report entry: video index of every clip trained on
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -64,12 +65,13 @@ def _valid_only(batch: dict[str, torch.Tensor], failures: DecodeFailures, where:
 
 
 def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch: int, steps: int,
-              rank: int, train_paths: list[str] | None = None, progress: ProgressReporter | None = None
-              ) -> dict[str, float]:
+              rank: int, train_paths: list[str] | None = None, progress: ProgressReporter | None = None,
+              seen: list[int] | None = None) -> dict[str, float]:
     """One pass over this worker's shard; returns the epoch's averaged training metrics.
 
     `train_paths[video_index]` names the file of a clip that failed to decode; `progress` gets a
-    step event after every step (rank 0 only: every rank runs the same number of steps).
+    step event after every step (rank 0 only: every rank runs the same number of steps); `seen`
+    collects the video index of every clip trained on.
     """
     per_worker = cfg.train.batch_size // cfg.runtime.num_workers
     sums = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0}
@@ -88,6 +90,8 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
         batch, _ = _valid_only(batch, failures, f"epoch {epoch} rank {rank}", progress)
         if len(batch["frames"]) == 0:
             continue
+        if seen is not None:
+            seen.extend(int(i) for i in batch["video_index"])
         result = train_step(state.model, _to_device(batch, device), state.optimizer, state.scheduler, state.scaler,
                             state.ema, cfg.train.clip_grad_norm, device, cfg.train.amp)
         for key in sums:
@@ -186,8 +190,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(state.epoch + 1, cfg.train.epochs):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        seen: list[int] = []
         metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank, loop_config.get("train_paths"),
-                            progress)
+                            progress, seen)
         metrics["peak_memory_mb"] = _peak_memory_mb(device)
         metrics["epoch"] = epoch
         results = None
@@ -203,6 +208,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics["val_score"] = metrics.get("average_mAP", -1.0)
         state.epoch = epoch
         state.history.append(metrics)
+        # Every rank reports which training videos it saw (callbacks get all ranks' reports): the
+        # shards must be disjoint and cover the epoch. Kept out of the history.
+        reported = {**metrics, TRAIN_VIDEOS_KEY: seen}
         if rank == 0:
             log.info("epoch %d: %s", epoch, json.dumps(metrics))
             progress.post("epoch", wait=True, metrics=metrics)
@@ -211,9 +219,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 atomic_write_text(Path(directory) / "history.json", json.dumps(state.history, indent=1))
                 if results is not None:
                     atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(results))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
         else:
-            ray.train.report(metrics, checkpoint=None)
+            ray.train.report(reported, checkpoint=None)
 
 
 def evaluate_loop_per_worker(loop_config: dict[str, Any]) -> None:

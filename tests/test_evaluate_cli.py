@@ -85,3 +85,21 @@ def test_bad_input_is_one_line_and_exit_2(files, mutate, pattern):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_actionformer_layout_is_read_with_opentad_subset_names(tmp_path) -> None:
+    """ActionFormer's thumos14.json: the default subset 'validation' (OpenTAD's test set) reads its 'Test'
+    videos, never its 'Validation' ones (the training set)."""
+    from adatad.evaluation import load_ground_truth
+
+    database = {
+        "video_validation_1": {"subset": "Validation", "duration": 10.0, "fps": 30.0,
+                               "annotations": [{"label": "A", "segment": [1.0, 2.0], "label_id": 7}]},
+        "video_test_1": {"subset": "Test", "duration": 10.0, "fps": 30.0,
+                         "annotations": [{"label": "A", "segment": [3.0, 4.0], "segment(frames)": [90, 120],
+                                          "label_id": 7}]},
+    }
+    path = tmp_path / "thumos14.json"
+    path.write_text(json.dumps({"version": "Thumos14-30fps", "database": database}))
+    assert load_ground_truth(path) == {"video_test_1": [{"segment": [3.0, 4.0], "label": "A"}]}
+    assert set(load_ground_truth(path, "Validation")) == {"video_validation_1"}

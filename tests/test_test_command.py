@@ -1,0 +1,144 @@
+"""`pipelines/test.py` (training's validation on a checkpoint), the decode-once test windows, and
+validation / training with two Ray Train workers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray.cloudpickle
+import ray.train
+import torch
+
+from adatad.data.clips import ClipLoader, window_rows
+from adatad.data.sampling import sliding_windows
+from adatad.engine.validation import WindowCollector
+from adatad.models.build import model_from_checkpoint
+from adatad.models.trained import read_trained
+from pipelines import evaluate, test
+from pipelines.train import RunPlan, load_test_split, run_training
+from pipelines.train_loop import TRAIN_VIDEOS_KEY
+from tests.conftest import tiny_config
+from tests.test_detect import _validated_checkpoint
+
+TWO_WORKERS = ["runtime.num_workers=2", "runtime.cpus_per_worker=0.5", "runtime.decode_actor_cpus=0.25"]
+# One window per forward everywhere here: a batch of two gives float differences of ~1e-7 against
+# one window alone, and the results json rounds scores to 4 decimals, which such a difference can
+# flip. With equal batches the computations are the same and the outputs equal.
+ONE_WINDOW = "train.val_batch_size=1"
+
+
+def _test(checkpoint: Path, out: Path, *sets: str) -> dict:
+    args = ["--checkpoint", str(checkpoint), "--out", str(out), "--skip-data-check", "--set", ONE_WINDOW]
+    assert test.main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    return {name: json.loads((out / name).read_text()) for name in (test.PREDICTIONS_FILE, test.METRICS_FILE)}
+
+
+def _same_detections(a: dict, b: dict, tol: float = 1e-6) -> None:
+    assert sorted(a["results"]) == sorted(b["results"])
+    for vid, dets in a["results"].items():
+        other = b["results"][vid]
+        assert [d["label"] for d in dets] == [d["label"] for d in other], vid
+        assert np.allclose([d["segment"] for d in dets], [d["segment"] for d in other], atol=tol, rtol=0), vid
+        assert np.allclose([d["score"] for d in dets], [d["score"] for d in other], atol=tol, rtol=0), vid
+
+
+@pytest.fixture(scope="module")
+def tested(ray_session, trained_run: dict, tmp_path_factory) -> dict:
+    checkpoint = _validated_checkpoint(trained_run)
+    out = tmp_path_factory.mktemp("test_cmd")
+    return {"checkpoint": checkpoint, "one": _test(checkpoint, out / "one"), "out": out, "run": trained_run}
+
+
+def test_test_command_equals_detect_plus_evaluate(tested: dict, capsys) -> None:
+    """detect.py + evaluate.py on the test videos give test.py's mAP (1e-6), and the training's own
+    validation of this checkpoint (two windows per forward) agrees to rounding."""
+    from pipelines import detect
+
+    one = tested["one"]
+    validation = json.loads((tested["checkpoint"] / "history.json").read_text())[-1]
+    assert abs(one["metrics.json"]["average_mAP"] - validation["average_mAP"]) < 1e-3
+    data = tested["run"]["data"]
+    videos = sorted(str(p) for p in (data / "videos").glob("video_test_*.mp4"))
+    out = tested["out"] / "detect.json"
+    assert detect.main(["--checkpoint", str(tested["checkpoint"]), "--videos", *videos, "--out", str(out),
+                        "--quiet", "--set", ONE_WINDOW]) == 0
+    metrics_file = tested["out"] / "detect_metrics.json"
+    assert evaluate.main(["--annotations", str(data / "annotations.json"), "--predictions", str(out),
+                          "--class-map", str(data / "category_idx.txt"), "--out", str(metrics_file)]) == 0
+    from_detect = json.loads(metrics_file.read_text())
+    assert abs(one["metrics.json"]["average_mAP"] - from_detect["average_mAP"]) <= 1e-6
+    for t, value in one["metrics.json"]["mAP"].items():
+        assert abs(value - from_detect["mAP"][t]) <= 1e-6, t
+    assert set(one["metrics.json"]) == set(from_detect)  # evaluate.py's format: mAP, average_mAP, per_class
+    summary = (tested["out"] / "one" / test.SUMMARY_FILE).read_text()
+    assert f"**{100 * one['metrics.json']['average_mAP']:.2f}**" in summary
+    assert "average" in capsys.readouterr().out
+
+
+def test_decode_once_windows_give_the_per_window_predictions(tested: dict, one_torch_thread) -> None:
+    """The Ray Data path decodes each test video once; decoding each window on its own, in-process,
+    gives the same detections (to 1e-6)."""
+    trained = read_trained(tested["checkpoint"])
+    model, cfg = model_from_checkpoint(trained.state)
+    records, class_names = load_test_split(cfg)
+    loader, rng = ClipLoader(cfg.data, train=False), np.random.default_rng(0)
+    collector = WindowCollector()
+    rows = window_rows(records, cfg.data)
+    assert len(rows) > len(records)  # the videos have overlapping windows
+    with torch.no_grad():
+        for row in rows:
+            example = loader.load(row, rng)
+            batch = {k: torch.as_tensor(np.asarray(v))[None] for k, v in example.items()}
+            collector.add_batch(model.predict(batch["frames"], batch["masks"]), batch)
+    _same_detections(tested["one"]["predictions.json"], collector.results(records, class_names, cfg.model.inference))
+
+
+def test_two_workers_gather_every_test_window_once(tested: dict) -> None:
+    """With two workers each validates its own videos; the merged predictions equal one worker's."""
+    two = _test(tested["checkpoint"], tested["out"] / "two", *TWO_WORKERS)
+    _same_detections(two["predictions.json"], tested["one"]["predictions.json"])
+    assert two["metrics.json"] == tested["one"]["metrics.json"]
+
+
+# The callback below runs on the Train controller, which cannot import this test module by name.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class _RecordShards(ray.train.UserCallback):
+    """Runs on the Train controller: writes every rank's list of trained video indices per epoch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps([m.get(TRAIN_VIDEOS_KEY) for m in metrics]) + "\n")
+
+
+def test_two_training_workers_split_the_epoch_disjointly(ray_session, tiny_data: Path, tmp_path: Path) -> None:
+    """DDP on CPU (gloo) with two workers: every epoch the two shards are disjoint and cover the
+    training videos, and validation still sees every test window once."""
+    cfg = tiny_config(tiny_data, tmp_path / "runs", tmp_path / "mlflow.db", epochs=2, extra=TWO_WORKERS)
+    record = tmp_path / "shards.jsonl"
+    summary = run_training(RunPlan(cfg=cfg, run_name="two", storage=tmp_path / "runs", resumed=False),
+                           extra_callbacks=[_RecordShards(record)], quiet=True)
+    epochs = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(epochs) == 2
+    from pipelines.train import load_splits
+
+    train, test_records, _ = load_splits(cfg)
+    for ranks in epochs:
+        assert len(ranks) == 2 and all(ranks)
+        first, second = set(ranks[0]), set(ranks[1])
+        assert not first & second
+        assert first | second == set(range(len(train)))
+        assert len(ranks[0]) == len(ranks[1])  # same number of steps on both ranks
+    predictions = json.loads((Path(summary["stats"]["checkpoint"]) / "predictions.json").read_text())
+    assert sorted(predictions["results"]) == sorted(r.video_id for r in test_records)
+    d = cfg.data
+    assert sum(len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap))
+               for r in test_records) > len(test_records)
