@@ -8,6 +8,7 @@ model and merge code.
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
 from adatad.visualize import render_timeline, timeline_size
 from pipelines import detect, evaluate
 from pipelines.train_loop import PREDICTIONS_FILE
+from tests.conftest import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -270,3 +272,40 @@ def test_predict_pads_to_fixed_shapes_and_skips_failed_windows(trained_run: dict
     direct = predict.model.predict(torch.from_numpy(batch["frames"][:1]), torch.from_numpy(batch["masks"][:1]),
                                    pre_nms_thresh=0.001, pre_nms_topk=50)[0]
     assert torch.equal(torch.from_numpy(out["scores"][0]), direct.scores)
+
+
+def test_detect_runs_an_opentad_checkpoint(ray_session, tiny_data: Path, tmp_path: Path) -> None:
+    """A published OpenTAD AdaTAD file (random weights in its exact key layout) with --config: every
+    readable video gets detections, an unreadable one is listed under errors. The config is the
+    THUMOS recipe at a 64-position, 64-px window so the full-width VideoMAE-S runs in seconds on a CPU."""
+    from tests.test_opentad_checkpoint import (
+        LOSS_NORM,
+        POS_EMBED,
+        opentad_weights,
+        published,
+        read_rows,
+        save,
+    )
+
+    weights = opentad_weights(read_rows(), seed=1, compact=True)
+    weights = {k: v if k in (POS_EMBED, LOSS_NORM) else v * 0.02 for k, v in weights.items()}  # finite activations
+    checkpoint = save(published({f"module.{k}": v for k, v in weights.items()}), tmp_path / "adatad_s_thumos.pth")
+    config = tmp_path / "thumos_small_window.yaml"
+    config.write_text(f"_base_: {REPO / 'configs' / 'thumos_videomae_s_768x1_160_adapter.yaml'}\n"
+                      "data: {window_size: 64, crop_size: 64, test_resize_short: 64, train_resize_short: 72}\n"
+                      "runtime: {use_gpu: false, decode_actor_cpus: 0.5, val_decode_actors: 1}\n"
+                      "train: {amp: false, val_batch_size: 1}\n")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("video_test_0000001", "video_test_0000002"):
+        shutil.copy(tiny_data / "videos" / f"{name}.mp4", videos / f"{name}.mp4")
+    (videos / "broken.mp4").write_text("not a video\n")
+    out = tmp_path / "detections.json"
+    code = detect.main(["--checkpoint", str(checkpoint), "--config", str(config), "--videos", str(videos),
+                        "--out", str(out), "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert sorted(result["results"]) == ["video_test_0000001", "video_test_0000002"]
+    assert all(result["results"].values()) and set(result["errors"]) == {"broken"}
+    labels = {d["label"] for dets in result["results"].values() for d in dets}
+    assert labels <= set((REPO / "configs" / "thumos14_classes.txt").read_text().split())
