@@ -1,6 +1,6 @@
 """Typed run configuration: YAML files composed from a base, profiles and `--set` overrides.
 
-One dataclass per group of the spec (data, model, train, runtime, tracking). Loading rejects
+One dataclass per group of settings (every value is explained in docs/recipe.md) (data, model, train, runtime, tracking). Loading rejects
 unknown keys (with a "did you mean"), wrong types and impossible values, always naming the full
 key path, so a typo fails in the first second instead of after an hour of decoding.
 """
@@ -70,7 +70,7 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    """VideoMAE ViT + temporal-informative adapters (spec section 4-5)."""
+    """VideoMAE ViT + temporal-informative adapters (docs/recipe.md §4-5)."""
 
     embed_dim: int = 384
     depth: int = 12
@@ -91,7 +91,7 @@ class BackboneConfig:
 
 @dataclass
 class HeadConfig:
-    """ActionFormer projection, neck, heads and loss (spec section 6)."""
+    """ActionFormer projection, neck, heads and loss (docs/recipe.md §6)."""
 
     num_classes: int = 20
     embed_dim: int = 512
@@ -114,7 +114,7 @@ class HeadConfig:
 
 @dataclass
 class InferenceConfig:
-    """Per-window decoding and per-video soft-NMS (spec section 8)."""
+    """Per-window decoding and per-video soft-NMS (docs/recipe.md §8)."""
 
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
@@ -136,7 +136,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and schedule (spec section 7)."""
+    """Optimisation and schedule (docs/recipe.md §7)."""
 
     epochs: int = 60
     schedule_epochs: int = 100

@@ -1,6 +1,6 @@
 """Temporal action detection mAP at tIoU thresholds (ActivityNet / THUMOS-14 protocol).
 
-Spec: /work/shared/spec/adatad.md section 9. Per class, detections of all videos are sorted by score;
+Recipe: docs/recipe.md §9 (deviation D9: predictions for videos absent from the GT are ignored). Per class, detections of all videos are sorted by score;
 each is matched to the highest-tIoU unmatched GT of its video at every threshold (greedy), and AP is
 the VOC-2011 interpolated AP (monotone precision envelope summed over recall steps).
 """

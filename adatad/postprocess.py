@@ -1,7 +1,7 @@
 """From head outputs to per-video detections: decode windows, convert to seconds, merge windows with
 Gaussian soft-NMS, and lay results out as the THUMOS/ActivityNet results json.
 
-Spec: /work/shared/spec/adatad.md section 8.
+Recipe: docs/recipe.md §8.
 """
 
 from __future__ import annotations

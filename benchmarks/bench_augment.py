@@ -1,12 +1,12 @@
 """Augmentation cost against decode cost, per 768-frame clip, one thread.
 
-Why: the data pipeline must keep augmentation under ~30% of the decode time (spec/performance.md),
+Why: the data pipeline must keep augmentation under ~30% of the decode time (the target in benchmarks/README.md),
 otherwise the decode actors, not the GPU, set the training speed. Measured on a THUMOS-like
 synthetic video (adatad.data.synthetic: 320x180, 30 fps, H.264, textured moving background +
 noise), long enough (110 s) for a training window of 768 positions at frame stride 4:
 
-  (a)  decode only: decord, 768 consecutive frames, 1 thread (the spec's reference measurement)
-  (a') decode only: 768 frames at stride 4 (what a training clip actually reads, spec section 2)
+  (a)  decode only: decord, 768 consecutive frames, 1 thread (the reference measurement: consecutive frames, one thread)
+  (a') decode only: 768 frames at stride 4 (what a training clip actually reads, docs/recipe.md §2)
   (b)  decode (a) + the fast train chain (adatad.data.transforms.build_train_transform)
   (c)  decode (a) + a naive torchvision v2 chain (Resize 182 -> RandomResizedCrop 160 -> flip ->
        RandAugment(2, 9) -> ColorJitter(.5, .5, .5, .1)) on 1-2 clips only: it is slow

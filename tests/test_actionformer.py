@@ -1,4 +1,4 @@
-"""ActionFormer projection + neck + heads: defaults from the spec, shapes, masking, EMA-friendliness,
+"""ActionFormer projection + neck + heads: defaults from docs/recipe.md §6, shapes, masking, EMA-friendliness,
 and that head + losses can overfit one synthetic sequence."""
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def test_train_rejects_bad_arguments():
 
 
 def reference_starts(n: int, window: int, stride: int) -> list[int]:
-    """OpenTAD's loop as stated in the spec (may repeat the last start)."""
+    """OpenTAD's loop as stated in docs/recipe.md §2 (may repeat the last start)."""
     out = []
     for idx in range(max(1, n // stride)):
         start = idx * stride

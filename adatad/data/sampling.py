@@ -2,7 +2,7 @@
 
 A *position* is one sampled frame: position ``p`` of a window covers raw frame
 ``window_start_frame + p * frame_stride``. Video positions are ``arange(0, num_frames, frame_stride)``
-(spec section 2). GT is converted from seconds to positions as ``seconds * fps / frame_stride``
+(docs/recipe.md §2). GT is converted from seconds to positions as ``seconds * fps / frame_stride``
 without OpenTAD's ``int()`` truncation to whole frames (a difference below one raw frame).
 
 Training uses random truncation (``sample_train_window``), testing uses overlapping sliding
@@ -157,7 +157,7 @@ def sample_train_window(
 def window_starts(num_positions: int, window_size: int, stride: int) -> np.ndarray:
     """Start positions of the sliding windows over a video of ``num_positions`` positions.
 
-    OpenTAD's rule (spec section 2): starts ``idx * stride`` for ``idx in range(max(1, N // stride))``;
+    OpenTAD's rule (docs/recipe.md §2): starts ``idx * stride`` for ``idx in range(max(1, N // stride))``;
     a window that would overrun is shifted to end at ``N`` and the iteration stops. Two deviations,
     both invisible at the default overlap 0.5 except for the first: (1) identical starts are
     de-duplicated (OpenTAD can emit the last window twice, e.g. N = 2 * window_size, which only

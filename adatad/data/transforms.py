@@ -1,7 +1,7 @@
 """Clip-level image transforms on uint8 (T, H, W, 3) arrays, cheap next to decoding.
 
 Why not torchvision / imgaug frame by frame: that costs 7-12x the decode time of a 768-frame clip
-(``spec/performance.md``) and would starve the GPU. Here every transform draws its random
+(``benchmarks/README.md``, "Augmentation vs decode") and would starve the GPU. Here every transform draws its random
 parameters once per clip (mmaction's ``to_deterministic`` semantics: every frame gets the same
 crop, flip and colour change) and applies them with as few passes over memory as possible:
 
@@ -773,7 +773,7 @@ class ColorJitter(ClipTransform):
 
 
 # ----------------------------------------------------------------------------------------------
-# pipelines (spec section 3)
+# pipelines (docs/recipe.md §3)
 
 
 def build_train_transform(resize_short: int = 182, crop_size: int = 160,

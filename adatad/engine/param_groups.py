@@ -1,4 +1,4 @@
-"""AdamW parameter groups for AdaTAD (spec section 7).
+"""AdamW parameter groups for AdaTAD (docs/recipe.md §7).
 
 The frozen backbone is left out of the optimiser; adapters get their own lr with weight decay on
 every parameter (biases and gamma included, as the reference does); the detector decays only

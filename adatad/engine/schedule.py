@@ -1,4 +1,4 @@
-"""Linear warmup + cosine annealing, stepped per iteration (spec section 7)."""
+"""Linear warmup + cosine annealing, stepped per iteration (docs/recipe.md §7)."""
 
 from __future__ import annotations
 

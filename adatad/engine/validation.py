@@ -1,4 +1,4 @@
-"""Sliding-window predictions -> one detection list per video -> mAP (spec sections 8-9)."""
+"""Sliding-window predictions -> one detection list per video -> mAP (docs/recipe.md §8-9)."""
 
 from __future__ import annotations
 

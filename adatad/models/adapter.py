@@ -1,4 +1,4 @@
-"""Adapters inserted after each ViT block (AdaTAD spec section 5).
+"""Adapters inserted after each ViT block (docs/recipe.md §5).
 
 The temporal-informative adapter (TIA) mixes information along time across *all* chunks of a
 video, which a 16-frame ViT chunk cannot do on its own. Both adapters start as an exact identity

@@ -1,6 +1,6 @@
 """Points of the feature pyramid and their training targets (ActionFormer centre-sampling assignment).
 
-Spec: /work/shared/spec/adatad.md section 6, "Points" and "Targets". Positions are window positions
+Recipe: docs/recipe.md §6, rows "Points" and "Targets". Positions are window positions
 (one sampled frame = 1); level l's point t sits at t * stride_l (no half-cell offset).
 """
 

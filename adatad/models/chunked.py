@@ -1,7 +1,7 @@
 """Run the VideoMAE backbone over a long window as 16-frame chunks and pool to a feature sequence.
 
 A 768-frame window becomes 48 chunks; the ViT sees each chunk as one batch item while the adapters
-mix time across all chunks of a video. Spec section 2 (chunking, pooling) and 4 (freezing).
+mix time across all chunks of a video. docs/recipe.md §2 (chunking, pooling) and §4 (freezing).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AdaTAD: chunked VideoMAE encoder with adapters + ActionFormer head + detection loss.
 
-Takes raw uint8 frames so that normalisation (spec section 3: RGB, mean/std on the 0-255 scale)
+Takes raw uint8 frames so that normalisation (docs/recipe.md §3: RGB, mean/std on the 0-255 scale)
 runs on the model's device, next to the backbone.
 """
 

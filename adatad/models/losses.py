@@ -1,7 +1,7 @@
 """Training losses of the ActionFormer head: sigmoid focal loss + 1-D DIoU loss, normalised by an
 EMA of the number of positive points.
 
-Spec: /work/shared/spec/adatad.md section 6, "Losses".
+Recipe: docs/recipe.md §6, rows "Losses".
 """
 
 from __future__ import annotations

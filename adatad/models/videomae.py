@@ -1,7 +1,7 @@
 """VideoMAE ViT encoder with optional adapters, and loading of real VideoMAE checkpoints.
 
 The encoder runs one 16-frame chunk per batch item; adapters see how many chunks form one video
-so that their temporal conv can cross chunk boundaries (spec sections 4 and 5). Checkpoints come
+so that their temporal conv can cross chunk boundaries (docs/recipe.md §4 and §5). Checkpoints come
 from a local file in the original MCG-NJU layout or the mmaction2 layout; both are converted to
 this module's key names by a plain function (`convert_videomae_state_dict`).
 """
