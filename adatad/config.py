@@ -446,7 +446,10 @@ def validate(cfg: Config) -> None:
            f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}) so every level has whole positions")
     _check(i.pre_nms_topk >= 1, "model.inference.pre_nms_topk", i.pre_nms_topk, ">= 1")
     _check(i.nms_sigma > 0, "model.inference.nms_sigma", i.nms_sigma, "> 0")
-    for name in ("lr", "adapter_lr", "backbone_lr", "weight_decay", "eta_min", "clip_grad_norm"):
+    # The ViT outside the adapters is frozen (docs/recipe.md §4, §7): no optimiser group trains it.
+    _check(t.backbone_lr == 0, "train.backbone_lr", t.backbone_lr,
+           "0 (the VideoMAE backbone is frozen; only adapters and the head are trained)")
+    for name in ("lr", "adapter_lr", "weight_decay", "eta_min", "clip_grad_norm"):
         _check(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), ">= 0")
     _check(t.epochs >= 1, "train.epochs", t.epochs, ">= 1")
     _check(t.schedule_epochs >= t.epochs, "train.schedule_epochs", t.schedule_epochs,

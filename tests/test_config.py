@@ -126,3 +126,9 @@ def test_relative_paths_resolve_against_adatad_root(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("ADATAD_ROOT", str(tmp_path))
     assert cfg.resolve_path("data/x.json") == str(tmp_path / "data" / "x.json")
     assert cfg.resolve_path("/abs/y") == "/abs/y"
+
+
+def test_backbone_lr_other_than_zero_is_refused() -> None:
+    """The ViT is frozen: a non-zero backbone lr would silently do nothing, so it is an error."""
+    with pytest.raises(ConfigError, match=r"train.backbone_lr: 0.0001 is invalid, expected 0 \(the VideoMAE backbone"):
+        load_config(CONFIG_DIR / "synthetic.yaml", ["train.backbone_lr=1e-4"])
