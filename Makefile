@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 data: env
-	@$(PY) pipelines/make_synthetic.py --demo --out $(DATA)
+	@$(PY) pipelines/make_synthetic.py --demo --quiet --out $(DATA)
 
 train: data
 	$(PY) pipelines/train.py --cluster local --config $(CONFIG) $(ARGS)
