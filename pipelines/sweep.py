@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,22 @@ def num_trials(spec: SweepSpec, num_samples: int | None = None) -> int:
     for p in spec.params:
         grid *= len(p.values) if p.domain == "grid" else 1
     return grid * (num_samples or spec.num_samples)
+
+
+def spec_params(spec: SweepSpec) -> dict[str, str]:
+    """The sweep file as MLflow params of the sweep's parent run: what is varied, how, and how judged."""
+    out = {"sweep.name": spec.name, "sweep.file": str(spec.source), "sweep.metric": spec.metric,
+           "sweep.mode": spec.mode, "sweep.scheduler": spec.scheduler, "sweep.num_samples": str(spec.num_samples),
+           "sweep.swept_keys": ",".join(spec.swept_keys())}
+    if spec.config:
+        out["sweep.config"] = spec.config
+    if spec.scheduler == "asha":
+        out["sweep.asha.grace_period"] = str(spec.grace_period)
+        out["sweep.asha.reduction_factor"] = str(spec.reduction_factor)
+    if spec.overrides:
+        out["sweep.set"] = json.dumps(spec.overrides)
+    for p in spec.params:
+        out[f"sweep.params.{p.key}"] = json.dumps({p.domain: list(p.values)})
+    for name, bundle in spec.settings.items():  # MLflow keys allow letters, digits, _ - . / and space
+        out["sweep.settings." + re.sub(r"[^\w\-./ ]", "_", name)] = json.dumps(bundle)
+    return out

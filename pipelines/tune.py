@@ -1,4 +1,4 @@
-"""Ray Tune sweeps: every trial is the training run of `train.py`, logged as its own MLflow run.
+"""Ray Tune sweeps: every trial is the training run of `train.py`, an MLflow run nested in the sweep's run.
 
     python pipelines/tune.py --sweep configs/sweeps/adapter_lr.yaml                 # local Ray, ASHA
     python pipelines/tune.py --sweep configs/sweeps/batch_workers.yaml --cluster auto
@@ -9,15 +9,19 @@ A trial is a small Tune function (0.1 CPU) that builds the trial's config (base 
 values as `--set` overrides) and calls `pipelines.train.run_training` with a `TuneReportCallback`:
 the same TorchTrainer, Ray Data pipeline and MLflow logging as a plain training run. ASHA decides
 at validated epochs (the only ones that report average mAP). At the end the trials table and the
-best setting are printed and written to `<sweep folder>/SWEEP_RESULTS.md`.
+best setting are printed and written to `<sweep folder>/SWEEP_RESULTS.md`, which is also attached to
+the sweep's parent MLflow run (params: the sweep file; metrics: the best trial's score).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +57,7 @@ class TrialSetup:
     extra_overrides: tuple[str, ...]
     sweep_dir: str
     sweep_run: str
+    parent_run_id: str | None = None  # the sweep's MLflow run: every trial's run is nested under it
 
     def run_name(self, trial_id: str) -> str:
         return f"{self.spec.name}_{trial_id}"
@@ -103,6 +108,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     values = swept_values(setup.spec, params)
     tags = {"adatad.sweep": setup.spec.name, "adatad.sweep_run": setup.sweep_run, "adatad.trial_id": trial_id,
             "adatad.swept_keys": ",".join(setup.spec.swept_keys())}
+    if setup.parent_run_id:
+        from pipelines.tracking import PARENT_RUN_TAG
+
+        tags[PARENT_RUN_TAG] = setup.parent_run_id
     run_training(plan, extra_callbacks=[TuneReportCallback()], mlflow_params=values, mlflow_tags=tags, quiet=True)
 
 
@@ -206,6 +215,45 @@ def close_stopped_runs(rows: list[TrialRow], uri: str) -> None:
             client.set_terminated(row.mlflow_run_id, status="FAILED" if row.status == "error" else "KILLED")
 
 
+def open_sweep_run(uri: str, cfg: Config, setup: TrialSetup, params: dict[str, Any]) -> str:
+    """A new parent MLflow run for this sweep (id kept in the sweep folder); trials nest under it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    from pipelines.tracking import new_run
+
+    spec = setup.spec
+    tags = {"adatad.sweep": spec.name, "adatad.sweep_run": setup.sweep_run,
+            "adatad.swept_keys": ",".join(spec.swept_keys()),
+            **({MLFLOW_RUN_NOTE: spec.description} if spec.description else {})}
+    return new_run(uri, cfg.tracking.experiment_name, Path(setup.sweep_dir), setup.sweep_run, params, tags)
+
+
+def close_sweep_run(uri: str, run_id: str, rows: list[TrialRow], spec: SweepSpec, results_file: Path) -> str:
+    """Best trial (metric, values, run), trial counts and the results table on the parent run; its
+    status is FAILED when no trial succeeded. Returns the status."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import finish_run, log_params
+
+    client = MlflowClient(uri)
+    best = best_row(rows, spec.mode)
+    now = int(time.time() * 1000)
+    counts = {f"trials_{s.replace(' ', '_')}": float(sum(r.status == s for r in rows))
+              for s in ("finished", "stopped early", "error")}
+    metrics = [Metric(k, v, now, 0) for k, v in counts.items()]
+    if best is not None:
+        metrics.append(Metric(f"best_{spec.metric}", float(best.best), now, 0))
+        log_params(client, run_id, {"best.trial_id": best.trial_id,
+                                    **{f"best.{k}": v for k, v in best.params.items()}})
+        if best.mlflow_run_id:
+            client.set_tag(run_id, "adatad.best_run_id", best.mlflow_run_id)
+    client.log_batch(run_id, metrics=metrics)
+    status = "FAILED" if all(r.status == "error" for r in rows) else "FINISHED"
+    finish_run(uri, run_id, [results_file], status=status)
+    return status
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -214,7 +262,8 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def render_results(rows: list[TrialRow], spec: SweepSpec, sweep_dir: str, uri: str) -> str:
+def render_results(rows: list[TrialRow], spec: SweepSpec, sweep_dir: str, uri: str,
+                   parent_run_id: str | None = None) -> str:
     """Markdown: what was swept, the trials table (best first) and the best setting."""
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
     best = best_row(rows, spec.mode)
@@ -225,7 +274,8 @@ def render_results(rows: list[TrialRow], spec: SweepSpec, sweep_dir: str, uri: s
              *([spec.description, ""] if spec.description else []),
              f"- sweep file: `{spec.source}`",
              f"- folder: `{sweep_dir}`",
-             f"- MLflow: `{uri}`",
+             f"- MLflow: `{uri}`" + (f", sweep run `{parent_run_id}` (one nested run per trial)"
+                                     if parent_run_id else ""),
              f"- metric: {spec.metric} ({spec.mode}), scheduler: {spec.scheduler}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in order:
@@ -256,8 +306,8 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
     import ray
     from ray import tune
 
-    from pipelines.sweep import param_space
-    from pipelines.tracking import tracking_uri
+    from pipelines.sweep import param_space, spec_params
+    from pipelines.tracking import finish_run, tracking_uri
 
     extra = list(extra_overrides or [])
     cfg = check_sweep(spec, config_path, profile, extra)  # every value, before anything starts
@@ -284,6 +334,14 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     asha = (finishing_asha(max_epochs, spec.grace_period, spec.reduction_factor)
             if kind == "asha" else None)
+    uri = tracking_uri(cfg)
+    effective = {"sweep.config": setup.config_path, "sweep.scheduler": kind,
+                 "sweep.num_samples": str(num_samples or spec.num_samples),
+                 "sweep.trials": str(num_trials(spec, num_samples)), "sweep.max_concurrent": str(concurrent),
+                 **({"sweep.profile": profile} if profile else {}),
+                 **({"sweep.extra_set": json.dumps(extra)} if extra else {})}
+    parent = open_sweep_run(uri, cfg, setup, {**spec_params(spec), **effective})
+    setup = dataclasses.replace(setup, parent_run_id=parent)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": TRIAL_DRIVER_CPUS}),
         param_space=param_space(spec),
@@ -291,17 +349,21 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
                                     num_samples=num_samples or spec.num_samples, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1),
     )
-    results = tuner.fit()
-    uri = tracking_uri(cfg)
-    rows = collect_rows(results, setup, max_epochs)
-    close_stopped_runs(rows, uri)
-    markdown = render_results(rows, spec, str(sweep_dir), uri)
-    print("\n" + markdown, flush=True)
-    paths = [atomic_write_text(sweep_dir / RESULTS_FILE, markdown)]
-    if out:
-        paths.append(atomic_write_text(out, markdown))
+    try:
+        results = tuner.fit()
+        rows = collect_rows(results, setup, max_epochs)
+        close_stopped_runs(rows, uri)
+        markdown = render_results(rows, spec, str(sweep_dir), uri, parent)
+        print("\n" + markdown, flush=True)
+        paths = [atomic_write_text(sweep_dir / RESULTS_FILE, markdown)]
+        if out:
+            paths.append(atomic_write_text(out, markdown))
+        close_sweep_run(uri, parent, rows, spec, paths[0])
+    except BaseException as exc:  # the parent run must not stay RUNNING
+        finish_run(uri, parent, [], status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     return {"rows": rows, "best": best_row(rows, spec.mode), "sweep_dir": str(sweep_dir),
-            "results_file": str(paths[-1]), "markdown": markdown, "tracking_uri": uri}
+            "results_file": str(paths[-1]), "markdown": markdown, "tracking_uri": uri, "mlflow_run_id": parent}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """Tune sweeps: sweep files checked up front, ASHA that lets last epochs finish, a real 2-trial sweep
-(each trial a TorchTrainer run logged to MLflow), and the settings comparison table."""
+(one parent MLflow run, each trial a TorchTrainer run nested under it), and the settings comparison table."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
         "markdown": out["markdown"],
         "mlflow_db": str(trained_run["mlflow_db"]),
         "train_run_id": trained_run["summary"]["mlflow_run_id"],
+        "parent_run_id": out["mlflow_run_id"],
         "rows": [{"trial_id": r.trial_id, "params": r.params, "status": r.status, "epochs": r.epochs,
                   "best": r.best, "mlflow_run_id": r.mlflow_run_id} for r in out["rows"]],
         "best": out["best"].trial_id if out["best"] else None,
@@ -165,7 +166,9 @@ def test_trial_sizing_fits_two_cpus() -> None:
 # ---------------------------------------------------------------- a real sweep on the session Ray
 
 
-def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict) -> None:
+def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) -> None:
+    from pipelines.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
+
     rows = sweep["rows"]
     assert len(rows) == 2 and all(r["status"] == "finished" and r["epochs"] == 2 for r in rows), rows
     assert sorted(r["params"]["train.adapter_lr"] for r in rows) == [1e-4, 4e-4]
@@ -173,11 +176,14 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict) -> None:
     assert sweep["best"] == best["trial_id"]
     client = MlflowClient(f"sqlite:///{sweep['mlflow_db']}")
     experiment = client.get_experiment_by_name(SWEEP_EXPERIMENT)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id])
-    assert {r.info.run_id for r in runs} == {r["mlflow_run_id"] for r in rows}
+    parent_id = sweep["parent_run_id"]
+    assert {r.info.run_id for r in runs} == {parent_id} | {r["mlflow_run_id"] for r in rows}
     for row in rows:
         run = client.get_run(row["mlflow_run_id"])
         assert run.info.status == "FINISHED"
+        assert run.data.tags[PARENT_RUN_TAG] == parent_id  # nested under the sweep's run
         assert run.data.tags["adatad.sweep"] == "tiny_lr" and run.data.tags["adatad.trial_id"] == row["trial_id"]
         assert float(run.data.params["train.adapter_lr"]) == row["params"]["train.adapter_lr"]
         assert run.data.params["runtime.prefetch_batches"] == "2"
@@ -185,8 +191,42 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict) -> None:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "average_mAP")] == [1]
     text = Path(sweep["sweep_dir"], "SWEEP_RESULTS.md").read_text()
     assert text == Path(sweep["results_file"]).read_text()
-    assert "**Best setting**: train.adapter_lr=" in text and best["trial_id"] in text
+    assert "**Best setting**: train.adapter_lr=" in text and best["trial_id"] in text and parent_id in text
     assert text.count("| finished |") == 2
+
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "sweep-tiny" and parent.info.status == "FINISHED"
+    assert PARENT_RUN_TAG not in parent.data.tags and parent.data.tags["adatad.sweep"] == "tiny_lr"
+    params = parent.data.params
+    assert json.loads(params["sweep.params.train.adapter_lr"]) == {"grid": [1e-4, 4e-4]}
+    assert (params["sweep.metric"], params["sweep.mode"], params["sweep.scheduler"]) == ("average_mAP", "max", "asha")
+    assert params["sweep.config"] == str(CONFIG_DIR / "synthetic.yaml") and params["sweep.trials"] == "2"
+    assert params["best.trial_id"] == best["trial_id"]
+    assert float(params["best.train.adapter_lr"]) == best["params"]["train.adapter_lr"]
+    assert parent.data.metrics["best_average_mAP"] == pytest.approx(best["best"])
+    assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_error"] == 0
+    assert parent.data.tags["adatad.best_run_id"] == best["mlflow_run_id"]
+    assert [a.path for a in client.list_artifacts(parent_id)] == ["SWEEP_RESULTS.md"]
+    assert Path(client.download_artifacts(parent_id, "SWEEP_RESULTS.md", str(tmp_path))).read_text() == text
+
+
+def test_sweep_run_fails_only_when_every_trial_failed(sweep: dict, tmp_path: Path) -> None:
+    from pipelines.tracking import new_run
+    from pipelines.tune import TrialRow, close_sweep_run
+
+    uri = f"sqlite:///{sweep['mlflow_db']}"
+    spec = load_sweep(_write(tmp_path, TINY_SWEEP))
+    results = tmp_path / "SWEEP_RESULTS.md"
+    results.write_text("# results\n")
+    failed = TrialRow("t1", {}, "error", 0, None, None, None, None, error="boom")
+    stopped = TrialRow("t2", {"train.adapter_lr": 1e-4}, "stopped early", 1, 0.1, 0.1, 1.0, None)
+    client = MlflowClient(uri)
+    for rows, status in (([failed], "FAILED"), ([failed, stopped], "FINISHED")):
+        run_id = new_run(uri, SWEEP_EXPERIMENT + "-close", tmp_path / status, "close", {})
+        assert close_sweep_run(uri, run_id, rows, spec, results) == status
+        run = client.get_run(run_id)
+        assert run.info.status == status and run.data.metrics["trials_error"] == 1
+        assert ("best.trial_id" in run.data.params) == (status == "FINISHED")
 
 
 def test_compare_table_from_two_runs(sweep: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
