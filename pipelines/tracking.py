@@ -31,10 +31,13 @@ from adatad.config import Config, work_root
 
 RUN_ID_FILE = "mlflow_run_id"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-# The experiment type the MLflow UI reads from this tag (values in its web app's ExperimentKind
-# enum: genai_development, custom_model_development, ...; see mlflow/server/js/build/static/js/
-# main.*.js and mlflow/assistant/skills/mlflow-onboarding/SKILL.md). Without it the UI infers one
-# from the experiment's content; "custom_model_development" is its "Machine learning" kind.
+# MLflow's experiment-type tag. Values: the web app's ExperimentKind enum (genai_development,
+# custom_model_development = "Machine learning", finetuning, forecasting, classification, regression,
+# automl; mlflow/server/js/build/static/js/main.*.js; also mlflow/assistant/skills/
+# mlflow-onboarding/SKILL.md). Without the tag the UI infers a kind (traces -> GenAI, runs ->
+# machine learning). MLflow 3.17's UI lets its sidebar "GenAI | Model training" switch (or the
+# URL's ?workflowType=machine_learning) pick the view first; in the GenAI view, runs with a logged
+# model are listed as "Training runs" and the others as "Evaluation runs".
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 PARENT_RUN_TAG = MLFLOW_PARENT_RUN_ID  # MLflow's nesting tag: the UI shows the run under that parent
@@ -163,6 +166,14 @@ def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINI
         if Path(path).exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
+
+
+def ui_url(uri: str, run_id: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """The run's page in `mlflow ui` (a server URI is its own UI), opened in the Model training view:
+    MLflow 3.17's UI starts in its GenAI view unless the URL or the sidebar switch says otherwise."""
+    experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
 
 
 # ---------------------------------------------------------------- the trained model
