@@ -181,7 +181,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     from adatad.data.clips import record_to_row
     from pipelines.data import train_dataset, validation_datasets
     from pipelines.progress import ProgressRelay, TrainingProgressView
-    from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri
+    from pipelines.tracking import MLflowEpochLogger, finish_run, start_or_resume_run, tracking_uri, ui_url
     from pipelines.train_loop import train_loop_per_worker
 
     cfg = plan.cfg
@@ -194,8 +194,8 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     uri = tracking_uri(cfg)
     run_id = start_or_resume_run(cfg, uri, plan.run_dir, plan.run_name, mlflow_params, mlflow_tags)
     if console is not None:
-        console.say(f"MLflow: {uri} (run {run_id}); browse with: mlflow ui --backend-store-uri {uri} "
-                    "--host 127.0.0.1")
+        console.say(f"MLflow run {run_id} in {uri}")
+        console.say(f"browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1  ->  {ui_url(uri, run_id)}")
 
     r = cfg.runtime
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -247,11 +247,12 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
 def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, device: str = "unknown"
                  ) -> dict[str, Any]:
     """Copy the final records out of the last checkpoint, write reports, close the MLflow run."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from adatad.engine.state import CHECKPOINT_FILE
     from pipelines.report import write_reports
-    from pipelines.tracking import finish_run, log_epoch, logged_epochs
+    from pipelines.tracking import finish_run, log_epoch, log_trained_model, logged_epochs
 
     if result.checkpoint is None:
         raise RuntimeError(f"run {plan.run_name}: training reported no checkpoint")
@@ -277,6 +278,13 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, de
         "num_workers": plan.cfg.runtime.num_workers,
         "device": device,
     }
+    # The best checkpoint's EMA detector as an MLflow model of this run (the checkpoint on disk stays
+    # the source of truth, so a failure here is a warning, not a failed run).
+    try:
+        with (best[0] if best else result.checkpoint).as_directory() as directory:
+            stats["mlflow_model"] = log_trained_model(uri, run_id, directory)
+    except (OSError, ValueError, MlflowException) as exc:
+        print(f"warning: the MLflow model was not logged: {exc}", file=sys.stderr)
     run_dir = plan.run_dir
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
     atomic_write_text(run_dir / "stats.json", json.dumps(stats, indent=1))
@@ -368,7 +376,8 @@ def closing_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"best average mAP {100 * best['average_mAP']:.2f} % at epoch {int(best['epoch'])} "
                      f"(tIoU {per_tiou})")
     lines.append(f"reports: {', '.join(summary['reports'].values())}")
-    lines.append(f"best checkpoint: {stats['best_checkpoint']}")
+    lines.append(f"best checkpoint: {stats['best_checkpoint']}"
+                 + (f" (MLflow model {stats['mlflow_model']})" if stats.get("mlflow_model") else ""))
     return lines
 
 
