@@ -30,8 +30,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `pipelines` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ray.tune import Callback
+
 from adatad.atomic import atomic_write_text
 from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config
+from pipelines.console import Console, RunLog
 from pipelines.sweep import (
     SETTING_KEY,
     SweepError,
@@ -44,6 +47,7 @@ from pipelines.sweep import (
 
 TRIAL_DRIVER_CPUS = 0.1  # the Tune trial only waits on its TorchTrainer; 0 CPU is refused by Tune
 RESULTS_FILE = "SWEEP_RESULTS.md"
+LOG_FILE = "tune.log"  # everything Ray, Tune and the trials printed
 RUNS_DIR = "runs"  # <sweep folder>/runs/<trial run>: the Ray Train run folders (checkpoints, reports)
 
 
@@ -298,10 +302,50 @@ def render_results(rows: list[TrialRow], spec: SweepSpec, sweep_dir: str, uri: s
 # ---------------------------------------------------------------- driver
 
 
+def sweep_folder(spec: SweepSpec, cfg: Config, storage: str | None, sweep_run: str | None) -> Path:
+    """<storage>/<sweep run name>: the trials' run folders, Tune's state, the results and tune.log."""
+    base_storage = Path(storage or cfg.resolve_path(cfg.runtime.storage_path))
+    if not base_storage.is_absolute():
+        raise SweepError(f"--storage {storage}: expected an absolute path (Ray workers change directory)")
+    return base_storage / (sweep_run or f"sweep-{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+class TrialLines(Callback):
+    """A Tune callback (on the Tune driver): one console line per trial epoch, and per trial end."""
+
+    def __init__(self, console: Console, spec: SweepSpec, max_epochs: int) -> None:
+        self.console: Console | None = console
+        self.spec, self.last_epoch = spec, max_epochs - 1
+
+    def __getstate__(self) -> dict:  # Tune saves its run config; the console (a stream) stays here
+        return {**self.__dict__, "console": None}
+
+    def _name(self, trial) -> str:
+        values = swept_values(self.spec, trial.config)
+        return f"trial {trial.trial_id} (" + ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}"
+                                                       for k, v in values.items()) + ")"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        from pipelines.progress import epoch_summary
+
+        if self.console is not None and {"epoch", "loss", "clips_per_s", "epoch_time_s"} <= set(result):
+            self.console.say(f"{self._name(trial)}  {epoch_summary(result, self.last_epoch)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if self.console is not None:
+            self.console.say(f"{self._name(trial)} finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if self.console is not None:
+            where = self.console.log.path if self.console.log else "Ray's logs"
+            self.console.warn(f"{self._name(trial)} failed; its error is in {where}")
+
+
 def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
               extra_overrides: list[str] | None = None, num_samples: int | None = None,
               max_concurrent: int | None = None, scheduler: str | None = None, storage: str | None = None,
-              sweep_run: str | None = None, out: str | None = None) -> dict[str, Any]:
+              sweep_run: str | None = None, out: str | None = None, console: Console | None = None
+              ) -> dict[str, Any]:
     """Run the sweep on the connected Ray cluster; returns rows, best row and the markdown path."""
     import ray
     from ray import tune
@@ -309,27 +353,24 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
     from pipelines.sweep import param_space, spec_params
     from pipelines.tracking import finish_run, tracking_uri
 
+    console = console or Console()
     extra = list(extra_overrides or [])
     cfg = check_sweep(spec, config_path, profile, extra)  # every value, before anything starts
-    base_storage = Path(storage or cfg.resolve_path(cfg.runtime.storage_path))
-    if not base_storage.is_absolute():
-        raise SweepError(f"--storage {storage}: expected an absolute path (Ray workers change directory)")
-    sweep_run = sweep_run or f"sweep-{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    sweep_dir = base_storage / sweep_run
+    sweep_dir = sweep_folder(spec, cfg, storage, sweep_run)
+    sweep_run = sweep_dir.name
     setup = TrialSetup(spec, str(Path(config_path).resolve()), profile, tuple(extra), str(sweep_dir), sweep_run)
     max_epochs = max(load_config(config_path, trial_overrides(spec, {}, extra), profile).train.epochs,
                      cfg.train.epochs)
     fit = concurrent_trials(cfg, ray.cluster_resources())
     concurrent = max_concurrent or spec.max_concurrent or fit
     kind = (scheduler or spec.scheduler).lower()
-    print(f"sweep '{spec.name}': {num_trials(spec, num_samples)} trial(s), {concurrent} at a time; one trial "
-          f"holds up to {trial_cpus(cfg):g} CPU (driver {TRIAL_DRIVER_CPUS} + train {cfg.runtime.num_workers} x "
-          f"{cfg.runtime.cpus_per_worker:g} + decode actors {cfg.runtime.decode_actors}+"
-          f"{cfg.runtime.val_decode_actors} x {cfg.runtime.decode_actor_cpus:g}); scheduler {kind}; "
-          f"folder {sweep_dir}", flush=True)
+    console.say(f"sweep '{spec.name}': {num_trials(spec, num_samples)} trial(s), {concurrent} at a time; one trial "
+                f"holds up to {trial_cpus(cfg):g} CPU (driver {TRIAL_DRIVER_CPUS} + train {cfg.runtime.num_workers} x "
+                f"{cfg.runtime.cpus_per_worker:g} + decode actors {cfg.runtime.decode_actors}+"
+                f"{cfg.runtime.val_decode_actors} x {cfg.runtime.decode_actor_cpus:g}); scheduler {kind}")
     if concurrent > fit:
-        print(f"warning: {concurrent} concurrent trials need more CPUs than the cluster has; Ray Data actors "
-              "of some trials will wait", flush=True)
+        console.warn(f"{concurrent} concurrent trials need more CPUs than the cluster has; Ray Data actors "
+                     "of some trials will wait")
     # Only validated epochs report the metric; ASHA skips the others, Tune must not reject them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     asha = (finishing_asha(max_epochs, spec.grace_period, spec.reduction_factor)
@@ -347,14 +388,16 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=asha,
                                     num_samples=num_samples or spec.num_samples, max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1),
+        # verbose=0: no status tables; one line per trial epoch instead (TrialLines)
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0,
+                                  callbacks=[TrialLines(console, spec, max_epochs)]),
     )
     try:
         results = tuner.fit()
         rows = collect_rows(results, setup, max_epochs)
         close_stopped_runs(rows, uri)
         markdown = render_results(rows, spec, str(sweep_dir), uri, parent)
-        print("\n" + markdown, flush=True)
+        console.say("\n" + markdown.rstrip())
         paths = [atomic_write_text(sweep_dir / RESULTS_FILE, markdown)]
         if out:
             paths.append(atomic_write_text(out, markdown))
@@ -383,11 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="absolute folder for sweeps (default: runtime.storage_path)")
     p.add_argument("--name", default=None, help="sweep folder name (default: sweep-<name>-<time>)")
     p.add_argument("--out", default=None, help="also write the results markdown here")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's and Tune's own output")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log: RunLog | None = None
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
         if value is not None and value < 1:
             print(f"error: {flag} {value}: expected an integer >= 1", file=sys.stderr)
@@ -399,19 +444,29 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"{spec.source}: no `config` in the sweep file; pass --config")
         profile = args.profile or spec.profile
         cfg = check_sweep(spec, config_path, profile, args.overrides)
+        sweep_dir = sweep_folder(spec, cfg, args.storage, args.name)
+        log = RunLog(sweep_dir / LOG_FILE, verbose=args.verbose).attach()
+        console = Console(log)
+        console.say(f"sweep folder: {sweep_dir}; full log: {log.path}")
         from pipelines.cluster import ClusterError, connect_for_run
+        from pipelines.train import quiet_ray_data
 
         try:
-            connect_for_run(args.cluster, cfg.runtime)
+            connect_for_run(args.cluster, cfg.runtime, console.say)
         except ClusterError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        log.attach_ray()
+        quiet_ray_data(args.verbose)
         summary = run_sweep(spec, config_path, profile, args.overrides, args.num_samples, args.max_concurrent,
-                            args.scheduler, args.storage, args.name, args.out)
+                            args.scheduler, args.storage, sweep_dir.name, args.out, console)
     except (SweepError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"results: {summary['results_file']}")
+    finally:
+        if log is not None:
+            log.close()
+    console.say(f"results: {summary['results_file']}")
     failed = [r for r in summary["rows"] if r.status == "error"]
     return 1 if failed and len(failed) == len(summary["rows"]) else 0
 

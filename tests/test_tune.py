@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from adatad.config import CONFIG_DIR, PROJECT_ROOT
+from pipelines.console import Console
 from pipelines.sweep import SweepError, check_sweep, load_sweep, num_trials, param_space, trial_overrides
 from tests.conftest import tiny_overrides
 
@@ -46,8 +48,10 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
     # Validation only at the last epoch: epoch 0 reports no average_mAP (Tune must accept it).
     overrides += ["train.val_interval=2", f"tracking.experiment_name={SWEEP_EXPERIMENT}"]
     start = time.perf_counter()
+    shown = io.StringIO()
     out = run_sweep(load_sweep(work / "tiny_lr.yaml"), str(CONFIG_DIR / "synthetic.yaml"), None, overrides,
-                    max_concurrent=1, sweep_run="sweep-tiny", out=str(work / "best.md"))
+                    max_concurrent=1, sweep_run="sweep-tiny", out=str(work / "best.md"),
+                    console=Console(stream=shown))
     summary = {
         "seconds": time.perf_counter() - start,
         "sweep_dir": out["sweep_dir"],
@@ -59,6 +63,7 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
         "rows": [{"trial_id": r.trial_id, "params": r.params, "status": r.status, "epochs": r.epochs,
                   "best": r.best, "mlflow_run_id": r.mlflow_run_id} for r in out["rows"]],
         "best": out["best"].trial_id if out["best"] else None,
+        "console": shown.getvalue(),
     }
     memo.write_text(json.dumps(summary))
     return summary
@@ -262,3 +267,15 @@ def test_compare_reports_unknown_runs(sweep: dict, capsys: pytest.CaptureFixture
     assert "run 'no-such-run': no MLflow run with that id or name" in err
     assert main(["compare", "--tracking-uri", uri, "--runs", sweep["train_run_id"]]) == 2
     assert "at least two runs" in capsys.readouterr().err
+
+
+def test_sweep_console_is_one_line_per_trial_epoch(sweep: dict) -> None:
+    """No Tune status tables: a line per trial epoch (epoch summary with the swept value), one per
+    finished trial, then the results table."""
+    lines = sweep["console"].splitlines()
+    assert not [line for line in lines if "Trial status" in line or "TrainingReport(" in line]
+    for row in sweep["rows"]:
+        mine = [line for line in lines if line.startswith(f"trial {row['trial_id']} (adapter_lr=")]
+        assert [line.split(")  ", 1)[1].split("  ")[0] for line in mine[:-1]] == ["epoch 0/1", "epoch 1/1"], mine
+        assert mine[-1].endswith(" finished") and "mAP" in mine[1]
+    assert "# Sweep `tiny_lr`" in sweep["console"]
