@@ -13,6 +13,7 @@ becomes at most one plain line per `interval_s` seconds.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -65,6 +66,8 @@ class RunLog:
             return self
         import ray  # noqa: F401 - importing Ray installs its console handler, which is re-routed below
 
+        if not self.verbose:  # MLflow installs its own console handler when first imported: not here
+            os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handler = logging.FileHandler(self.path, encoding="utf-8")

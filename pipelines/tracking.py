@@ -160,6 +160,21 @@ class MLflowEpochLogger(ray.train.UserCallback):
         self._done.add(epoch)
 
 
+def start_system_metrics(uri: str, run_id: str, sampling_interval_s: float = 10.0):
+    """MLflow's system metrics of this machine into the run: CPU and memory use, disk, network and,
+    with nvidia-ml-py on a GPU machine, each GPU's utilisation, memory and power (`system/*`).
+
+    Started on the rank-0 training worker, so it measures the node that trains (on a cluster the
+    driver may sit elsewhere). Returns the monitor; call `.finish()` to flush and stop it.
+    """
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval_s, resume_logging=True,
+                                   tracking_uri=uri)
+    monitor.start()
+    return monitor
+
+
 def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINISHED") -> None:
     client = MlflowClient(uri)
     for path in artifacts:

@@ -213,6 +213,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "num_train_videos": len(train_records),
             "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
             "progress": relay,
+            "mlflow": {"uri": uri, "run_id": run_id},
         },
         scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),

@@ -30,6 +30,7 @@ from adatad.engine.validation import WindowCollector, metrics_of
 from adatad.models.build import model_from_checkpoint
 from pipelines.data import val_name
 from pipelines.progress import ProgressReporter
+from pipelines.tracking import start_system_metrics
 
 log = logging.getLogger("adatad.train")
 PREDICTIONS_FILE = "predictions.json"
@@ -184,6 +185,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     else:
         state.model = ray.train.torch.prepare_model(state.model)
 
+    tracking = loop_config.get("mlflow")  # {"uri", "run_id"}: system metrics of the training node
+    monitor = start_system_metrics(tracking["uri"], tracking["run_id"]) if tracking and rank == 0 else None
+    try:
+        _train_epochs(state, cfg, loop_config, device, rank, steps, progress, test_records, class_names)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def _train_epochs(state: TrainingState, cfg, loop_config: dict[str, Any], device: torch.device, rank: int,
+                  steps: int, progress: ProgressReporter, test_records, class_names) -> None:
+    """Epochs from the state's next one to the end: train, validate when due, report with a checkpoint."""
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard(val_name(rank))  # this worker's test videos
     last_map: float = state.history[-1].get("best_average_mAP", -1.0) if state.history else -1.0
@@ -193,7 +206,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         seen: list[int] = []
         metrics = run_epoch(state, train_shard, cfg, device, epoch, steps, rank, loop_config.get("train_paths"),
                             progress, seen)
-        metrics["peak_memory_mb"] = _peak_memory_mb(device)
         metrics["epoch"] = epoch
         results = None
         validate = (epoch >= cfg.train.val_start_epoch and (epoch + 1) % cfg.train.val_interval == 0) \
@@ -203,6 +215,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                   class_names, epoch, progress)
             metrics.update(val_metrics)
             last_map = max(last_map, val_metrics["average_mAP"])
+        metrics["peak_memory_mb"] = _peak_memory_mb(device)  # training and validation of this epoch
         metrics["best_average_mAP"] = last_map
         # Checkpoint ranking: validated epochs by mAP; the rest rank last (Ray always keeps the latest).
         metrics["val_score"] = metrics.get("average_mAP", -1.0)

@@ -37,6 +37,8 @@ def test_run_produces_checkpoint_metrics_and_reports(trained_run: dict) -> None:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "average_mAP")] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_curves.png", "TRAINING_SUMMARY.md", "config.yaml"} <= artifacts
+    # MLflow's system metrics of the training node, sampled by the rank-0 worker.
+    assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     # The best checkpoint's EMA detector is the run's MLflow model (what `mlflow ui` links to the run).
     model_id = summary["stats"]["mlflow_model"].removeprefix("models:/")
     assert model_id in {o.model_id for o in run.outputs.model_outputs}
