@@ -49,13 +49,13 @@ from adatad.config import Config, ConfigError, config_from_dict, deep_merge, loa
 from adatad.data.annotations import AnnotationError, VideoRecord, load_class_names
 from adatad.data.sampling import sliding_windows
 from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
+from adatad.data.video_files import VIDEO_EXTENSIONS
 from adatad.engine.validation import WindowCollector
 from adatad.evaluation import EvaluationInputError, load_ground_truth
 from adatad.models.trained import TrainedWeightsError, read_trained
 from adatad.postprocess import Detections
 from pipelines.console import Console, RunLog
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
 SUBSET = "detect"  # VideoRecord.subset of the videos given on the command line
 PASSTHROUGH = ("video_index", "window_start_frame", "fps", "duration", "frame_stride", "valid")
 # Settings a user may change at detection time: none of them changes what the model sees.
