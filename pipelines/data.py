@@ -19,24 +19,20 @@ from adatad.data.annotations import VideoRecord
 from adatad.data.batch import collate_examples
 from adatad.data.clips import ClipLoader, count_windows, record_to_row
 
-# Columns the training step consumes (everything numeric; strings stay on the driver).
-TRAIN_COLUMNS = ("frames", "masks", "segments", "labels", "num_segments", "valid")
-TEST_COLUMNS = ("frames", "masks", "video_index", "window_start_frame", "fps", "duration", "frame_stride",
-                "valid")
-
 
 class DecodeClips:
-    """Ray Data callable class: one instance per actor, reused for many rows.
+    """Ray Data callable class for training rows (one row = one video -> one random clip): one
+    instance per actor, reused for many rows.
 
     Randomness comes from fresh OS entropy per actor: Ray recreates the pool for every epoch's
     execution, so a constant seed here would repeat the same augmentations each epoch.
     """
 
-    def __init__(self, data: dict[str, Any], train: bool) -> None:
+    def __init__(self, data: dict[str, Any]) -> None:
         import cv2
 
         cv2.setNumThreads(1)  # one actor = one core; OpenCV's own pool would oversubscribe the node
-        self.loader = ClipLoader(DataConfig(**_tuples(data)), train=train)
+        self.loader = ClipLoader(DataConfig(**_tuples(data)), train=True)
         self.rng = np.random.default_rng()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -74,10 +70,9 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 def _decoded(ds: Dataset, cfg: Config, train: bool, actors: int) -> Dataset:
     """Decode + transform each row on an actor pool of `actors` (the DataLoader-workers knob)."""
-    data = cfg.to_dict()["data"]
     return ds.map_batches(
         DecodeClips if train else DecodeVideoWindows,
-        fn_constructor_kwargs={"data": data, "train": True} if train else {"data": data},
+        fn_constructor_kwargs={"data": cfg.to_dict()["data"]},
         batch_size=1,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=actors),
