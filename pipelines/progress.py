@@ -5,8 +5,9 @@ possibly from several processes, and into the log file by `pipelines.console.Run
 they post small events to a `ProgressRelay` actor (0 CPU) and the driver draws one progress bar
 per epoch and one summary line per epoch from them (`TrainingProgressView`).
 
-Events (dicts with "kind"): step (epoch, step, steps, loss, lr, clips_per_s, wait_frac), val
-(epoch, rank, windows), epoch (the epoch's metrics), note / warning (text).
+Events (dicts with "kind"): epoch_start (epoch, steps), step (epoch, step, steps, loss, lr,
+clips_per_s, wait_frac), val (epoch, rank, windows so far), epoch (the epoch's metrics), note /
+warning (text).
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ class TrainingProgressView:
     def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
         width = len(str(self.last_epoch))
-        if kind == "step":
+        if kind == "epoch_start":
+            epoch = int(event["epoch"])
+            self._bar_for(("train", epoch), int(event["steps"]), f"epoch {epoch:>{width}}/{self.last_epoch}")
+        elif kind == "step":
             epoch = int(event["epoch"])
             bar = self._bar_for(("train", epoch), int(event["steps"]), f"epoch {epoch:>{width}}/{self.last_epoch}")
             bar.update(int(event["step"]), {

@@ -80,6 +80,8 @@ def run_epoch(state: TrainingState, shard: Any, cfg, device: torch.device, epoch
     failures = DecodeFailures(train_paths or [], cfg.data.max_decode_failures)
     wait = 0.0
     start = time.perf_counter()
+    if rank == 0 and progress is not None:  # the bar starts now, so its ETA counts the first step too
+        progress.post("epoch_start", epoch=epoch, steps=steps)
     iterator = iter(shard.iter_torch_batches(batch_size=per_worker, prefetch_batches=cfg.runtime.prefetch_batches,
                                              device="cpu", drop_last=False))
     while True:
@@ -133,6 +135,8 @@ def run_validation(model: torch.nn.Module, shard: Any, cfg, device: torch.device
     failures = DecodeFailures([r.path for r in records], cfg.data.max_decode_failures, what="test windows")
     start = time.perf_counter()
     windows = 0
+    if progress is not None:
+        progress.post("val", epoch=epoch, windows=0)
     for batch in shard.iter_torch_batches(batch_size=cfg.train.val_batch_size,
                                           prefetch_batches=cfg.runtime.prefetch_batches, device="cpu"):
         windows += len(batch["valid"])

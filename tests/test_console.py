@@ -51,6 +51,7 @@ def test_not_a_terminal_prints_plain_throttled_progress() -> None:
 def test_progress_view_renders_events_as_lines() -> None:
     out = io.StringIO()
     view = TrainingProgressView(Console(stream=out), relay=None, epochs=2, val_windows=4)
+    view.handle({"kind": "epoch_start", "epoch": 0, "steps": 3})
     view.handle({"kind": "step", "epoch": 0, "step": 1, "steps": 3, "loss": 0.5, "lr": 1e-3, "clips_per_s": 2.0,
                  "wait_frac": 0.1})
     view.handle({"kind": "val", "epoch": 0, "rank": 0, "windows": 2})
