@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # Loggers of Ray and the libraries it pulls in whose INFO output belongs in the log file.
-QUIET_LOGGERS = ("ray", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")
+QUIET_LOGGERS = ("ray", "ray.data", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray: a progress-bar state, not a line
 
@@ -64,7 +64,8 @@ class RunLog:
     def attach(self) -> RunLog:
         if self._handler is not None:
             return self
-        import ray  # noqa: F401 - importing Ray installs its console handler, which is re-routed below
+        import ray  # noqa: F401 - importing Ray (and Ray Data) installs console handlers, re-routed below
+        import ray.data  # noqa: F401
 
         if not self.verbose:  # MLflow installs its own console handler when first imported: not here
             os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -74,6 +75,7 @@ class RunLog:
         else:
             self._handler = logging.NullHandler()
         self._handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._handler.setLevel(logging.INFO)  # Ray Data's logger runs at DEBUG
         logging.captureWarnings(True)
         for name in QUIET_LOGGERS:
             self._route(logging.getLogger(name))
@@ -100,9 +102,10 @@ class RunLog:
         stays on the console.
         """
         self.attach()
-        ray_logger = logging.getLogger("ray")
-        if self._handler not in ray_logger.handlers:  # ray.init may have reconfigured its logger
-            self._route(ray_logger)
+        for name in QUIET_LOGGERS:  # ray.init may have reconfigured Ray's loggers
+            logger = logging.getLogger(name)
+            if self._handler not in logger.handlers:
+                self._route(logger)
         if self.verbose or self._ray_hook is not None:
             return
         try:

@@ -175,6 +175,15 @@ def start_system_metrics(uri: str, run_id: str, sampling_interval_s: float = 10.
     return monitor
 
 
+def stop_system_metrics(monitor) -> None:
+    """Stop the monitor and log one last sample: MLflow's loop drops the interval it is in when
+    stopped, so a run shorter than one interval would otherwise have no system metrics at all."""
+    monitor.finish()
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
+    monitor.mlflow_logger.flush()
+
+
 def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINISHED") -> None:
     client = MlflowClient(uri)
     for path in artifacts:

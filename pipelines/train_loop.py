@@ -30,7 +30,7 @@ from adatad.engine.validation import WindowCollector, metrics_of
 from adatad.models.build import model_from_checkpoint
 from pipelines.data import val_name
 from pipelines.progress import ProgressReporter
-from pipelines.tracking import start_system_metrics
+from pipelines.tracking import start_system_metrics, stop_system_metrics
 
 log = logging.getLogger("adatad.train")
 PREDICTIONS_FILE = "predictions.json"
@@ -195,7 +195,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         _train_epochs(state, cfg, loop_config, device, rank, steps, progress, test_records, class_names)
     finally:
         if monitor is not None:
-            monitor.finish()
+            try:
+                stop_system_metrics(monitor)
+            except Exception as exc:  # noqa: BLE001 - never let monitoring hide the run's own outcome
+                log.warning("system metrics: could not log the last sample: %s", exc)
 
 
 def _train_epochs(state: TrainingState, cfg, loop_config: dict[str, Any], device: torch.device, rank: int,

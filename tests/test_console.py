@@ -62,6 +62,9 @@ def test_progress_view_renders_events_as_lines() -> None:
 
 
 def test_run_log_takes_ray_and_library_output(tmp_path: Path) -> None:
+    import ray.data  # noqa: F401 - configures Ray Data's own logger, as any command using it does
+
+    before = {name: list(logging.getLogger(name).handlers) for name in ("ray", "ray.data", "mlflow")}
     log = RunLog(tmp_path / "run.log").attach()
     try:
         logging.getLogger("ray.data").info("Execution plan of Dataset x")
@@ -77,7 +80,7 @@ def test_run_log_takes_ray_and_library_output(tmp_path: Path) -> None:
     assert "(RayTrainWorker pid=42) Reporting training result 1: TrainingReport(...)" in text
     assert "epoch 0/1  loss 0.5" in text
     assert "tqdm_magic" not in text and not ANSI.search(text)
-    assert logging.getLogger("ray.data").handlers == [] and logging.getLogger("ray").propagate is False
+    assert {name: list(logging.getLogger(name).handlers) for name in before} == before  # restored by close()
     assert strip_ansi("\x1b[1m\x1b[32mhttp://x\x1b[39m") == "http://x"
     assert [format_duration(s) for s in (45, 125, 3723)] == ["45 s", "2:05", "1:02:03"]
 
