@@ -58,6 +58,8 @@ class RunLog:
         self._saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
         self._ray_hook: tuple[Any, str] | None = None
         self._lock = threading.Lock()
+        self._fd2: int | None = None  # the console's fd 2 while native stderr goes to the file
+        self._saved_stderr: TextIO | None = None
 
     # ---------------------------------------------------------------- Python logging
 
@@ -79,7 +81,31 @@ class RunLog:
         logging.captureWarnings(True)
         for name in QUIET_LOGGERS:
             self._route(logging.getLogger(name))
+        if not self.verbose and self.path is not None:
+            self._native_stderr_to_file()
         return self
+
+    def _native_stderr_to_file(self) -> None:
+        """Native code's writes to fd 2 go to the file; Python's `sys.stderr` stays on the console.
+
+        Ray's C++ core worker in this process logs some errors straight to fd 2 (e.g. "core_worker.cc:
+        ... has constructor arguments in the object store", when Ray Data runs in the driver as in
+        detect.py); Python logging cannot catch those. Child processes started from here (a local
+        Ray's raylet and GCS) inherit the file as their stderr too.
+        """
+        sys.stderr.flush()
+        self._fd2 = os.dup(2)
+        target = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(target, 2)
+        os.close(target)
+        try:
+            python_on_fd2 = sys.stderr.fileno() == 2
+        except (AttributeError, ValueError, OSError):  # e.g. pytest's capture object
+            python_on_fd2 = False
+        if python_on_fd2:  # Python's own stderr keeps the console, on a copy of the old fd 2
+            self._saved_stderr = sys.stderr
+            sys.stderr = open(self._fd2, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                              closefd=False)
 
     def _route(self, logger: logging.Logger) -> None:
         """Send `logger` to the file (and, when verbose, keep its own console handlers too)."""
@@ -147,6 +173,14 @@ class RunLog:
                 stream.flush()
 
     def close(self) -> None:
+        if self._fd2 is not None:
+            if self._saved_stderr is not None:
+                sys.stderr.flush()
+                sys.stderr = self._saved_stderr
+                self._saved_stderr = None
+            os.dup2(self._fd2, 2)
+            os.close(self._fd2)
+            self._fd2 = None
         if self._ray_hook is not None:
             dispatcher, handler = self._ray_hook
             dispatcher.remove_handler("adatad_run_log")

@@ -91,6 +91,8 @@ def test_detections_reproduce_the_training_validation_map(detected: dict) -> Non
     assert sorted(output["results"]) == [*TEST_VIDEOS, "video_test_short"]
     assert all(len(output["results"][vid]) > 0 for vid in TEST_VIDEOS)
     assert detected["result"]["stats"]["windows"] == 2 * 3 + 1
+    log = detected["out"].with_suffix(".log").read_text()  # everything Ray printed, the predict actors' too
+    assert "MapBatches(Predict)" in log and "not writable" not in log  # Predict gets writable batches
 
     ann = str(detected["data"] / "annotations.json")
     ours = evaluate.run(evaluate.build_parser().parse_args(["--annotations", ann, "--predictions",
