@@ -465,7 +465,8 @@ def plan_detection(args: argparse.Namespace) -> DetectPlan:
             raise DetectInputError(f"--decode-actors {args.decode_actors}: expected >= 1")
         cfg.runtime.val_decode_actors = args.decode_actors
     if stored_names and not args.class_map:
-        class_names, source = stored_names, "the checkpoint"
+        class_names = stored_names
+        source = "the checkpoint" if file.kind == "adatad" else f"the config's {cfg.data.class_map_file}"
     else:
         class_names, source = resolve_class_names(cfg, args.class_map, args.annotations)
     gt = ground_truth_for_plots(args.annotations) if args.annotations and args.plot_dir else None
