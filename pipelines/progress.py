@@ -140,7 +140,8 @@ class TrainingProgressView:
             if self._bar_key != ("val", epoch):
                 self._val_counts = {}
             self._val_counts[int(event["rank"])] = int(event["windows"])
-            bar = self._bar_for(("val", epoch), self.val_windows, f"validate {epoch:>{width}}/{self.last_epoch}")
+            desc = f"validate {epoch:>{width}}/{self.last_epoch}" if epoch >= 0 else "test windows"  # test.py: -1
+            bar = self._bar_for(("val", epoch), self.val_windows, desc)
             bar.update(sum(self._val_counts.values()), {})
         elif kind == "epoch":
             self._close_bar()
