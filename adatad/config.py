@@ -183,6 +183,8 @@ class RuntimeConfig:
 class TrackingConfig:
     tracking_uri: str | None = None  # None = sqlite file under the project
     experiment_name: str = "adatad"
+    log_model: bool = True  # the best checkpoint's EMA detector as the run's MLflow model (~200 MB at full size)
+    system_metrics: bool = True  # CPU/memory/GPU of the training node every 10 s
 
 
 @dataclass

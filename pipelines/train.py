@@ -213,7 +213,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "num_train_videos": len(train_records),
             "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
             "progress": relay,
-            "mlflow": {"uri": uri, "run_id": run_id},
+            "mlflow": {"uri": uri, "run_id": run_id} if cfg.tracking.system_metrics else None,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
@@ -281,11 +281,12 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, de
     }
     # The best checkpoint's EMA detector as an MLflow model of this run (the checkpoint on disk stays
     # the source of truth, so a failure here is a warning, not a failed run).
-    try:
-        with (best[0] if best else result.checkpoint).as_directory() as directory:
-            stats["mlflow_model"] = log_trained_model(uri, run_id, directory)
-    except (OSError, ValueError, MlflowException) as exc:
-        print(f"warning: the MLflow model was not logged: {exc}", file=sys.stderr)
+    if plan.cfg.tracking.log_model:
+        try:
+            with (best[0] if best else result.checkpoint).as_directory() as directory:
+                stats["mlflow_model"] = log_trained_model(uri, run_id, directory)
+        except (OSError, ValueError, MlflowException) as exc:
+            print(f"warning: the MLflow model was not logged: {exc}", file=sys.stderr)
     run_dir = plan.run_dir
     atomic_write_text(run_dir / "history.json", json.dumps(history, indent=1))
     atomic_write_text(run_dir / "stats.json", json.dumps(stats, indent=1))

@@ -48,6 +48,9 @@ def tiny_overrides(data_root: Path, storage: Path, mlflow_db: Path, epochs: int 
         f"runtime.storage_path={storage}",
         f"tracking.tracking_uri=sqlite:///{mlflow_db}",
         "tracking.experiment_name=adatad-tests",
+        # Off in test runs (each costs seconds per run); on where tests check them (trained_run).
+        "tracking.log_model=false",
+        "tracking.system_metrics=false",
     ]
 
 
@@ -76,7 +79,7 @@ def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathF
 
     work = tmp_path_factory.mktemp("trained_run")
     storage, db = work / "runs", work / "mlflow.db"
-    cfg = tiny_config(tiny_data, storage, db)
+    cfg = tiny_config(tiny_data, storage, db, extra=["tracking.log_model=true", "tracking.system_metrics=true"])
     plan = RunPlan(cfg=cfg, run_name="tiny", storage=storage, resumed=False)
     summary = run_training(plan, quiet=True)
     return {"plan": plan, "summary": summary, "storage": storage, "mlflow_db": db, "data": tiny_data}

@@ -57,6 +57,7 @@ def test_resume_continues_from_the_last_epoch(trained_run: dict) -> None:
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[:2] == before["history"]  # the first two epochs were not re-run
     assert summary["mlflow_run_id"] == trained_run["summary"]["mlflow_run_id"]
+    assert "mlflow_model" not in summary["stats"]  # tracking.log_model=false (tests' default)
     client = _client(trained_run["mlflow_db"])
     assert [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "loss")] == [0, 1, 2]
     after = read_checkpoint(summary["stats"]["checkpoint"])
