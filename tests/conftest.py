@@ -74,15 +74,35 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A finished 2-epoch training run on the tiny data: run folder, MLflow store, summary."""
-    from pipelines.train import RunPlan, run_training
+    """A finished 2-epoch training run on the tiny data, made by the real command line with its
+    output sent to a file (as CI or `> file` captures it): run folder, MLflow store, summary (read
+    back from the run folder, as `run_training` returns it) and the console text.
+
+    It depends on `ray_session` only so that its users find Ray connected; the command starts its
+    own local Ray, as a user's would.
+    """
+    import json
+    import subprocess
+
+    from pipelines.train import RunPlan
 
     work = tmp_path_factory.mktemp("trained_run")
     storage, db = work / "runs", work / "mlflow.db"
-    cfg = tiny_config(tiny_data, storage, db, extra=["tracking.log_model=true", "tracking.system_metrics=true"])
-    plan = RunPlan(cfg=cfg, run_name="tiny", storage=storage, resumed=False)
-    summary = run_training(plan, quiet=True)
-    return {"plan": plan, "summary": summary, "storage": storage, "mlflow_db": db, "data": tiny_data}
+    extra = ["tracking.log_model=true", "tracking.system_metrics=true"]
+    sets = [a for o in tiny_overrides(tiny_data, storage, db) + extra for a in ("--set", o)]
+    with (work / "console.txt").open("w") as sink:
+        proc = subprocess.run([sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "tiny",
+                               *sets], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, timeout=900)
+    console = (work / "console.txt").read_text()
+    assert proc.returncode == 0, console[-3000:]
+    run_dir = storage / "tiny"
+    history = json.loads((run_dir / "history.json").read_text())
+    summary = {"final": history[-1], "stats": json.loads((run_dir / "stats.json").read_text()),
+               "run_dir": str(run_dir), "mlflow_run_id": (run_dir / "mlflow_run_id").read_text().strip()}
+    plan = RunPlan(cfg=tiny_config(tiny_data, storage, db, extra=extra), run_name="tiny", storage=storage,
+                   resumed=False)
+    return {"plan": plan, "summary": summary, "storage": storage, "mlflow_db": db, "data": tiny_data,
+            "console": console}
 
 
 @pytest.fixture
