@@ -260,7 +260,9 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, de
     with result.checkpoint.as_directory() as directory:
         history = json.loads((Path(directory) / "history.json").read_text())
         size_mb = (Path(directory) / CHECKPOINT_FILE).stat().st_size / 2**20
-    best = result.best_checkpoints[0] if result.best_checkpoints else None
+    # Ray lists the kept checkpoints worst first: pick the highest val_score (the later on a tie).
+    best = max(result.best_checkpoints, key=lambda cm: (cm[1].get("val_score", -1.0), cm[1].get("epoch", -1))) \
+        if result.best_checkpoints else None
     final = history[-1]
     # Ray registers a checkpoint before the MLflow callback logs its epoch, so a driver killed in
     # between leaves that epoch unlogged (a resumed run only logs new epochs): fill such gaps now.

@@ -37,6 +37,11 @@ def test_run_produces_checkpoint_metrics_and_reports(trained_run: dict) -> None:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "average_mAP")] == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_curves.png", "TRAINING_SUMMARY.md", "config.yaml"} <= artifacts
+    # The best checkpoint is the kept one with the highest validation mAP (Ray lists them worst first).
+    kept = {p: json.loads((p / "history.json").read_text())[-1] for p in run_dir.glob("checkpoint_*") if p.is_dir()}
+    assert len(kept) == 2
+    best = max(kept, key=lambda p: (kept[p]["average_mAP"], kept[p]["epoch"]))
+    assert Path(summary["stats"]["best_checkpoint"]) == best, {str(p): m["average_mAP"] for p, m in kept.items()}
     # MLflow's system metrics of the training node, sampled by the rank-0 worker.
     assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     # The best checkpoint's EMA detector is the run's MLflow model (what `mlflow ui` links to the run).
