@@ -36,6 +36,12 @@ PROFILE_DIR = CONFIG_DIR / "profiles"
 BASE_KEY = "_base_"
 
 
+# Merged into the config of a model whose every weight comes from a trained file (a checkpoint, an
+# OpenTAD .pth): neither the VideoMAE file nor model.init_from is read (or needs to exist) then.
+WEIGHTS_FROM_TRAINED_FILE: dict[str, Any] = {
+    "model": {"init_from": None, "backbone": {"checkpoint": None, "allow_random_init": True}}}
+
+
 class ConfigError(ValueError):
     """A config problem, reported as one line naming the file and/or key path."""
 

@@ -47,6 +47,7 @@ import torch
 from adatad.atomic import atomic_write_text
 from adatad.config import Config, ConfigError, config_from_dict, deep_merge, load_config, parse_override
 from adatad.data.annotations import AnnotationError, VideoRecord, load_class_names
+from adatad.data.clips import count_windows
 from adatad.data.sampling import sliding_windows
 from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
 from adatad.data.video_files import VIDEO_EXTENSIONS
@@ -371,7 +372,7 @@ def collect(batches: Iterator[dict[str, np.ndarray]], records: list[VideoRecord]
             cfg: Config, inference) -> tuple[dict[str, list[dict]], dict[str, str], int]:
     """Merge each video as soon as all its windows arrived; returns (results, errors, windows seen)."""
     d = cfg.data
-    expected = [len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap)) for r in records]
+    expected = [count_windows(r, d) for r in records]
     pending: dict[int, list[_Window]] = defaultdict(list)
     results: dict[str, list[dict]] = {}
     errors: dict[str, str] = {}
@@ -510,8 +511,7 @@ def _detect(args: argparse.Namespace, plan: DetectPlan, console: Console, log: R
                 console.warn(f"the actors ask for {needed:g} CPUs but the cluster has {resources.get('CPU', 0):g}; "
                              "they wait for an autoscaler (lower runtime.cpus_per_worker, --decode-actors or "
                              "runtime.decode_actor_cpus otherwise)")
-            d = cfg.data
-            total = sum(len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap)) for r in records)
+            total = sum(count_windows(r, cfg.data) for r in records)
             ds = build_dataset(cfg, records, ray.put(state), actors, gpus, cpus)
             bar = console.progress(total, "detect")
             batches = _first_arrival(ds.iter_batches(batch_size=None, batch_format="numpy"), arrival, bar)

@@ -35,7 +35,15 @@ if __package__ in (None, ""):  # run as a script: make `pipelines` importable wi
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adatad.atomic import atomic_write_text
-from adatad.config import Config, ConfigError, config_from_dict, deep_merge, load_config
+from adatad.config import (
+    WEIGHTS_FROM_TRAINED_FILE,
+    Config,
+    ConfigError,
+    config_from_dict,
+    deep_merge,
+    load_config,
+    parse_override,
+)
 from adatad.data.annotations import AnnotationError, VideoRecord
 from adatad.data.check import check_videos, fill_frame_counts, format_problems
 from adatad.engine.validation import metrics_of
@@ -91,25 +99,16 @@ def test_config(trained: TrainedModel, config: str | None, overrides: list[str],
         if trained.kind != "adatad":
             raise TestInputError(f"--checkpoint {trained.path}: an OpenTAD file has no config; pass --config "
                                  "(e.g. configs/thumos_videomae_s_768x1_160_adapter.yaml)")
-        from adatad.config import from_dict, parse_override, validate
-
         raw = dict(trained.state["config"])
         for item in overrides:
             raw = deep_merge(raw, parse_override(item))
-        raw["model"] = {**raw["model"], "backbone": {**raw["model"]["backbone"], "checkpoint": None,
-                                                      "allow_random_init": True}, "init_from": None}
-        cfg = from_dict(Config, raw, path="")
-        validate(cfg)
-        return cfg, "the checkpoint's config"
+        return config_from_dict(deep_merge(raw, WEIGHTS_FROM_TRAINED_FILE)), "the checkpoint's config"
     raw = load_config(config, overrides, profile).to_dict()
     if trained.kind == "adatad":
         own = trained.state["config"]
         raw["model"] = {**own["model"], "inference": raw["model"]["inference"]}
         raw["data"] = {**raw["data"], **{k: own["data"][k] for k in INPUT_KEYS}}
-    # The trained file holds every weight: the VideoMAE file named in the config is not needed.
-    raw["model"]["backbone"] = {**raw["model"]["backbone"], "checkpoint": None, "allow_random_init": True}
-    raw["model"]["init_from"] = None
-    return config_from_dict(raw), config
+    return config_from_dict(deep_merge(raw, WEIGHTS_FROM_TRAINED_FILE)), config
 
 
 def plan_test(args: argparse.Namespace) -> TestPlan:
@@ -140,7 +139,7 @@ def run_test(plan: TestPlan, console: Console | None = None) -> dict[str, Any]:
     from adatad.data.clips import record_to_row
     from pipelines.data import validation_datasets
     from pipelines.progress import ProgressRelay, TrainingProgressView
-    from pipelines.train import count_windows
+    from pipelines.train import total_windows
     from pipelines.train_loop import PREDICTIONS_FILE as WORKER_FILE
     from pipelines.train_loop import evaluate_loop_per_worker
 
@@ -164,7 +163,7 @@ def run_test(plan: TestPlan, console: Console | None = None) -> dict[str, Any]:
             datasets=validation_datasets(cfg, plan.records),
             dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         )
-        view = (TrainingProgressView(console, relay, 0, count_windows(cfg, plan.records)).start()
+        view = (TrainingProgressView(console, relay, 0, total_windows(cfg, plan.records)).start()
                 if console is not None else None)
         start = time.perf_counter()
         try:

@@ -160,11 +160,11 @@ def check_initial_weights(cfg: Config, resumed: bool = False) -> None:
             raise UsageError(f"model.backbone.checkpoint: {exc}") from None
 
 
-def count_windows(cfg: Config, records: list[VideoRecord]) -> int:
-    from adatad.data.sampling import sliding_windows
+def total_windows(cfg: Config, records: list[VideoRecord]) -> int:
+    """Test windows of all `records` (the validation progress bar's length)."""
+    from adatad.data.clips import count_windows
 
-    d = cfg.data
-    return sum(len(sliding_windows(r, d.window_size, d.frame_stride, d.test_window_overlap)) for r in records)
+    return sum(count_windows(r, cfg.data) for r in records)
 
 
 def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
@@ -229,7 +229,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         datasets={"train": train_dataset(cfg, train_records), **validation_datasets(cfg, test_records)},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),  # val_<rank>: see assign_videos
     )
-    view = (TrainingProgressView(console, relay, cfg.train.epochs, count_windows(cfg, test_records)).start()
+    view = (TrainingProgressView(console, relay, cfg.train.epochs, total_windows(cfg, test_records)).start()
             if console is not None else None)
     start = time.perf_counter()
     try:

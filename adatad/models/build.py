@@ -65,12 +65,9 @@ def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Co
     validation used) are taken when present. `adatad.models.trained.read_trained` gives such a
     dict for any trained model file, OpenTAD's included.
     """
-    from adatad.config import config_from_dict
+    from adatad.config import WEIGHTS_FROM_TRAINED_FILE, config_from_dict, deep_merge
 
-    raw = dict(state["config"])
-    raw["model"] = {**raw["model"], "init_from": None,
-                    "backbone": {**raw["model"]["backbone"], "checkpoint": None, "allow_random_init": True}}
-    cfg = config_from_dict(raw)
+    cfg = config_from_dict(deep_merge(state["config"], WEIGHTS_FROM_TRAINED_FILE))
     model = build_model(cfg)
     weights = state["model"]
     if use_ema and state.get("ema"):

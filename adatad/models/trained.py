@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adatad.config import Config, config_from_dict, deep_merge
+from adatad.config import WEIGHTS_FROM_TRAINED_FILE, Config, config_from_dict, deep_merge
 from adatad.data.annotations import AnnotationError, load_class_names
 from adatad.models.build import build_model
 from adatad.models.opentad import (
@@ -176,9 +176,8 @@ def _reason(exc: Exception) -> str:
 def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) -> TrainedModel:
     # As `model_from_checkpoint` does: the file holds every weight, so where the run's VideoMAE
     # weights came from does not matter (and need not exist here).
-    own_weights = {"model": {"backbone": {"checkpoint": None, "allow_random_init": True}, "init_from": None}}
     try:
-        cfg = config_from_dict(deep_merge(raw["config"], own_weights))
+        cfg = config_from_dict(deep_merge(raw["config"], WEIGHTS_FROM_TRAINED_FILE))
     except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError
         raise TrainedWeightsError(f"{path}: its config is not valid here ({exc})") from None
     weights, which = raw["model"], "model"
