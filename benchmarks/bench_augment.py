@@ -2,7 +2,7 @@
 
 Why: the data pipeline must keep augmentation under ~30% of the decode time (the target in benchmarks/README.md),
 otherwise the decode actors, not the GPU, set the training speed. Measured on a THUMOS-like
-synthetic video (adatad.data.synthetic: 320x180, 30 fps, H.264, textured moving background +
+synthetic video (adatad.datasets.synthetic: 320x180, 30 fps, H.264, textured moving background +
 noise), long enough (110 s) for a training window of 768 positions at frame stride 4:
 
   (a)  decode only: decord, 768 consecutive frames, 1 thread (the reference measurement: consecutive frames, one thread)
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from adatad.data.synthetic import generate_dataset
 from adatad.data.transforms import build_test_transform, build_train_transform
 from adatad.data.video import probe_video, read_frames
+from adatad.datasets.synthetic import generate_dataset
 
 CLIP_LEN = 768
 STRIDE = 4

@@ -5,7 +5,7 @@ raw frames with 50 % overlap (docs/recipe.md section 2). Decoding each window on
 most frames through the H.264 decoder twice, plus a lead-in from the keyframe before each
 window; decode-once (``ClipLoader.iter_video_windows``) reads each video once, front to back.
 
-Data: synthetic THUMOS-like test videos (``adatad.data.synthetic``: 320x180, 30 fps, H.264 High
+Data: synthetic THUMOS-like test videos (``adatad.datasets.synthetic``: 320x180, 30 fps, H.264 High
 from x264 preset veryfast with its default 250-frame keyframe interval and B-frames; durations
 drawn from 60-400 s), cached in --cache-dir. The script prints the measured keyframe interval
 and B-frame share. Every window goes through the real test transform (resize short side 160,
@@ -46,14 +46,14 @@ from adatad.config import CONFIG_DIR, DataConfig, load_config  # noqa: E402
 from adatad.data.annotations import VideoRecord, load_annotations  # noqa: E402
 from adatad.data.clips import ClipLoader, record_to_row, window_rows  # noqa: E402
 from adatad.data.sampling import sliding_windows  # noqa: E402
-from adatad.data.synthetic import (  # noqa: E402
+from adatad.data.video import VideoStream  # noqa: E402
+from adatad.datasets.synthetic import (  # noqa: E402
     ANNOTATION_FILE,
     VIDEO_DIR,
-    SyntheticSpec,
     dataset_is_complete,
     generate_from_spec,
 )
-from adatad.data.video import VideoStream  # noqa: E402
+from adatad.datasets.synthetic_plan import SyntheticSpec  # noqa: E402
 
 THUMOS14_TEST_FRAMES = 1.35e6  # THUMOS-14 test split (our "validation" subset): 212 videos
 THUMOS14_TRAIN_VIDEOS = 200  # THUMOS-14 validation split (our "training" subset): one clip each per epoch

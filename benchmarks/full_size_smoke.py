@@ -6,7 +6,7 @@ forces it: no AMP, batch 1, `runtime.use_gpu=false`, 2 local CPUs, two decode ac
 a fixed object store; plus the data paths, 1 epoch and validation at epoch 0. The backbone is a
 random VideoMAE-S written in the mmaction2 checkpoint layout, so the real loading code runs.
 
-Data: THUMOS-like H.264 videos (320x180, 30 fps, `adatad.data.synthetic`), 2 train videos longer
+Data: THUMOS-like H.264 videos (320x180, 30 fps, `adatad.datasets.synthetic`), 2 train videos longer
 than one 3,072-frame window and 1 test video that spans 3 sliding windows, labelled with THUMOS
 class names so the recipe's 20-class map and head stay as they are. Videos and checkpoint are
 cached in --work-dir.
@@ -76,14 +76,13 @@ def prepare_videos(root: Path, sizes: Sizes) -> tuple[Path, Path]:
     Two generator runs (train and test lengths differ), joined into one THUMOS-layout folder by
     hard links; labels renamed to the first THUMOS class names so the recipe's class map applies.
     """
-    from adatad.data.synthetic import (
-        ACTION_CLASSES,
+    from adatad.datasets.synthetic import (
         ANNOTATION_FILE,
         VIDEO_DIR,
-        SyntheticSpec,
         dataset_is_complete,
         generate_from_spec,
     )
+    from adatad.datasets.synthetic_plan import ACTION_CLASSES, SyntheticSpec
 
     common = {"num_classes": 4, "fps": 30, "width": sizes.width, "height": sizes.height}
     parts = {

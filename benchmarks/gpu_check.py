@@ -395,8 +395,8 @@ def ratio_rows(report: Report) -> list[Row]:
 
 
 def make_video(path: Path, seconds: float, width: int = 320, height: int = 180) -> Path:
-    """A THUMOS-like H.264 mp4 (30 fps; 320x180 like THUMOS) made with adatad.data.synthetic (needs PyAV)."""
-    from adatad.data.synthetic import VIDEO_DIR, generate_dataset
+    """A THUMOS-like H.264 mp4 (30 fps; 320x180 like THUMOS) made with adatad.datasets.synthetic (needs PyAV)."""
+    from adatad.datasets.synthetic import VIDEO_DIR, generate_dataset
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

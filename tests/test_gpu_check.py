@@ -60,7 +60,7 @@ def table_rows(markdown: str) -> dict[tuple[str, str], list[str]]:
 
 @pytest.fixture(scope="module")
 def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adatad.data.synthetic import VIDEO_DIR, generate_dataset
+    from adatad.datasets.synthetic import VIDEO_DIR, generate_dataset
 
     root = tmp_path_factory.mktemp("gpu_check_video")
     generate_dataset(root, num_train=1, num_test=0, num_classes=2, duration_s=8.0, fps=30, width=160, height=96,

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from adatad.data import synthetic
 from adatad.data.annotations import load_annotations, load_class_names
-from adatad.data.synthetic import (
-    ACTION_CLASSES,
-    DEMO_SPEC,
-    SyntheticSpec,
-    dataset_is_complete,
-    generate_dataset,
-    generate_from_spec,
-)
 from adatad.data.video import decord
+from adatad.datasets import synthetic, synthetic_plan
+from adatad.datasets.synthetic import dataset_is_complete, generate_dataset, generate_from_spec
+from adatad.datasets.synthetic_plan import ACTION_CLASSES, DEMO_SPEC, SyntheticSpec
 
 TINY = dict(num_train=2, num_test=1, num_classes=3, duration_s=(4.0, 5.0), fps=15, width=64, height=48,
             action_duration_s=(1.0, 1.6), gap_s=(0.8, 1.2), seed=7)
@@ -109,8 +102,8 @@ def test_deterministic_given_seed(tiny, tmp_path):
         a = decode_all(tiny / "videos" / f"{vid}.mp4")
         b = decode_all(tmp_path / "again" / "videos" / f"{vid}.mp4")
         np.testing.assert_array_equal(a, b)
-    other = synthetic.plan_dataset(SyntheticSpec(**{**TINY, "seed": 8}))
-    assert other != synthetic.plan_dataset(SyntheticSpec(**TINY))
+    other = synthetic_plan.plan_dataset(SyntheticSpec(**{**TINY, "seed": 8}))
+    assert other != synthetic_plan.plan_dataset(SyntheticSpec(**TINY))
 
 
 def test_interrupted_generation_does_not_look_complete(tmp_path, monkeypatch):
@@ -136,7 +129,7 @@ def test_interrupted_generation_does_not_look_complete(tmp_path, monkeypatch):
 
 def test_write_video_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     spec = SyntheticSpec(**TINY)
-    layout = synthetic.plan_video(spec, "train", 0)
+    layout = synthetic_plan.plan_video(spec, "train", 0)
 
     def broken(*args, **kwargs):
         yield np.zeros((2, 48, 64, 3), dtype=np.uint8)
@@ -154,18 +147,17 @@ def test_spec_validation_and_demo_spec():
     with pytest.raises(ValueError, match="even"):
         SyntheticSpec(width=63).validate()
     DEMO_SPEC.validate()
-    assert synthetic.demo_spec() is DEMO_SPEC
+    assert synthetic_plan.demo_spec() is DEMO_SPEC
     assert SyntheticSpec().width == 320 and SyntheticSpec().height == 180 and SyntheticSpec().fps == 30
-    layout = synthetic.plan_video(DEMO_SPEC, "train", 0)
+    layout = synthetic_plan.plan_video(DEMO_SPEC, "train", 0)
     durations = [(i.end_frame - i.start_frame) / DEMO_SPEC.fps for i in layout.instances]
     assert len(durations) >= 2 and all(1.4 <= d <= 6.1 for d in durations)
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "pipelines" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from pipelines import make_synthetic
+
+    return make_synthetic
 
 
 def test_cli_skips_complete_and_refuses_other_params(tmp_path, capsys):
@@ -188,12 +180,12 @@ def test_cli_skips_complete_and_refuses_other_params(tmp_path, capsys):
 def test_fps_cycle_gives_per_video_rates_and_keeps_old_specs(tmp_path):
     base = SyntheticSpec(**TINY)
     assert "fps_cycle" not in base.to_json() and "fps_cycle" not in DEMO_SPEC.to_json()  # saved specs still match
-    assert synthetic.plan_dataset(dataclasses.replace(base, fps_cycle=(15,))) == synthetic.plan_dataset(base)
+    assert synthetic_plan.plan_dataset(dataclasses.replace(base, fps_cycle=(15,))) == synthetic_plan.plan_dataset(base)
     with pytest.raises(ValueError, match="fps_cycle"):
         dataclasses.replace(base, fps_cycle=(15, 0)).validate()
 
     mixed = dataclasses.replace(base, num_train=2, num_test=1, fps_cycle=(15, 10))
-    assert [layout.fps for layout in synthetic.plan_dataset(mixed)] == [15, 10, 15]
+    assert [layout.fps for layout in synthetic_plan.plan_dataset(mixed)] == [15, 10, 15]
     generate_from_spec(tmp_path, mixed)
     db = json.loads((tmp_path / "annotations.json").read_text())["database"]
     for vid, fps in [("video_validation_0000001", 15), ("video_validation_0000002", 10), ("video_test_0000001", 15)]:

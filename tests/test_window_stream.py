@@ -16,9 +16,9 @@ from adatad.data import video
 from adatad.data.annotations import VideoRecord
 from adatad.data.clips import ClipLoader, count_windows, is_per_frame, record_to_row, window_rows
 from adatad.data.sampling import sliding_windows
-from adatad.data.synthetic import generate_dataset
 from adatad.data.transforms import build_test_transform, build_train_transform
 from adatad.data.window_stream import WindowStream
+from adatad.datasets.synthetic import generate_dataset
 
 WINDOW, STRIDE = 16, 4  # 64 raw frames per window: several windows and GOPs in a few seconds of video
 

@@ -18,29 +18,18 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from adatad.data.annotations import AnnotationError, VideoRecord
-from adatad.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
+from adatad.data.inspect import inspect_video
+from adatad.data.quiet_decoder import quiet_decoder
+from adatad.data.video import VideoDecodeError, VideoInfo, probe_video
 
 # The decoder may count a few frames fewer than the annotation (container vs. json rounding);
 # sampling clamps indices for that. Fewer than this share means the file is not the annotated video.
 MIN_FRAME_RATIO = 0.9
-
-
-def _last_frame_problem(path: str, last: int, num_frames: int) -> str | None:
-    if last <= 0:
-        return None
-    try:
-        read_frames(path, np.array([last], np.int64))
-    except VideoDecodeError as exc:
-        return f"{exc} (frame {last} of {num_frames}: the file is probably truncated)"
-    return None
 
 
 # (path, size, mtime_ns) -> the decoder's answer, for fill_frame_counts after check_videos.
@@ -55,12 +44,10 @@ def _file_key(path: str) -> tuple[str, int, int] | None:
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-def _probe_and_remember(path: str) -> VideoInfo:
-    info = probe_video(path)  # missing, empty, unreadable, not a video, no frames
+def _remember(path: str, info: VideoInfo) -> None:
     key = _file_key(path)
     if key is not None:
         _PROBED[key] = info
-    return info
 
 
 def _probe_remembered(path: str) -> VideoInfo:
@@ -68,55 +55,38 @@ def _probe_remembered(path: str) -> VideoInfo:
     key = _file_key(path)
     if key is not None and key in _PROBED:
         return _PROBED[key]
-    return _probe_and_remember(path)
+    info = probe_video(path)  # missing, empty, unreadable, not a video, no frames
+    _remember(path, info)
+    return info
 
 
-def check_video(record: VideoRecord, min_frame_ratio: float = MIN_FRAME_RATIO) -> str | None:
-    """One line describing what is wrong with `record`'s video file, or None when it is usable."""
-    try:
-        info = _probe_and_remember(record.path)
-    except VideoDecodeError as exc:
-        return str(exc)
+def _length_problem(record: VideoRecord, info: VideoInfo, min_frame_ratio: float) -> str | None:
+    """The decoder's length against the annotation's: its frame count, or its duration when the json has none."""
     if not record.frames_known:  # the json has no frame count: compare durations instead
         seconds = info.num_frames / info.fps if info.fps > 0 and math.isfinite(info.fps) else math.nan
         if not seconds >= min_frame_ratio * record.duration:
             return (f"{record.path}: decoder sees {info.num_frames} frames at {info.fps:g} fps ({seconds:.2f} s), "
                     f"the annotation of video '{record.video_id}' says {record.duration:g} s "
                     f"(expected at least {min_frame_ratio:.0%} of it)")
-        return _last_frame_problem(record.path, info.num_frames - 1, info.num_frames)
+        return None
     if info.num_frames < min_frame_ratio * record.num_frames:
         return (f"{record.path}: decoder sees {info.num_frames} frames, the annotation of video "
                 f"'{record.video_id}' says {record.num_frames} (expected at least {min_frame_ratio:.0%} of them)")
-    return _last_frame_problem(record.path, min(info.num_frames, record.num_frames) - 1, info.num_frames)
+    return None
 
 
-def diagnose_video(path: str) -> str | None:
-    """Why `path` cannot be decoded (probe + its last frame), or None when both work."""
-    try:
-        info = probe_video(path)
-    except VideoDecodeError as exc:
-        return str(exc)
-    return _last_frame_problem(path, info.num_frames - 1, info.num_frames)
+def check_video(record: VideoRecord, min_frame_ratio: float = MIN_FRAME_RATIO) -> str | None:
+    """One line describing what is wrong with `record`'s video file, or None when it is usable.
 
-
-@contextlib.contextmanager
-def quiet_decoder() -> Iterator[None]:
-    """Silence ffmpeg's and decord's C-level stderr lines (e.g. "moov atom not found") meanwhile.
-
-    They repeat, unordered and without context, what our one-line messages already say. decord's
-    own C++ log has no off switch, so file descriptor 2 itself points at /dev/null for the
-    duration; Python exceptions are unaffected (they propagate and print after it is restored).
+    A json frame count bounds the frames training reads (the last needed one is decoded) and the
+    json then gives the fps; a wrong length is reported before an undecodable last frame.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    inspection = inspect_video(record.path, last_frame=record.num_frames - 1 if record.frames_known else None,
+                               require_fps=not record.frames_known)
+    if inspection.info is None:
+        return inspection.problem
+    _remember(record.path, inspection.info)
+    return _length_problem(record, inspection.info, min_frame_ratio) or inspection.problem
 
 
 def check_videos(records: Sequence[VideoRecord], num_threads: int | None = None,
@@ -218,8 +188,8 @@ class DecodeFailures:
         files = list(dict.fromkeys(self.path_of(i) for i in self.failed))
         parts = []
         for path in files[:max_files]:
-            reason = diagnose_video(path) if not path.startswith("<") else None
-            # diagnose_video names the file itself; a window-only failure gets a generic reason
+            reason = inspect_video(path, require_fps=False).problem if not path.startswith("<") else None
+            # the problem names the file itself; a window-only failure gets a generic reason
             parts.append(reason or f"{path}: a sampled window failed to decode (see the decode actor's warning)")
         more = f"; (+{len(files) - max_files} more files)" if len(files) > max_files else ""
         return (f"{len(self.failed)} {self.what} failed to decode this epoch, more than "

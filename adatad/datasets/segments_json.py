@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from adatad.data.segment_table import Segment, SegmentTable, VideoRows
+from adatad.datasets.segment_table import Segment, SegmentTable, VideoRows
 
 # json subset -> split; the two layouts disagree on what "validation" means, so matching is exact.
 SUBSET_SPLITS = {"training": "train", "validation": "test", "Validation": "train", "Test": "test"}

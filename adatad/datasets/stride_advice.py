@@ -1,16 +1,12 @@
-"""The experiment YAML that `pipelines/prepare_dataset.py` writes for a prepared data set.
+"""The snippet stride (`data.frame_stride`) a prepared data set's config should set, and why.
 
-It composes a base recipe through `_base_` and sets only what the data decides: paths, class
-count, names, and what the videos force:
-
-- `data.max_segments`: a training window can hold every segment of its video, and a window with
-  more segments than `max_segments` is an error, so it is raised to the most segments in a video;
-- `data.frame_stride` (the recipe's snippet stride), by :func:`advise_frame_stride`.
+The recipes' stride is chosen for THUMOS (30 fps, its action lengths); other videos need another
+one so that a window position keeps about the same time and the actions fit the window. Written as
+comments into the config by :mod:`adatad.datasets.config_yaml` and printed as notes by `prepare`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +19,8 @@ MIN_ACTION_POSITIONS = 8  # the median action should span at least this many win
 
 @dataclass(frozen=True)
 class StrideAdvice:
+    """The advised stride; its reasons become comments above `frame_stride` in the written config."""
+
     stride: int
     reasons: tuple[str, ...]  # why it differs from the base recipe's; empty = the base's value stands
 
@@ -58,31 +56,3 @@ def advise_frame_stride(fps: Sequence[float], action_seconds: Sequence[float], b
             reasons.append(f"the median action lasts {short:.2f} s: stride {stride} gives it "
                            f"{short * fps_median / stride:.1f} positions (>= {MIN_ACTION_POSITIONS} wanted)")
     return StrideAdvice(stride, tuple(reasons))
-
-
-def _yaml(value: str | int) -> str:
-    return json.dumps(value)  # a JSON scalar is a YAML scalar; quoting keeps paths with ':' or '#' intact
-
-
-def config_text(*, name: str, base: str, header: Sequence[str], annotation_file: str, video_dir: str,
-                class_map_file: str, video_ext: str, num_classes: int, train_subset: str, test_subset: str,
-                experiment_name: str, frame_stride: StrideAdvice | None = None,
-                max_segments: int | None = None) -> str:
-    """The YAML text; `header` lines become comments at the top, None values keep the base's setting."""
-    lines = [*(f"# {h}" if h else "#" for h in header), f"_base_: {_yaml(base)}", f"name: {_yaml(name)}", "",
-             "data:",
-             f"  annotation_file: {_yaml(annotation_file)}",
-             f"  video_dir: {_yaml(video_dir)}",
-             f"  class_map_file: {_yaml(class_map_file)}",
-             f"  video_ext: {_yaml(video_ext)}",
-             f"  train_subset: {_yaml(train_subset)}",
-             f"  test_subset: {_yaml(test_subset)}"]
-    if frame_stride is not None:
-        lines += [f"  # {reason}" for reason in frame_stride.reasons]
-        lines.append(f"  frame_stride: {frame_stride.stride}")
-    if max_segments is not None:
-        lines += ["  # a video has this many segments; a training window may hold them all",
-                  f"  max_segments: {max_segments}"]
-    lines += ["", "model:", "  head:", f"    num_classes: {num_classes}", "",
-              "tracking:", f"  experiment_name: {_yaml(experiment_name)}", ""]
-    return "\n".join(lines)

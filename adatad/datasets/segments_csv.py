@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adatad.atomic import atomic_write_text
-from adatad.data.segment_table import SPLITS, Segment, SegmentTable, VideoRows
+from adatad.datasets.segment_table import SPLITS, Segment, SegmentTable, VideoRows
 
 REQUIRED = ("video", "start", "end", "label")
 

@@ -33,13 +33,14 @@ from pathlib import Path
 from adatad.atomic import atomic_write_text
 from adatad.config import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_config, work_root
 from adatad.data.annotations import AnnotationError, load_annotations, load_class_names
-from adatad.data.dataset_config import advise_frame_stride, config_text
-from adatad.data.probe import ProbedVideo, inspect_videos
-from adatad.data.segment_table import SegmentTable, VideoRows
-from adatad.data.segments_csv import read_segments_csv
-from adatad.data.segments_json import read_thumos_json
-from adatad.data.split import Split, coverage_notes, stratified_split
+from adatad.data.inspect import VideoInspection, inspect_videos
 from adatad.data.video_files import find_video, index_video_dir
+from adatad.datasets.config_yaml import config_text
+from adatad.datasets.segment_table import SegmentTable, VideoRows
+from adatad.datasets.segments_csv import read_segments_csv
+from adatad.datasets.segments_json import read_thumos_json
+from adatad.datasets.split import Split, coverage_notes, stratified_split
+from adatad.datasets.stride_advice import advise_frame_stride
 
 DEFAULT_BASE = "configs/thumos_videomae_s_768x1_160_adapter.yaml"
 ANNOTATION_FILE, CLASS_MAP_FILE, SPLIT_FILE, LINK_DIR = "annotations.json", "category_idx.txt", "split.csv", \
@@ -95,7 +96,7 @@ class Video:
 
     rows: VideoRows
     path: Path
-    probe: ProbedVideo
+    inspection: VideoInspection
 
     @property
     def video_id(self) -> str:
@@ -196,8 +197,8 @@ def _find_videos(req: PrepareRequest, table: SegmentTable, problems: list[str]) 
 def _check_segments(videos: list[Video], problems: list[str]) -> None:
     """Segments must lie in the decoded video; up to one frame past the end is clipped (rounding)."""
     for video in videos:
-        info = video.probe.info
-        duration = video.probe.duration
+        info = video.inspection.info
+        duration = video.inspection.duration
         kept = []
         for seg in video.rows.segments:
             if seg.end > duration + 1.0 / info.fps:
@@ -242,7 +243,7 @@ def _video_location(req: PrepareRequest, out: Path, videos: list[Video], notes: 
 def _database(videos: list[Video], split: Split) -> dict[str, dict]:
     database = {}
     for v in sorted(videos, key=lambda v: v.video_id):
-        info = v.probe.info
+        info = v.inspection.info
         database[v.video_id] = {
             "subset": SUBSET_OF[split.of(v.video_id)],
             "duration": info.num_frames / info.fps,
@@ -259,15 +260,15 @@ def _split_csv(videos: list[Video], split: Split) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["video", "split", "subset", "frames", "fps", "duration_s", "segments", "labels", "file"])
     for v in sorted(videos, key=lambda v: (split.of(v.video_id) == "test", v.video_id)):
-        info, side = v.probe.info, split.of(v.video_id)
+        info, side = v.inspection.info, split.of(v.video_id)
         writer.writerow([v.video_id, side, SUBSET_OF[side], info.num_frames, f"{info.fps:.6g}",
-                         f"{v.probe.duration:.3f}", len(v.rows.segments),
+                         f"{v.inspection.duration:.3f}", len(v.rows.segments),
                          ";".join(sorted({s.label for s in v.rows.segments})), str(v.path)])
     return buffer.getvalue()
 
 
 def _fps_notes(videos: list[Video]) -> list[str]:
-    rates = sorted({round(v.probe.info.fps, 3) for v in videos})
+    rates = sorted({round(v.inspection.info.fps, 3) for v in videos})
     if len(rates) > 1 and rates[-1] / rates[0] > 1.25:
         return [f"frame rates range from {rates[0]:g} to {rates[-1]:g} fps: seconds stay right (each video uses its "
                 "own fps), but one window position spans a different time per video; re-encoding to one rate "
@@ -328,14 +329,14 @@ def prepare_dataset(req: PrepareRequest, say: Callable[[str], None] | None = Non
     paths = sorted({str(p) for _, p in found.values()})
     if paths:
         say(f"probing {len(paths)} videos with the decoder ...")
-    probes = {p.path: p for p in inspect_videos(paths, req.workers)}
+    inspections = {i.path: i for i in inspect_videos(paths, req.workers)}
     videos = []
     for rows, path in found.values():
-        probe = probes[str(path)]
-        if probe.problem is not None:
-            problems.append(f"{rows.where}: video {rows.name!r}: {probe.problem}")
+        inspection = inspections[str(path)]
+        if inspection.problem is not None:
+            problems.append(f"{rows.where}: video {rows.name!r}: {inspection.problem}")
         else:
-            videos.append(Video(rows, path, probe))
+            videos.append(Video(rows, path, inspection))
     _check_segments(videos, problems)
     if problems:
         raise PrepareError(problems)
@@ -365,7 +366,7 @@ def prepare_dataset(req: PrepareRequest, say: Callable[[str], None] | None = Non
 
     video_dir, video_ext, links = _video_location(req, out, videos, notes)
     database = _database(videos, split)
-    stride = advise_frame_stride([v.probe.info.fps for v in videos],
+    stride = advise_frame_stride([v.inspection.info.fps for v in videos],
                                  [s.end - s.start for v in videos for s in v.rows.segments if s.label not in SKIP_LABELS],
                                  base_cfg.data.frame_stride, base_cfg.data.window_size)
     notes.extend(f"data.frame_stride {base_cfg.data.frame_stride} -> {stride.stride}: {r}" for r in stride.reasons)
