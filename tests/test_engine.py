@@ -110,9 +110,11 @@ def _saved_run(tmp_path) -> tuple:
 
 
 def test_read_trained_takes_the_latest_checkpoint_of_a_run_and_its_ema(tmp_path, one_torch_thread) -> None:
-    from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
+    from adatad.engine.state import read_checkpoint
     from adatad.models.build import model_from_checkpoint
     from adatad.models.trained import read_trained
+    from adatad.models.weights import WeightsError
+    from adatad.run_folder import CHECKPOINT_FILE
 
     cfg, run = _saved_run(tmp_path)
     latest = run / "checkpoint_2026-01-01_11-00-00.000000" / CHECKPOINT_FILE
@@ -128,11 +130,18 @@ def test_read_trained_takes_the_latest_checkpoint_of_a_run_and_its_ema(tmp_path,
     assert model.head.heads.scales[2].scale.item() == 3.0
     first = read_trained(run / "checkpoint_2026-01-01_10-00-00.000000")
     assert first.state["model"]["head.heads.scales.2.scale"].item() == 1.0
+    raw = read_checkpoint(latest)  # the EMA as saved (module.<key> + n_averaged): unwrapped by the builder
+    assert model_from_checkpoint(raw)[0].head.heads.scales[2].scale.item() == 3.0
+    assert model_from_checkpoint(raw, use_ema=False)[0].head.heads.scales[2].scale.item() == 5.0
+    short = dict(trained.state, model={k: v for k, v in trained.state["model"].items() if "scales.2" not in k})
+    with pytest.raises(WeightsError, match=r"^checkpoint does not fit the model it describes: "
+                                           r"1 missing \[head\.heads\.scales\.2\.scale\]$"):
+        model_from_checkpoint(short)
 
 
 def test_init_from_a_project_checkpoint_and_a_misfit_is_one_line(tmp_path, one_torch_thread) -> None:
     from adatad.engine.state import build_training_state
-    from adatad.models.trained import TrainedWeightsError
+    from adatad.models.weights import WeightsError
 
     _, run = _saved_run(tmp_path)
     cfg = _tiny_cfg([f"model.init_from={run}", "model.backbone.allow_random_init=false"])
@@ -147,12 +156,12 @@ def test_init_from_a_project_checkpoint_and_a_misfit_is_one_line(tmp_path, one_t
             assert torch.equal(a, b), name
 
     gone = _tiny_cfg([f"model.init_from={tmp_path / 'moved.pth'}", "model.backbone.allow_random_init=false"])
-    with pytest.raises(TrainedWeightsError, match="model.init_from: .*moved.pth: trained model file does not exist"):
+    with pytest.raises(WeightsError, match="model.init_from: .*moved.pth: trained model file does not exist"):
         build_training_state(gone, steps_per_epoch=1, device=torch.device("cpu"))
     build_training_state(gone, steps_per_epoch=1, device=torch.device("cpu"), load_init_from=False)  # resuming
 
     wider = _tiny_cfg([f"model.init_from={run}", "model.head.num_classes=5"])
-    with pytest.raises(TrainedWeightsError) as info:
+    with pytest.raises(WeightsError) as info:
         build_training_state(wider, steps_per_epoch=1, device=torch.device("cpu"))
     message = str(info.value)
     assert "\n" not in message and message.startswith("model.init_from: ")

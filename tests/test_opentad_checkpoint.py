@@ -5,7 +5,7 @@ The files are built here from tests/fixtures/opentad_adatad_s_thumos_keys.tsv (O
 VideoMAE-S THUMOS detector: key, dtype, shape, kind of all 499 entries) in both layouts OpenTAD
 writes: published {epoch, state_dict_ema} and training {epoch, state_dict, optimizer, scheduler,
 state_dict_ema}, with and without DDP's `module.` prefix. The expected name of each tensor in this
-project is written out below independently of adatad/models/opentad.py.
+project is written out below independently of adatad/models/opentad_keys.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 from adatad.config import CONFIG_DIR, load_config
 from adatad.engine.state import build_training_state
 from adatad.models.build import build_model, model_from_checkpoint
-from adatad.models.opentad import convert_opentad_state_dict
-from adatad.models.trained import TrainedWeightsError, read_trained
+from adatad.models.opentad_keys import convert_opentad_state_dict
+from adatad.models.trained import read_trained
+from adatad.models.weights import WeightsError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "opentad_adatad_s_thumos_keys.tsv"
 THUMOS = CONFIG_DIR / "thumos_videomae_s_768x1_160_adapter.yaml"
@@ -129,7 +130,7 @@ def save(obj: dict, path: Path) -> Path:
 
 
 def one_line_error(path: Path, config=None, use_ema: bool = True) -> str:
-    with pytest.raises(TrainedWeightsError) as info:
+    with pytest.raises(WeightsError) as info:
         read_trained(path, config, use_ema=use_ema)
     message = str(info.value)
     assert "\n" not in message and message.startswith(str(path)), message
@@ -221,8 +222,7 @@ def test_a_published_file_fills_every_tensor_with_its_own_value(zoo_file, projec
     assert state["model"]["criterion.loss_normalizer"].item() == 100.0  # int64 in the EMA copy
     for _, index, planted, ours in PLANTED:
         assert state["model"][ours][index].item() == planted
-    names = (CONFIG_DIR / "thumos14_classes.txt").read_text().split()
-    assert state["class_names"] == names and len(names) == 20
+    assert state["class_names"] == []  # OpenTAD files carry none: the config's class map gives them
     model, rebuilt = model_from_checkpoint(state)  # the lead's path: build + load from this dict
     assert rebuilt.model.head.num_classes == 20
     assert model.encoder.backbone.blocks[7].adapter.up_proj.weight[3, 5].item() == 1234.5
@@ -257,15 +257,18 @@ def test_files_without_the_module_prefix_load(rows, compact, cfg, tmp_path) -> N
 
 
 def test_class_names_come_from_the_class_map_of_the_config(compact, cfg, tmp_path) -> None:
-    path = save(published(with_prefix(compact)), tmp_path / "zoo.pth")
-    assert len(read_trained(path, cfg).state["class_names"]) == 20  # configs/thumos14_classes.txt
-    elsewhere = load_config(THUMOS, RANDOM_BACKBONE + [f"data.class_map_file={tmp_path / 'absent.txt'}"])
-    assert read_trained(path, elsewhere).state["class_names"] == []  # the caller looks elsewhere
+    from adatad.config import config_from_dict
+    from adatad.data.class_names import ClassNamesError, resolve_class_names
+
+    names = (CONFIG_DIR / "thumos14_classes.txt").read_text().split()
+    trained = read_trained(save(published(with_prefix(compact)), tmp_path / "zoo.pth"), cfg)
+    found = resolve_class_names(config_from_dict(trained.state["config"]))
+    assert found.names == names and len(names) == 20 and "thumos14_classes.txt" in found.source
     three = tmp_path / "three.txt"
     three.write_text("a\nb\nc\n")
     short = load_config(THUMOS, RANDOM_BACKBONE + [f"data.class_map_file={three}"])
-    assert f"data.class_map_file {three} lists 3 classes, but model.head.num_classes is 20" in one_line_error(
-        path, short)
+    with pytest.raises(ClassNamesError, match=f"{three}: 3 classes, but the model has model.head.num_classes=20"):
+        resolve_class_names(short)
 
 
 # ---------------------------------------------------------------- bad files

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from adatad.models.videomae import (
     VIDEOMAE_VARIANTS,
-    CheckpointError,
     VideoMAEBackbone,
     build_videomae,
-    convert_videomae_state_dict,
     load_videomae_checkpoint,
 )
+from adatad.models.videomae_keys import convert_videomae_state_dict
+from adatad.models.weights import WeightsError
 
 DIM, DEPTH, HEADS, MLP = 64, 2, 2, 4
 
@@ -181,31 +181,39 @@ def test_variants_and_parameter_count():
 
 def test_missing_path_names_it(tmp_path):
     path = tmp_path / "nowhere" / "vit-s.pth"
-    with pytest.raises(FileNotFoundError, match="vit-s.pth"):
+    with pytest.raises(WeightsError, match=r"VideoMAE checkpoint not found: .*vit-s\.pth"):
         load_videomae_checkpoint(tiny(), path)
 
 
 def test_not_a_checkpoint_names_file(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("this is not a checkpoint\n")
-    with pytest.raises(CheckpointError, match=r"notes\.pth is not a loadable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match=r"notes\.pth is not a loadable PyTorch checkpoint: not a zip archive"):
         load_videomae_checkpoint(tiny(), path)
+    refused = tmp_path / "numpy.pth"
+    torch.save({"patch_embed.proj.bias": np.zeros(DIM)}, refused)  # needs unpickling beyond weights_only
+    with pytest.raises(WeightsError) as info:
+        load_videomae_checkpoint(tiny(), refused)
+    assert str(info.value).startswith(f"{refused} is not a loadable PyTorch checkpoint: weights_only refused it: "
+                                      "Unsupported global"), str(info.value)
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
     other = tmp_path / "numbers.pth"
     torch.save({"epoch": 3, "lr": 0.1}, other)
-    with pytest.raises(CheckpointError, match=r"numbers\.pth holds no state dict of tensors"):
+    with pytest.raises(WeightsError, match=r"numbers\.pth holds no state dict of tensors"):
         load_videomae_checkpoint(tiny(), other)
 
 
 def test_wrong_architecture_lists_keys_and_shapes(tmp_path):
     wide = tmp_path / "wide.pth"
     torch.save(official_state(dim=128), wide)
-    with pytest.raises(CheckpointError, match=r"patch_embed\.proj\.weight: file \(128, 3, 2, 16, 16\) "
-                                              r"vs model \(64, 3, 2, 16, 16\)"):
+    with pytest.raises(WeightsError, match=r"wide\.pth does not fit this VideoMAE architecture: 28 of another shape "
+                                           r"\[patch_embed\.proj\.weight: file \[128, 3, 2, 16, 16\] vs model "
+                                           r"\[64, 3, 2, 16, 16\]"):
         load_videomae_checkpoint(tiny(), wide)
 
     shallow = tmp_path / "shallow.pth"
     torch.save(official_state(depth=1), shallow)
-    with pytest.raises(CheckpointError, match=r"missing \[blocks\.1\.norm1\.weight"):
+    with pytest.raises(WeightsError, match=r"architecture: 13 missing \[blocks\.1\.norm1\.weight"):
         load_videomae_checkpoint(tiny(), shallow)
     # Non-strict loading reports what it could not fill instead of raising.
     report = load_videomae_checkpoint(tiny(), shallow, strict_backbone=False)
@@ -213,13 +221,31 @@ def test_wrong_architecture_lists_keys_and_shapes(tmp_path):
 
     deep = tmp_path / "deep.pth"
     torch.save(official_state(depth=3), deep)
-    with pytest.raises(CheckpointError, match=r"unexpected \[blocks\.2\."):
+    with pytest.raises(WeightsError, match=r"architecture: 13 unexpected \[blocks\.2\."):
         load_videomae_checkpoint(tiny(), deep)
 
     unrelated = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(2), "fc.bias": torch.zeros(2)}, unrelated)
-    with pytest.raises(CheckpointError, match=r"resnet\.pth contains no VideoMAE backbone weights"):
+    with pytest.raises(WeightsError, match=r"resnet\.pth contains no VideoMAE backbone weights"):
         load_videomae_checkpoint(tiny(), unrelated, strict_backbone=False)
+
+
+def test_adapters_are_optional_but_must_fit_when_present(tmp_path):
+    """A VideoMAE file has no adapters (they keep their init); a file that has them must match."""
+    source = tiny()
+    with torch.no_grad():
+        source.blocks[0].adapter.down_proj.weight.fill_(0.5)
+    with_adapters = tmp_path / "adapted.pth"
+    torch.save(source.state_dict(), with_adapters)
+    model = tiny()
+    report = load_videomae_checkpoint(model, with_adapters)
+    assert report.missing == [] and torch.all(model.blocks[0].adapter.down_proj.weight == 0.5)
+
+    narrow = tiny(adapter_mlp_ratio=0.5).state_dict()  # adapters of another width, backbone the same
+    torch.save(narrow, tmp_path / "narrow.pth")
+    with pytest.raises(WeightsError, match=r"narrow\.pth does not fit this VideoMAE architecture: \d+ of another "
+                                           r"shape \[blocks\.0\.adapter\."):
+        load_videomae_checkpoint(tiny(), tmp_path / "narrow.pth", strict_backbone=False)
 
 
 def test_bad_input_shape_is_reported():

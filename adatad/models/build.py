@@ -8,6 +8,7 @@ from adatad.models.chunked import ChunkedEncoder
 from adatad.models.detector import AdaTAD
 from adatad.models.losses import DetectionLoss
 from adatad.models.videomae import VideoMAEBackbone, load_videomae_checkpoint
+from adatad.models.weights import WeightsError, cast_like, describe_misfit, shapes_of, unwrap_ema
 
 
 def build_model(cfg: Config) -> AdaTAD:
@@ -62,18 +63,18 @@ def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Co
 
     The checkpoint holds every weight, so neither the VideoMAE file nor `model.init_from` is read
     again (the returned config says checkpoint=None, init_from=None); the EMA weights (what
-    validation used) are taken when present. `adatad.models.trained.read_trained` gives such a
-    dict for any trained model file, OpenTAD's included.
+    validation used) are taken when present; weights that do not fit are one WeightsError line.
+    `adatad.models.trained.read_trained` gives such a dict for any trained model file, OpenTAD's
+    included.
     """
     from adatad.config import WEIGHTS_FROM_TRAINED_FILE, config_from_dict, deep_merge
 
     cfg = config_from_dict(deep_merge(state["config"], WEIGHTS_FROM_TRAINED_FILE))
     model = build_model(cfg)
-    weights = state["model"]
-    if use_ema and state.get("ema"):
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not fit the model it describes: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    weights = unwrap_ema(state["ema"]) if use_ema and state.get("ema") else state["model"]
+    reference = shapes_of(model)
+    problem = describe_misfit(reference, weights)
+    if problem:
+        raise WeightsError(f"checkpoint does not fit the model it describes: {problem}")
+    model.load_state_dict(cast_like(reference, weights), strict=True)
     return model.eval(), cfg

@@ -3,13 +3,13 @@
 The encoder runs one 16-frame chunk per batch item; adapters see how many chunks form one video
 so that their temporal conv can cross chunk boundaries (docs/recipe.md §4 and §5). Checkpoints come
 from a local file in the original MCG-NJU layout or the mmaction2 layout; both are converted to
-this module's key names by a plain function (`convert_videomae_state_dict`).
+this module's key names by a plain function (`adatad.models.videomae_keys`), and every file is read
+and checked through `adatad.models.weights`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +20,15 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from adatad.models.adapter import Grid, build_adapter
+from adatad.models.videomae_keys import convert_videomae_state_dict, unwrap_state_dict
+from adatad.models.weights import (
+    WeightsError,
+    cast_like,
+    describe_misfit,
+    key_listing,
+    read_torch_file,
+    shapes_of,
+)
 
 VIDEOMAE_VARIANTS: dict[str, dict[str, int]] = {
     "S": {"embed_dim": 384, "depth": 12, "num_heads": 6},
@@ -225,9 +234,6 @@ def build_videomae(variant: str = "S", **kwargs) -> VideoMAEBackbone:
 # Checkpoints
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot provide this backbone's weights (message names the file)."""
-
 
 @dataclass
 class LoadReport:
@@ -236,89 +242,43 @@ class LoadReport:
     dropped: list[str] = field(default_factory=list)  # decoder/head/pos_embed keys discarded on purpose
 
 
-_WRAPPERS = ("state_dict", "model", "module")
-_PREFIXES = ("module.", "backbone.", "encoder.")  # DDP, mmaction2, VideoMAE pre-training encoder
-# Top-level names this encoder never uses: pre-training decoder, classification head, final norms,
-# the stored position table (we rebuild the sinusoid table), mmengine's preprocessor buffers.
-_DROPPED_ROOTS = {"decoder", "encoder_to_decoder", "mask_token", "head", "cls_head", "fc_norm", "norm",
-                  "pos_embed", "data_preprocessor"}
-_RENAMES = (
-    (re.compile(r"^patch_embed\.projection\."), "patch_embed.proj."),
-    (re.compile(r"^(blocks\.\d+\.mlp)\.layers\.0\.0\."), r"\1.fc1."),
-    (re.compile(r"^(blocks\.\d+\.mlp)\.layers\.1\."), r"\1.fc2."),
-)
-
-
-def unwrap_state_dict(obj: object) -> object:
-    """Descend through "state_dict" / "model" / "module" wrappers to the tensor dict."""
-    while isinstance(obj, Mapping):
-        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
-    return obj
-
-
-def convert_videomae_state_dict(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """MCG-NJU or mmaction2 VideoMAE keys -> this module's keys. Returns (converted, dropped keys)."""
-    converted: dict[str, Tensor] = {}
-    dropped: list[str] = []
-    for key, value in state.items():
-        name = key
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
-        if name.split(".", 1)[0] in _DROPPED_ROOTS:
-            dropped.append(key)
-            continue
-        for pattern, repl in _RENAMES:
-            name = pattern.sub(repl, name)
-        converted[name] = value
-    return converted, dropped
-
-
-def _short(keys: Sequence[str], limit: int = 8) -> str:
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return "[" + ", ".join(keys[:limit]) + "]" + more
-
-
 def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
                              strict_backbone: bool = True) -> LoadReport:
     """Load VideoMAE weights from a local file into `model` (adapters keep their init).
 
-    Raises FileNotFoundError for a missing path and CheckpointError for a file that is not a
-    checkpoint, has no matching tensors, has shape mismatches, or (strict_backbone) lacks backbone
-    keys / has keys this architecture does not know. Never leaves the backbone silently random.
+    Raises WeightsError for a missing path or a file that is not a checkpoint, has no matching
+    tensors, has shape mismatches, or (strict_backbone) lacks backbone keys / has keys this
+    architecture does not know. Never leaves the backbone silently random.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"VideoMAE checkpoint not found: {path}")
+        raise WeightsError(f"VideoMAE checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors all mean "not usable here"
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a loadable PyTorch checkpoint: {reason}") from exc
+        obj = read_torch_file(path)
+    except WeightsError as exc:
+        raise WeightsError(f"{path} is not a loadable PyTorch checkpoint: {exc.reason}") from None
     state = unwrap_state_dict(obj)
     if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (found {type(state).__name__})")
+        raise WeightsError(f"{path} holds no state dict of tensors (found {type(state).__name__})")
     state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     converted, dropped = convert_videomae_state_dict(state)
 
-    own = model.state_dict()
+    own = shapes_of(model)
     missing = [k for k in own if k not in converted]
     unexpected = [k for k in converted if k not in own]
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in converted.items() if k in own and v.shape != own[k].shape]
-    if mismatched:
-        raise CheckpointError(f"{path} does not fit this VideoMAE architecture: shape mismatch {_short(mismatched)}")
-    missing_backbone = [k for k in missing if "adapter" not in k]
-    if len(missing_backbone) == len([k for k in own if "adapter" not in k]):
-        raise CheckpointError(f"{path} contains no VideoMAE backbone weights (keys e.g. {_short(list(state), 4)})")
-    if strict_backbone and (missing_backbone or unexpected):
-        raise CheckpointError(f"{path} does not fit this VideoMAE architecture: missing {_short(missing_backbone)}; "
-                              f"unexpected {_short(unexpected)}")
-    model.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=False)
+    shared = {k: own[k] for k in converted if k in own}  # what gets loaded, in either mode
+    misfit = describe_misfit(shared, {k: converted[k] for k in shared})  # shapes and dtypes only
+    if misfit:
+        raise WeightsError(f"{path} does not fit this VideoMAE architecture: {misfit}")
+    backbone_keys = [k for k in own if "adapter" not in k]
+    if not any(k in converted for k in backbone_keys):
+        raise WeightsError(f"{path} contains no VideoMAE backbone weights (keys e.g. {key_listing(list(state))})")
+    if strict_backbone:
+        # Every backbone key is required; adapters are not (a VideoMAE file has none), but those the
+        # file has must fit like any other key.
+        required = {k: v for k, v in own.items() if "adapter" not in k or k in converted}
+        problem = describe_misfit(required, converted)
+        if problem:
+            raise WeightsError(f"{path} does not fit this VideoMAE architecture: {problem}")
+    model.load_state_dict(cast_like(shared, converted), strict=False)
     return LoadReport(missing=missing, unexpected=unexpected, dropped=dropped)

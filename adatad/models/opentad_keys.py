@@ -7,6 +7,7 @@ wrapper (files without it are accepted too). Both detectors are the same network
 sections 4-6), so every tensor maps onto one of ours by name: `convert_opentad_state_dict` is that
 mapping. The key list of OpenTAD's VideoMAE-S THUMOS detector is in
 tests/fixtures/opentad_adatad_s_thumos_keys.tsv.
+Problems are `WeightsError`s without the path: `adatad.models.trained`, which read the file, adds it.
 
 Quirks handled here:
 - `...backbone.pos_embed` is a saved copy of VideoMAE's fixed sinusoid table at 224 px; we rebuild
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from adatad.models.videomae import convert_videomae_state_dict
+from adatad.models.videomae_keys import convert_videomae_state_dict
+from adatad.models.weights import WeightsError
 
 DDP_PREFIX = "module."
 # Which top-level entry holds which weights. OpenTAD evaluates the EMA weights (tools/test.py
@@ -56,10 +58,6 @@ PREFIX_MAP: tuple[tuple[str, str], ...] = (
 POS_EMBED_ATOL = 1e-3
 
 
-class OpenTADCheckpointError(ValueError):
-    """An OpenTAD file that cannot give this project's weights (one line; the caller adds the path)."""
-
-
 @dataclass
 class OpenTADConversion:
     weights: dict[str, Tensor]  # our key -> tensor, as stored in the file (dtype not changed)
@@ -87,15 +85,15 @@ def select_opentad_weights(obj: Mapping, use_ema: bool = True) -> tuple[Mapping[
     elif isinstance(obj.get(WEIGHT_ENTRIES["model"]), Mapping):
         which = "model"
     elif use_ema:
-        raise OpenTADCheckpointError(f"no 'state_dict_ema' or 'state_dict' in the file (top-level keys {present})")
+        raise WeightsError(f"no 'state_dict_ema' or 'state_dict' in the file (top-level keys {present})")
     else:
-        raise OpenTADCheckpointError(
+        raise WeightsError(
             f"use_ema=False needs 'state_dict', but the file has only {present} (a published OpenTAD "
             "file keeps the EMA weights only; read it with use_ema=True)")
     state = obj[WEIGHT_ENTRIES[which]]
     bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise OpenTADCheckpointError(f"'{WEIGHT_ENTRIES[which]}' holds {len(bad)} entries that are not "
+        raise WeightsError(f"'{WEIGHT_ENTRIES[which]}' holds {len(bad)} entries that are not "
                                      f"named tensors: {bad[:4]}")
     return state, which
 
@@ -142,13 +140,13 @@ def check_pos_embed(pos_embed: Tensor | None, table: Tensor) -> None:
     or frame count, a learnt embedding -- is refused instead of silently giving other features.
     """
     if pos_embed is None:
-        raise OpenTADCheckpointError(f"missing {POS_EMBED_KEY} (every OpenTAD AdaTAD file saves it)")
+        raise WeightsError(f"missing {POS_EMBED_KEY} (every OpenTAD AdaTAD file saves it)")
     if pos_embed.numel() != table.numel() or pos_embed.shape[-1] != table.shape[-1]:
-        raise OpenTADCheckpointError(f"{POS_EMBED_KEY}: shape {list(pos_embed.shape)}, expected "
+        raise WeightsError(f"{POS_EMBED_KEY}: shape {list(pos_embed.shape)}, expected "
                                      f"{[1, *table.shape]} (the model's pretraining grid)")
     diff = (pos_embed.detach().reshape(table.shape).double() - table.double()).abs().max().item()
     if not diff <= POS_EMBED_ATOL:  # also catches NaN
-        raise OpenTADCheckpointError(f"{POS_EMBED_KEY}: differs from VideoMAE's fixed sinusoid table by up to "
+        raise WeightsError(f"{POS_EMBED_KEY}: differs from VideoMAE's fixed sinusoid table by up to "
                                      f"{diff:.3g} (expected <= {POS_EMBED_ATOL}); this file's backbone is not "
                                      "the frozen VideoMAE this project builds")
 
