@@ -93,6 +93,16 @@ def load_ground_truth(annotation_file: str | os.PathLike, subset: str | Sequence
     return gt
 
 
+def load_ground_truth_of_all_subsets(annotation_file: str | os.PathLike) -> dict:
+    """Every video of the annotation file, whatever its subset (e.g. for drawing timelines)."""
+    data = _read_json(annotation_file)
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise EvaluationInputError(f"{annotation_file}: missing object 'database' (expected the THUMOS layout)")
+    subsets = {str(v.get("subset")) for v in database.values() if isinstance(v, dict)}
+    return load_ground_truth(annotation_file, sorted(subsets))
+
+
 def load_predictions(path: str | os.PathLike) -> dict:
     """Results json ({"results": {video_id: [{"segment", "label", "score"}]}}) -> the inner dict, validated."""
     data = _read_json(path)
@@ -297,3 +307,11 @@ def evaluate_map(ground_truth: Mapping[str, Sequence[Mapping]], predictions: Map
     m_ap = np.mean(aps, axis=0)
     return {"mAP": {k: float(a) for k, a in zip(keys, m_ap, strict=True)}, "average_mAP": float(m_ap.mean()),
             "per_class": per_class}
+
+
+def format_map_table(metrics: dict) -> str:
+    """The mAP per tIoU and the average, in percent, as the commands print it."""
+    rows = [f"{'tIoU':>7}  {'mAP (%)':>8}"]
+    rows += [f"{float(t):>7.2f}  {100 * v:>8.2f}" for t, v in metrics["mAP"].items()]
+    rows.append(f"{'average':>7}  {100 * metrics['average_mAP']:>8.2f}")
+    return "\n".join(rows)

@@ -138,3 +138,20 @@ def plot_timeline(
     """Write :func:`render_timeline` to ``path`` atomically; returns the path."""
     png = render_timeline(video_id, duration, class_names, detections, ground_truth, score_threshold, width_px)
     return atomic_write_bytes(path, png)
+
+
+def plot_timelines(plot_dir: str | os.PathLike, records: Sequence, results: Mapping[str, Sequence[Mapping]],
+                   class_names: Sequence[str], ground_truth: Mapping[str, Sequence[Mapping]] | None,
+                   min_score: float) -> list[Path]:
+    """One timeline PNG per video of `records` (`VideoRecord`s) that has results, named `<video id>.png`;
+    ground-truth events of other classes than `class_names` are left out."""
+    written = []
+    for record in records:
+        if record.video_id not in results:
+            continue
+        events = None if ground_truth is None else ground_truth.get(record.video_id)
+        if events is not None:
+            events = [e for e in events if e["label"] in class_names]
+        written.append(plot_timeline(Path(plot_dir) / f"{record.video_id}.png", record.video_id, record.duration,
+                                     class_names, results[record.video_id], events, min_score))
+    return written

@@ -3,7 +3,7 @@
 Prints, measured in one run on this machine:
   (a) decode only (decord alone, the physical limit),
   (b) decode + train augmentation through torch DataLoader(num_workers, prefetch_factor),
-  (c) the same through the Ray Data actor pool (pipelines/data.py), with 1 and 2 actors,
+  (c) the same through the Ray Data actor pool (pipelines/ray_layer/datasets.py), with 1 and 2 actors,
   (d) driver + object-store memory of the Ray pipeline sampled over many clips (should stay flat).
 Figures are clips/s and ratios against (a) / (b).
 
@@ -28,8 +28,8 @@ from adatad.config import CONFIG_DIR, load_config  # noqa: E402
 from adatad.data.annotations import load_annotations, load_class_names  # noqa: E402
 from adatad.data.batch import collate_examples  # noqa: E402
 from adatad.data.clips import ClipLoader, record_to_row  # noqa: E402
-from adatad.data.synthetic import generate_dataset  # noqa: E402
 from adatad.data.video import read_frames  # noqa: E402
+from adatad.datasets.synthetic import generate_dataset  # noqa: E402
 
 
 def thumos_like(root: Path, videos: int) -> Path:
@@ -88,7 +88,7 @@ def bench_ray(cfg, records, n: int, actors: int, prefetch: int, sample_memory: b
               ) -> tuple[tuple[float, float], list[tuple[int, float, float]]]:
     import ray
 
-    from pipelines.data import train_dataset
+    from pipelines.ray_layer.datasets import train_dataset
 
     cfg.runtime.decode_actors = actors
     cfg.runtime.decode_actor_cpus = 1.0 if actors == 1 else 0.9

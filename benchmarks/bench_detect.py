@@ -40,7 +40,7 @@ def random_checkpoint(cfg: Config, directory: Path) -> Path:
 
 def make_videos(root: Path, count: int, duration_s: float) -> tuple[Path, Path]:
     """(video folder, class map) of `count` synthetic test videos."""
-    from adatad.data.synthetic import generate_dataset
+    from adatad.datasets.synthetic import generate_dataset
 
     generate_dataset(root, num_train=0, num_test=count, num_classes=4, duration_s=(duration_s, duration_s),
                      fps=30, width=320, height=180, seed=7, workers=2)
@@ -91,8 +91,10 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
 
+    from adatad.data.video_files import list_videos
+    from adatad.trained_settings import owned_by_trained_file
     from pipelines import detect
-    from pipelines.cluster import connect
+    from pipelines.ray_layer.cluster import connect
 
     cfg = load_config(args.config, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="bench_detect_"))
@@ -105,7 +107,7 @@ def main() -> None:
     if args.copies > 1:  # more work per run without generating more videos: the same files under new ids
         copies = work / "copies"
         copies.mkdir()
-        for path in detect.list_videos([str(videos)]):
+        for path in list_videos([str(videos)]):
             for i in range(args.copies):
                 (copies / f"{path.stem}_copy{i}{path.suffix}").symlink_to(path)
         videos = copies
@@ -122,7 +124,7 @@ def main() -> None:
         argv = ["--checkpoint", str(checkpoint), "--videos", str(videos), "--out", str(work / f"det{i}.json"),
                 "--quiet"] + (["--class-map", str(class_map)] if class_map else [])
         for item in args.overrides:
-            if detect._changeable(item.partition("=")[0]):
+            if not owned_by_trained_file(item.partition("=")[0]):
                 argv += ["--set", item]
         result = detect.run(detect.build_parser().parse_args(argv))
         stats = result["stats"]
@@ -134,9 +136,10 @@ def main() -> None:
     import ray
 
     ray.shutdown()
-    from adatad.data.video import probe_video
+    from adatad.data.inspect import inspect_video
+    from pipelines.ray_layer.detection import video_record
 
-    records = [detect.video_record(p, probe_video(p)) for p in detect.list_videos([str(videos)])]
+    records = [video_record(p, inspect_video(p)) for p in list_videos([str(videos)])]
     decode = stage_decode(cfg, records, max_windows=8)
     model1 = stage_model(checkpoint, cfg, threads=1, batches=4)
     model2 = stage_model(checkpoint, cfg, threads=2, batches=4)

@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `pipelines` importable without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT, ConfigError, load_config
 from adatad.data.annotations import AnnotationError, subset_translation_note
 from adatad.data.check import check_videos, format_problems
-from pipelines.train import DEFAULT_CONFIG, add_config_arguments, load_splits
+from adatad.data.splits import load_splits
+from pipelines.ray_layer.cli import DEFAULT_CONFIG, add_config_arguments, fail
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
                                        [cfg.data.train_subset, cfg.data.test_subset])
     except (ConfigError, AnnotationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     if note:
         print(f"note: {note}", flush=True)
     records = {"train": train, "test": test, "all": train + test}[args.split]

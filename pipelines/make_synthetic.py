@@ -22,22 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import adatad  # noqa: F401
-except ImportError:  # run as a script without the editable install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
-from adatad.data.segments_csv import write_segments_csv
-from adatad.data.synthetic import (
+from adatad.datasets.segments_csv import write_segments_csv
+from adatad.datasets.synthetic import (
     CLASS_MAP_FILE,
-    DEMO_SPEC,
     VIDEO_DIR,
-    SyntheticSpec,
     dataset_is_complete,
     generate_from_spec,
     saved_spec,
     segment_rows,
 )
+from adatad.datasets.synthetic_plan import DEMO_SPEC, SyntheticSpec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,12 +23,18 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `pipelines` importable without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+    import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT
-from adatad.data.prepare import DEFAULT_BASE, PreparedDataset, PrepareError, PrepareRequest, prepare_dataset
-from adatad.data.segments_csv import parse_columns
+from adatad.datasets.prepare import (
+    DEFAULT_BASE,
+    PreparedDataset,
+    PrepareError,
+    PrepareRequest,
+    prepare_dataset,
+)
+from adatad.datasets.segments_csv import parse_columns
 
 EXIT_BAD_INPUT = 2
 

@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 train + 3 test real mp4 videos (112x64, 12 s, 3 classes) in the THUMOS layout."""
-    from adatad.data.synthetic import generate_dataset
+    from adatad.datasets.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("tiny_data")
     generate_dataset(root, num_train=6, num_test=3, num_classes=3, duration_s=(10.0, 12.0), fps=30,
@@ -65,7 +65,7 @@ def ray_session():
     """One local Ray (2 CPUs, small object store, dashboard on loopback for Tune's cleanup)."""
     import ray
 
-    from pipelines.cluster import connect
+    from pipelines.ray_layer.cluster import connect
 
     connect("local", num_cpus=2, num_gpus=0, object_store_memory_mb=400)
     yield ray
@@ -84,7 +84,7 @@ def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathF
     import json
     import subprocess
 
-    from pipelines.train import RunPlan
+    from pipelines.ray_layer.training import RunPlan
 
     work = tmp_path_factory.mktemp("trained_run")
     storage, db = work / "runs", work / "mlflow.db"

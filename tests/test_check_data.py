@@ -15,16 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from adatad.config import CONFIG_DIR, load_config
 from adatad.data import video
 from adatad.data.annotations import VideoRecord
 from adatad.data.check import (
     DecodeFailureError,
     DecodeFailures,
     check_videos,
-    diagnose_video,
     format_problems,
 )
+from adatad.data.inspect import inspect_video
 from tests.conftest import REPO, tiny_overrides
 
 
@@ -104,10 +103,10 @@ def test_every_problem_is_listed_at_once_one_line_each(bad_videos, locked) -> No
     assert check_videos([bad_videos["good"][0]]) == [] and check_videos([]) == []
 
 
-def test_diagnose_names_the_reason_of_a_file(bad_videos) -> None:
-    assert diagnose_video(bad_videos["good"][0].path) is None
-    assert "cannot open as a video" in diagnose_video(bad_videos["truncated"][0].path)
-    assert "probably truncated" in diagnose_video(bad_videos["tail_cut"][0].path)
+def test_inspection_names_the_reason_of_a_file(bad_videos) -> None:
+    assert inspect_video(bad_videos["good"][0].path).problem is None
+    assert "cannot open as a video" in inspect_video(bad_videos["truncated"][0].path).problem
+    assert "probably truncated" in inspect_video(bad_videos["tail_cut"][0].path).problem
 
 
 def test_decode_failures_count_and_stop_past_the_ceiling(bad_videos) -> None:
@@ -124,23 +123,14 @@ def test_decode_failures_count_and_stop_past_the_ceiling(bad_videos) -> None:
         DecodeFailures([], 0).add([7])
 
 
-class _Shard:
-    """Stands in for a Ray Data shard: yields the given batches once."""
-
-    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
-        self.batches = batches
-
-    def iter_torch_batches(self, **_) -> list[dict[str, torch.Tensor]]:
-        return list(self.batches)
-
-
 def _batch(valid: list[bool], video_index: list[int]) -> dict[str, torch.Tensor]:
     n = len(valid)
     return {"frames": torch.zeros(n, 2), "valid": torch.tensor(valid), "video_index": torch.tensor(video_index)}
 
 
-def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, caplog, bad_videos) -> None:
-    from pipelines import train_loop
+def test_train_one_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, bad_videos) -> None:
+    from adatad.data.check import DecodeFailures
+    from adatad.engine import epoch as epoch_module
 
     steps: list[int] = []
 
@@ -148,20 +138,24 @@ def test_run_epoch_skips_failed_clips_then_stops_with_the_files(monkeypatch, cap
         steps.append(len(batch["frames"]))
         return SimpleNamespace(loss=1.0, cls_loss=0.5, reg_loss=0.5)
 
-    monkeypatch.setattr(train_loop, "train_step", fake_step)
-    cfg = load_config(CONFIG_DIR / "synthetic.yaml", ["data.max_decode_failures=1", "train.batch_size=2"])
+    monkeypatch.setattr(epoch_module, "train_step", fake_step)
     state = SimpleNamespace(model=None, optimizer=SimpleNamespace(param_groups=[{"lr": 1e-3, "name": "decay"}]),
                             scheduler=None, scaler=None, ema=None)
     paths = [bad_videos[name][0].path for name in ("good", "empty", "not_a_video")]
-    batches = [_batch([True, False], [0, 1]), _batch([True, True], [0, 0])]
-    metrics = train_loop.run_epoch(state, _Shard(batches), cfg, torch.device("cpu"), 0, 2, 0, paths)
-    assert steps == [1, 2] and metrics["decode_failures"] == 1.0 and metrics["steps"] == 2.0
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # the worker's log (train.log)
-    assert any(w.startswith(f"epoch 0 rank 0: skipped 1 clip(s) that failed to decode: {paths[1]}") for w in warnings)
+    warnings: list[str] = []
 
-    batches = [_batch([False, True], [1, 0]), _batch([True, False], [0, 2])]
+    def run(batches: list[dict[str, torch.Tensor]], epoch: int) -> dict[str, float]:
+        return epoch_module.train_one_epoch(state, batches, torch.device("cpu"), clip_grad_norm=1.0, amp=False,
+                                            failures=DecodeFailures(paths, ceiling=1), where=f"epoch {epoch} rank 0",
+                                            on_warning=warnings.append)
+
+    metrics = run([_batch([True, False], [0, 1]), _batch([True, True], [0, 0])], 0)
+    assert steps == [1, 2] and metrics["decode_failures"] == 1.0 and metrics["steps"] == 2.0
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"epoch 0 rank 0: skipped 1 clip(s) that failed to decode: {paths[1]}")
+
     with pytest.raises(DecodeFailureError) as info:
-        train_loop.run_epoch(state, _Shard(batches), cfg, torch.device("cpu"), 1, 2, 0, paths)
+        run([_batch([False, True], [1, 0]), _batch([True, False], [0, 2])], 1)
     assert f"{paths[1]}: file is empty" in str(info.value) and f"{paths[2]}: cannot open" in str(info.value)
 
 

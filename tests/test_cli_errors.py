@@ -20,7 +20,9 @@ import torch
 
 from adatad.engine.state import read_checkpoint
 from adatad.models.videomae import VideoMAEBackbone
+from adatad.models.weights import WeightsError
 from pipelines import train
+from pipelines.ray_layer.training import check_initial_weights
 from tests.conftest import REPO, tiny_config, tiny_overrides
 
 
@@ -197,11 +199,12 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     ("name", "message"),
     [
         ("missing", "VideoMAE checkpoint not found: {path}"),
-        ("text", "{path} is not a loadable PyTorch checkpoint: "),
-        ("pickle", "{path} is not a loadable PyTorch checkpoint: Weights only load failed"),
-        ("narrow", "{path} does not fit this VideoMAE architecture: shape mismatch [patch_embed.proj.weight: "
-                   "file (32, 3, 2, 16, 16) vs model (64, 3, 2, 16, 16)"),
-        ("shallow", "{path} does not fit this VideoMAE architecture: missing [blocks.1.norm1.weight"),
+        ("text", "{path} is not a loadable PyTorch checkpoint: not a zip archive: truncated, corrupt or another "
+                 "format"),
+        ("pickle", "{path} is not a loadable PyTorch checkpoint: weights_only refused it: Unsupported global"),
+        ("narrow", "{path} does not fit this VideoMAE architecture: 28 of another shape [patch_embed.proj.weight: "
+                   "file [32, 3, 2, 16, 16] vs model [64, 3, 2, 16, 16]"),
+        ("shallow", "{path} does not fit this VideoMAE architecture: 13 missing [blocks.1.norm1.weight"),
     ],
 )
 def test_bad_backbone_checkpoint_fails_before_ray(name: str, message: str, checkpoints, tiny_args, tmp_path,
@@ -218,7 +221,7 @@ def test_bad_backbone_checkpoint_fails_before_ray(name: str, message: str, check
 def test_good_backbone_checkpoint_passes_the_early_check(checkpoints, tiny_data, tmp_path) -> None:
     cfg = tiny_config(tiny_data, tmp_path / "runs", tmp_path / "db",
                       extra=[f"model.backbone.checkpoint={checkpoints['good']}"])
-    train.check_initial_weights(cfg)  # raises on any problem
+    check_initial_weights(cfg)  # raises on any problem
 
 
 def test_bad_init_from_fails_before_ray(checkpoints, tiny_args, tmp_path, capsys) -> None:
@@ -232,13 +235,13 @@ def test_bad_init_from_fails_before_ray(checkpoints, tiny_args, tmp_path, capsys
 
 
 def test_training_checkpoint_reader_refuses_bad_files(checkpoints, tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path / 'none.pt'} does not exist"):
+    with pytest.raises(WeightsError, match=f"checkpoint {tmp_path / 'none.pt'} does not exist"):
         read_checkpoint(tmp_path / "none.pt")
     for name in ("text", "pickle"):
-        with pytest.raises(ValueError, match="not an adatad training checkpoint") as info:
+        with pytest.raises(WeightsError, match="not an adatad training checkpoint") as info:
             read_checkpoint(checkpoints[name])
         assert "\n" not in str(info.value), str(info.value)  # one line, not PyTorch's advice page
-    with pytest.raises(ValueError, match="expected keys 'model' and 'config'"):
+    with pytest.raises(WeightsError, match="expected keys 'model' and 'config'"):
         read_checkpoint(checkpoints["narrow"])
 
 
@@ -247,7 +250,7 @@ def test_training_checkpoint_reader_refuses_bad_files(checkpoints, tmp_path) -> 
 
 def test_cluster_auto_without_a_cluster_says_how_to_start_one(monkeypatch) -> None:
     # Other Ray instances may run on this machine, so "none running" is simulated at ray.init.
-    from pipelines import cluster
+    from pipelines.ray_layer import cluster
 
     def no_cluster(*args, **kwargs):
         raise ConnectionError("Could not find any running Ray instance.")

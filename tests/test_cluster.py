@@ -105,7 +105,7 @@ def test_job_submit_to_a_head_node_trains_and_logs_to_mlflow(head_node: dict, ti
                                                              tmp_path: Path) -> None:
     env, address = head_node["env"], head_node["address"]
     # `--cluster auto` from a shell on the head machine finds the head without any address.
-    found = subprocess.run([PYTHON, "-c", "from pipelines.cluster import connect; import json, ray; "
+    found = subprocess.run([PYTHON, "-c", "from pipelines.ray_layer.cluster import connect; import json, ray; "
                             "r = connect('auto'); print(json.dumps([r['CPU'], ray.get_runtime_context().gcs_address]))"],
                            cwd=REPO, env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
                            capture_output=True, text=True, timeout=180)
@@ -178,7 +178,7 @@ def simulate_placement(data_root: Path, work: Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines.train import RunPlan, run_training
+    from pipelines.ray_layer.training import RunPlan, run_training
 
     store = 120 * 1024 * 1024
     cluster = Cluster(initialize_head=True, head_node_args={

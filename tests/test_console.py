@@ -7,8 +7,9 @@ import logging
 import re
 from pathlib import Path
 
-from pipelines.console import Console, Progress, RunLog, format_duration, strip_ansi
-from pipelines.progress import TrainingProgressView, epoch_summary
+from pipelines.ray_layer.console import Console, ProgressBar, format_duration, strip_ansi
+from pipelines.ray_layer.progress_relay import TrainingProgressView, epoch_summary
+from pipelines.ray_layer.run_log import RunLog
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -39,7 +40,7 @@ def test_not_a_terminal_prints_plain_throttled_progress() -> None:
     assert "\r" not in out.getvalue() and not ANSI.search(out.getvalue())
 
     quiet = io.StringIO()
-    slow = Progress(Console(stream=quiet), 10, "x", interval_s=3600)
+    slow = ProgressBar(Console(stream=quiet), 10, "x", interval_s=3600)
     for step in range(10):
         slow.update(step)
     assert quiet.getvalue() == ""  # at most one line per interval

@@ -17,10 +17,13 @@ import pytest
 import torch
 
 from adatad.data.annotations import VideoRecord
-from adatad.engine.state import CHECKPOINT_FILE, read_checkpoint
+from adatad.data.video_files import VideoListError, list_videos
+from adatad.engine.state import read_checkpoint
+from adatad.run_folder import CHECKPOINT_FILE, PREDICTIONS_FILE
 from adatad.visualize import render_timeline, timeline_size
-from pipelines import detect, evaluate
-from pipelines.train_loop import PREDICTIONS_FILE
+from pipelines import detect, score
+from pipelines.ray_layer import detection
+from pipelines.ray_layer.cli import EXIT_BAD_INPUT
 from tests.conftest import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -95,7 +98,7 @@ def test_detections_reproduce_the_training_validation_map(detected: dict) -> Non
     assert "MapBatches(Predict)" in log and "not writable" not in log  # Predict gets writable batches
 
     ann = str(detected["data"] / "annotations.json")
-    ours = evaluate.run(evaluate.build_parser().parse_args(["--annotations", ann, "--predictions",
+    ours = score.run(score.build_parser().parse_args(["--annotations", ann, "--predictions",
                                                             str(detected["out"])]))
     training = json.loads((detected["checkpoint"] / "history.json").read_text())[-1]
     assert ours["average_mAP"] == pytest.approx(training["average_mAP"], abs=1e-6)
@@ -148,7 +151,7 @@ def test_collect_merges_complete_videos_and_reports_decode_failures(tmp_path: Pa
     batch["segments"][1, :2] = [[1.0, 5.0], [2.0, 3.0]]  # positions -> seconds: * 4 / 10
     batch["scores"][1, :2] = [0.9, 0.5]
     batch["labels"][1, :2] = [2, 0]
-    results, errors, seen = detect.collect(iter([batch]), records, ["a", "b", "c"], cfg, cfg.model.inference)
+    results, errors, seen = detection.collect(iter([batch]), records, ["a", "b", "c"], cfg, cfg.model.inference)
     assert seen == 2
     assert results == {"good": [{"segment": [0.4, 2.0], "label": "c", "score": 0.9},
                                 {"segment": [0.8, 1.2], "label": "a", "score": 0.5}]}
@@ -160,20 +163,21 @@ def test_top_k_and_min_score_go_through_the_evaluation_merge(tmp_path: Path) -> 
     from adatad.postprocess import Detections
 
     record = _record("v", tmp_path / "v.mp4")
-    window = detect._Window(0, Detections(torch.tensor([[1.0, 5.0], [2.0, 3.0], [6.0, 8.0]]),
+    window = detection._Window(0, Detections(torch.tensor([[1.0, 5.0], [2.0, 3.0], [6.0, 8.0]]),
                                           torch.tensor([0.9, 0.5, 0.7]), torch.tensor([0, 1, 1])),
                             {"video_index": 0, "window_start_frame": 0, "fps": 10.0, "duration": 4.0,
                              "frame_stride": 4, "valid": True})
     base = InferenceConfig(min_score=0.0, max_seg_num=2000)
-    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], base)] == [0.9, 0.7, 0.5]
+    assert [e["score"] for e in detection.merge_one(0, [window], [record], ["a", "b"], base)] == [0.9, 0.7, 0.5]
     top2 = InferenceConfig(min_score=0.0, max_seg_num=2)
-    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], top2)] == [0.9, 0.7]
+    assert [e["score"] for e in detection.merge_one(0, [window], [record], ["a", "b"], top2)] == [0.9, 0.7]
     above = InferenceConfig(min_score=0.6, max_seg_num=2000)
-    assert [e["score"] for e in detect.merge_one(0, [window], [record], ["a", "b"], above)] == [0.9, 0.7]
+    assert [e["score"] for e in detection.merge_one(0, [window], [record], ["a", "b"], above)] == [0.9, 0.7]
 
 
 def test_a_run_folder_resolves_to_its_latest_checkpoint(tmp_path: Path) -> None:
-    from adatad.models.trained import TrainedWeightsError, resolve_trained_path
+    from adatad.models.trained import resolve_trained_path
+    from adatad.models.weights import WeightsError
 
     for name in ("checkpoint_2026-01-01_10-00-00.1", "checkpoint_2026-01-01_11-00-00.1"):
         (tmp_path / name).mkdir()
@@ -181,31 +185,10 @@ def test_a_run_folder_resolves_to_its_latest_checkpoint(tmp_path: Path) -> None:
     assert resolve_trained_path(tmp_path) == tmp_path / "checkpoint_2026-01-01_11-00-00.1" / CHECKPOINT_FILE
     assert resolve_trained_path(tmp_path / "checkpoint_2026-01-01_10-00-00.1" / CHECKPOINT_FILE).is_file()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(TrainedWeightsError, match="neither checkpoint.pt nor checkpoint_"):
+    with pytest.raises(WeightsError, match="neither checkpoint.pt nor checkpoint_"):
         resolve_trained_path(tmp_path / "empty")
     code = detect.main(["--checkpoint", str(tmp_path / "empty"), "--videos", str(tmp_path)])
-    assert code == detect.EXIT_BAD_INPUT
-
-
-def test_detection_config_only_changes_what_the_model_does_not_see(tmp_path: Path) -> None:
-    from adatad.config import ConfigError
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")
-    changed = detect.detection_config(cfg, None, ["runtime.val_decode_actors=3", "model.inference.nms_sigma=0.5"])
-    assert changed.runtime.val_decode_actors == 3 and changed.model.inference.nms_sigma == 0.5
-    assert changed.data.window_size == cfg.data.window_size
-    with pytest.raises(ConfigError, match="data.window_size: cannot change"):
-        detect.detection_config(cfg, None, ["data.window_size=128"])
-    # --config takes only the runtime and model.inference groups of another experiment file.
-    from adatad.config import CONFIG_DIR
-
-    other = tmp_path / "other.yaml"
-    other.write_text(f"_base_: {CONFIG_DIR / 'synthetic.yaml'}\nruntime: {{val_decode_actors: 4}}\n"
-                     "model: {inference: {nms_sigma: 0.3}, head: {num_classes: 7}}\n")
-    changed = detect.detection_config(cfg, str(other), [])
-    assert changed.runtime.val_decode_actors == 4 and changed.model.inference.nms_sigma == 0.3
-    assert changed.model.head.num_classes == 3 and changed.data.window_size == 64
+    assert code == EXIT_BAD_INPUT
 
 
 def test_inputs_are_checked_with_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -213,41 +196,18 @@ def test_inputs_are_checked_with_one_line_errors(tmp_path: Path, capsys: pytest.
         (tmp_path / folder).mkdir()
     (tmp_path / "a" / "clip.mp4").write_bytes(b"x")
     (tmp_path / "b" / "clip.avi").write_bytes(b"x")
-    with pytest.raises(detect.DetectInputError, match="'clip'.*used by both"):
-        detect.list_videos([str(tmp_path / "a"), str(tmp_path / "b")])
-    with pytest.raises(detect.DetectInputError, match="no such file"):
-        detect.list_videos([str(tmp_path / "missing.mp4")])
-    with pytest.raises(detect.DetectInputError, match="holds no video files"):
-        detect.list_videos([str(tmp_path / "empty")])
-    assert detect.list_videos([str(tmp_path / "a")]) == [(tmp_path / "a" / "clip.mp4").absolute()]
+    with pytest.raises(VideoListError, match="'clip'.*used by both"):
+        list_videos([str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(VideoListError, match="no such file"):
+        list_videos([str(tmp_path / "missing.mp4")])
+    with pytest.raises(VideoListError, match="holds no video files"):
+        list_videos([str(tmp_path / "empty")])
+    assert list_videos([str(tmp_path / "a")]) == [(tmp_path / "a" / "clip.mp4").absolute()]
     (tmp_path / "a" / "alias.mp4").symlink_to(tmp_path / "a" / "clip.mp4")  # a link keeps its own name as id
-    assert [p.stem for p in detect.list_videos([str(tmp_path / "a")])] == ["alias", "clip"]
+    assert [p.stem for p in list_videos([str(tmp_path / "a")])] == ["alias", "clip"]
     rc = detect.main(["--checkpoint", str(tmp_path / "nothing.pt"), "--videos", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == detect.EXIT_BAD_INPUT and len(err) == 1 and "nothing.pt" in err[0]
-
-
-def test_class_names_must_fit_the_model(tmp_path: Path) -> None:
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")  # model.head.num_classes=3; data paths do not exist
-    two = tmp_path / "two.txt"
-    two.write_text("x\ny\n")
-    with pytest.raises(detect.DetectInputError, match="2 classes.*num_classes=3"):
-        detect.resolve_class_names(cfg, class_map=str(two))
-    with pytest.raises(detect.DetectInputError, match="pass --class-map or --annotations"):
-        detect.resolve_class_names(cfg)
-    three = tmp_path / "three.txt"
-    three.write_text("x\ny\nz\n")
-    assert detect.resolve_class_names(cfg, class_map=str(three))[0] == ["x", "y", "z"]
-    # The training's own class map (its index order) comes before the labels of --annotations.
-    (tmp_path / "category_idx.txt").write_text("c\nb\na\n")
-    (tmp_path / "gt.json").write_text(json.dumps({"database": {"v": {"subset": "validation", "annotations": [
-        {"segment": [0, 1], "label": n} for n in "abc"]}}}))
-    names, source = detect.resolve_class_names(cfg, annotations=str(tmp_path / "gt.json"))
-    assert names == ["c", "b", "a"] and "training class map" in source
-    assert detect.resolve_class_names(cfg, class_map=str(three), annotations=str(tmp_path / "gt.json"))[0] == \
-        ["x", "y", "z"]
+    assert rc == EXIT_BAD_INPUT and len(err) == 1 and "nothing.pt" in err[0]
 
 
 def test_timeline_size_and_label_check() -> None:
@@ -262,7 +222,7 @@ def test_timeline_size_and_label_check() -> None:
 def test_predict_pads_to_fixed_shapes_and_skips_failed_windows(trained_run: dict) -> None:
     state = read_checkpoint(Path(_validated_checkpoint(trained_run)) / CHECKPOINT_FILE)
     cfg = state["config"]
-    predict = detect.Predict(state, pre_nms_thresh=0.001, pre_nms_topk=50, amp=False, threads=1)
+    predict = detection.Predict(state, pre_nms_thresh=0.001, pre_nms_topk=50, amp=False, threads=1)
     t, size = cfg["data"]["window_size"], cfg["data"]["crop_size"]
     batch = {"frames": np.random.default_rng(0).integers(0, 255, (2, t, size, size, 3), dtype=np.uint8),
              "masks": np.ones((2, t), bool), "video_index": np.array([0, 1]), "window_start_frame": np.array([0, 0]),

@@ -126,7 +126,7 @@ def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_dat
     One training video is corrupt as well: its clip is skipped with a warning and counted each
     epoch (data.max_decode_failures), which must not stop the run or disturb the other clips.
     """
-    from pipelines.train import RunPlan, run_training
+    from pipelines.ray_layer.training import RunPlan, run_training
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -251,15 +251,15 @@ def _epoch_metrics(epoch: int, validated: bool) -> dict:
 def test_finalize_logs_epochs_the_killed_driver_never_logged(tiny_data: Path, tmp_path: Path) -> None:
     """Ray registers a checkpoint before the MLflow callback logs its epoch; a driver killed in
     between leaves a gap that the resumed run's finalisation fills from the checkpoint's history."""
-    from adatad.engine.state import CHECKPOINT_FILE
-    from pipelines.tracking import log_epoch, start_or_resume_run
-    from pipelines.train import RunPlan, finalize_run
+    from adatad.run_folder import CHECKPOINT_FILE
+    from pipelines.ray_layer.tracking import log_epoch, start_or_resume_run
+    from pipelines.ray_layer.training import RunPlan, finalize_run
 
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
     plan = RunPlan(cfg=tiny_config(tiny_data, storage, db), run_name="gap", storage=storage, resumed=True)
     plan.run_dir.mkdir(parents=True)
     uri = f"sqlite:///{db}"
-    run_id = start_or_resume_run(plan.cfg, uri, plan.run_dir, plan.run_name)
+    run_id = start_or_resume_run(plan.cfg, uri, plan.folder, plan.run_name)
     history = [_epoch_metrics(0, False), _epoch_metrics(1, True)]
     client = MlflowClient(uri)
     log_epoch(client, run_id, history[1])  # epoch 0's logging was cut off by the kill

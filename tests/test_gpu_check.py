@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: the dry run covers every part on a machine without Ray, PyYAML or PyAV,
+"""tests/acceptance/gpu_check.py: the dry run covers every part on a machine without Ray, PyYAML or PyAV,
 failures and the time budget become rows, and a run without CUDA stops with a clear message."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+SCRIPT = REPO / "tests" / "acceptance" / "gpu_check.py"
 
 # Imported at interpreter start-up (sitecustomize) in the script and in every process it spawns,
 # so any import of these names fails as it would on the bare GPU machine.

@@ -16,8 +16,8 @@ import pytest
 
 from adatad.config import CONFIG_DIR, load_config
 from adatad.data.annotations import load_annotations, load_class_names
-from adatad.data.dataset_config import advise_frame_stride
-from adatad.data.split import stratified_split
+from adatad.datasets.split import stratified_split
+from adatad.datasets.stride_advice import advise_frame_stride
 from pipelines import detect, make_synthetic, prepare_dataset
 from tests.conftest import REPO
 
@@ -61,7 +61,7 @@ def _split_rows(out: Path) -> dict[str, dict[str, str]]:
 
 
 def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, tmp_path: Path, capsys) -> None:
-    from pipelines.train import RunPlan, run_training
+    from pipelines.ray_layer.training import RunPlan, run_training
 
     out = tmp_path / "data" / "own"
     assert _prepare(own_videos, out, "--keep-unlabelled", "--test-fraction", "0.25", "--seed", "1",

@@ -22,7 +22,7 @@ def _setup(tiny_data: Path, tmp_path: Path):
 
 def test_train_batches_have_fixed_shapes_targets_and_fresh_randomness(ray_session, tiny_data: Path,
                                                                         tmp_path: Path) -> None:
-    from pipelines.data import train_dataset
+    from pipelines.ray_layer.datasets import train_dataset
 
     cfg, train, _ = _setup(tiny_data, tmp_path)
     ds = train_dataset(cfg, train)
@@ -50,7 +50,7 @@ def test_train_batches_have_fixed_shapes_targets_and_fresh_randomness(ray_sessio
 
 
 def test_test_windows_come_through_in_full_with_their_offsets(ray_session, tiny_data: Path, tmp_path: Path) -> None:
-    from pipelines.data import test_dataset
+    from pipelines.ray_layer.datasets import test_dataset
 
     cfg, _, test = _setup(tiny_data, tmp_path)
     expected = {(r["video_index"], r["window_start_frame"]) for r in window_rows(test, cfg.data)}

@@ -13,10 +13,14 @@ import pytest
 from matplotlib import image as mpimg
 
 from adatad.config import CONFIG_DIR, load_config, write_config
-from pipelines import report
+from adatad.run_folder import RunFolder
+from pipelines import report as report_command
+from pipelines.ray_layer import reports as report
+
+FILES = RunFolder(Path("."))  # the file names of a run folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPORT_PY = Path(report.__file__)
+REPORT_PY = Path(report_command.__file__)
 
 
 def make_history(epochs: int = 10, first_val: int = 3, every: int = 2) -> list[dict]:
@@ -72,13 +76,13 @@ def written(tmp_path_factory, config):
 def test_png_is_valid_and_sized(written):
     _, out, paths = written
     png = paths["curves"]
-    assert png == out / report.CURVES_FILE
+    assert png == out / FILES.curves.name
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     pixels = mpimg.imread(png)
     w, h = (round(v * report.DPI) for v in report.FIGSIZE)
     assert pixels.shape[:2] == (h, w)
     assert pixels[..., :3].std() > 0.05  # something was drawn, not a blank canvas
-    assert sorted(p.name for p in out.iterdir()) == [report.SUMMARY_FILE, report.CURVES_FILE]  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == [FILES.summary.name, FILES.curves.name]  # no temp files
 
 
 def test_final_map_table_in_percent(written):
@@ -192,10 +196,10 @@ def test_check_history_rejects_bad_records(bad, message):
 
 def make_run_dir(path: Path, history=None, stats=True) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    (path / report.HISTORY_FILE).write_text(json.dumps(make_history() if history is None else history, indent=1))
-    write_config(load_config(CONFIG_DIR / "synthetic.yaml"), path / report.CONFIG_FILE)
+    (path / FILES.history.name).write_text(json.dumps(make_history() if history is None else history, indent=1))
+    write_config(load_config(CONFIG_DIR / "synthetic.yaml"), path / FILES.config.name)
     if stats:
-        (path / report.STATS_FILE).write_text(json.dumps(STATS))
+        (path / FILES.stats.name).write_text(json.dumps(STATS))
     return path
 
 
@@ -207,24 +211,24 @@ def test_cli_run_writes_report(tmp_path):
     run_dir = make_run_dir(tmp_path / "run")
     proc = run_cli("run", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
-    assert (run_dir / report.CURVES_FILE).read_bytes()[:8] == PNG_SIGNATURE
-    md = (run_dir / report.SUMMARY_FILE).read_text()
+    assert (run_dir / FILES.curves.name).read_bytes()[:8] == PNG_SIGNATURE
+    md = (run_dir / FILES.summary.name).read_text()
     assert "# Training summary: unit-run" in md
     assert "83.50 | 79.55 | 73.42 | 61.95 | 46.94 | 68.67" in md
-    assert f"![training curves]({report.CURVES_FILE})" in md
+    assert f"![training curves]({FILES.curves.name})" in md
 
 
 def test_cli_bad_inputs_exit_2_one_line(tmp_path):
     """Each bad run directory gives exit 2 and a single stderr line naming the problem."""
     invalid = make_run_dir(tmp_path / "invalid")
-    (invalid / report.HISTORY_FILE).write_text('[\n {"epoch": 0,\n  "loss": }\n]')
+    (invalid / FILES.history.name).write_text('[\n {"epoch": 0,\n  "loss": }\n]')
     no_history = make_run_dir(tmp_path / "no_history")
-    (no_history / report.HISTORY_FILE).unlink()
+    (no_history / FILES.history.name).unlink()
     bad_yaml = make_run_dir(tmp_path / "bad_yaml")
-    (bad_yaml / report.CONFIG_FILE).write_text("data: [1, 2\n")
+    (bad_yaml / FILES.config.name).write_text("data: [1, 2\n")
     cases = {
         tmp_path / "does_not_exist": "does not exist",
-        no_history: f"{report.HISTORY_FILE}: not found",
+        no_history: f"{FILES.history.name}: not found",
         invalid: "invalid JSON at line 3 column 11",
         make_run_dir(tmp_path / "empty", history=[]): "empty history",
         bad_yaml: "invalid YAML at line",
@@ -236,11 +240,11 @@ def test_cli_bad_inputs_exit_2_one_line(tmp_path):
     proc = run_cli("run", "--run-dir", str(invalid))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "line 3 column 11" in proc.stderr
-    assert not (invalid / report.SUMMARY_FILE).exists()
+    assert not (invalid / FILES.summary.name).exists()
 
 
 def test_main_returns_2_with_one_line(tmp_path, capsys):
-    assert report.main(["run", "--run-dir", str(tmp_path / "nope")]) == 2
+    assert report_command.main(["run", "--run-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope does not exist" in err
 

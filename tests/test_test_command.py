@@ -14,12 +14,14 @@ import ray.train
 import torch
 
 from adatad.data.clips import ClipLoader, window_rows
+from adatad.data.splits import load_test_split
 from adatad.engine.validation import WindowCollector
 from adatad.models.build import model_from_checkpoint
 from adatad.models.trained import read_trained
-from pipelines import evaluate, test
-from pipelines.train import RunPlan, load_test_split, run_training
-from pipelines.train_loop import TRAIN_VIDEOS_KEY
+from adatad.run_folder import EvalFolder
+from pipelines import score, test
+from pipelines.ray_layer.training import RunPlan, run_training
+from pipelines.ray_layer.worker import TRAIN_VIDEOS_KEY
 from tests.conftest import tiny_config
 from tests.test_detect import _validated_checkpoint
 
@@ -33,7 +35,8 @@ ONE_WINDOW = "train.val_batch_size=1"
 def _test(checkpoint: Path, out: Path, *sets: str) -> dict:
     args = ["--checkpoint", str(checkpoint), "--out", str(out), "--skip-data-check", "--set", ONE_WINDOW]
     assert test.main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
-    return {name: json.loads((out / name).read_text()) for name in (test.PREDICTIONS_FILE, test.METRICS_FILE)}
+    folder = EvalFolder(out)
+    return {path.name: json.loads(path.read_text()) for path in (folder.predictions, folder.metrics)}
 
 
 def _same_detections(a: dict, b: dict, tol: float = 1e-6) -> None:
@@ -53,7 +56,7 @@ def tested(ray_session, trained_run: dict, tmp_path_factory) -> dict:
 
 
 def test_test_command_equals_detect_plus_evaluate(tested: dict, capsys) -> None:
-    """detect.py + evaluate.py on the test videos give test.py's mAP (1e-6), and the training's own
+    """detect.py + score.py on the test videos give test.py's mAP (1e-6), and the training's own
     validation of this checkpoint (two windows per forward) agrees to rounding."""
     from pipelines import detect
 
@@ -66,14 +69,14 @@ def test_test_command_equals_detect_plus_evaluate(tested: dict, capsys) -> None:
     assert detect.main(["--checkpoint", str(tested["checkpoint"]), "--videos", *videos, "--out", str(out),
                         "--quiet", "--set", ONE_WINDOW]) == 0
     metrics_file = tested["out"] / "detect_metrics.json"
-    assert evaluate.main(["--annotations", str(data / "annotations.json"), "--predictions", str(out),
+    assert score.main(["--annotations", str(data / "annotations.json"), "--predictions", str(out),
                           "--class-map", str(data / "category_idx.txt"), "--out", str(metrics_file)]) == 0
     from_detect = json.loads(metrics_file.read_text())
     assert abs(one["metrics.json"]["average_mAP"] - from_detect["average_mAP"]) <= 1e-6
     for t, value in one["metrics.json"]["mAP"].items():
         assert abs(value - from_detect["mAP"][t]) <= 1e-6, t
-    assert set(one["metrics.json"]) == set(from_detect)  # evaluate.py's format: mAP, average_mAP, per_class
-    summary = (tested["out"] / "one" / test.SUMMARY_FILE).read_text()
+    assert set(one["metrics.json"]) == set(from_detect)  # score.py's format: mAP, average_mAP, per_class
+    summary = EvalFolder(tested["out"] / "one").summary.read_text()
     assert f"**{100 * one['metrics.json']['average_mAP']:.2f}**" in summary
     assert "average" in capsys.readouterr().out
 
@@ -129,7 +132,7 @@ def test_two_training_workers_split_the_epoch_disjointly(ray_session, tiny_data:
                            extra_callbacks=[_RecordShards(record)], quiet=True)
     epochs = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(epochs) == 2
-    from pipelines.train import load_splits
+    from adatad.data.splits import load_splits
 
     train, test_records, _ = load_splits(cfg)
     for ranks in epochs:

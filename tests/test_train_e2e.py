@@ -51,7 +51,7 @@ def test_run_produces_checkpoint_metrics_and_reports(trained_run: dict) -> None:
 
 
 def test_resume_continues_from_the_last_epoch(trained_run: dict) -> None:
-    from pipelines.train import RunPlan, run_training
+    from pipelines.ray_layer.training import RunPlan, run_training
 
     first = trained_run["plan"]
     cfg = tiny_config(trained_run["data"], trained_run["storage"], trained_run["mlflow_db"], epochs=3)

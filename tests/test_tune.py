@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,8 +14,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from adatad.config import CONFIG_DIR, PROJECT_ROOT
-from pipelines.console import Console
-from pipelines.sweep import SweepError, check_sweep, load_sweep, num_trials, param_space, trial_overrides
+from pipelines.ray_layer.console import Console
+from pipelines.ray_layer.run_log import RunLog
+from pipelines.ray_layer.sweep_file import (
+    SweepError,
+    check_sweep,
+    load_sweep,
+    num_trials,
+    param_space,
+    trial_overrides,
+)
 from tests.conftest import tiny_overrides
 
 SWEEP_EXPERIMENT = "adatad-tests-sweep"
@@ -36,7 +45,7 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
 
     It writes into the MLflow store of `trained_run`, so one store holds a train run and a sweep.
     """
-    from pipelines.tune import run_sweep
+    from pipelines.ray_layer.sweeps import run_sweep
 
     work = tmp_path_factory.getbasetemp() / "tiny_sweep"
     memo = work / "summary.json"
@@ -49,9 +58,13 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
     overrides += ["train.val_interval=2", f"tracking.experiment_name={SWEEP_EXPERIMENT}"]
     start = time.perf_counter()
     shown = io.StringIO()
-    out = run_sweep(load_sweep(work / "tiny_lr.yaml"), str(CONFIG_DIR / "synthetic.yaml"), None, overrides,
-                    max_concurrent=1, sweep_run="sweep-tiny", out=str(work / "best.md"),
-                    console=Console(stream=shown))
+    log = RunLog(work / "tune.log").attach()  # as tune.py: Ray's and Tune's own output goes to the log
+    try:
+        out = run_sweep(load_sweep(work / "tiny_lr.yaml"), str(CONFIG_DIR / "synthetic.yaml"), None, overrides,
+                        max_concurrent=1, sweep_name="sweep-tiny", out=str(work / "best.md"),
+                        console=Console(log, stream=shown))
+    finally:
+        log.close()
     summary = {
         "seconds": time.perf_counter() - start,
         "sweep_dir": out["sweep_dir"],
@@ -64,6 +77,7 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
                   "best": r.best, "mlflow_run_id": r.mlflow_run_id} for r in out["rows"]],
         "best": out["best"].trial_id if out["best"] else None,
         "console": shown.getvalue(),
+        "log": (work / "tune.log").read_text(),
     }
     memo.write_text(json.dumps(summary))
     return summary
@@ -125,13 +139,13 @@ def test_bad_sweep_values_fail_with_one_line(tmp_path: Path, text: str, message:
 
 def test_cli_rejects_a_bad_key_before_starting_ray(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipelines.cluster
+    import pipelines.ray_layer.cluster
     from pipelines.tune import main
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started before the sweep was checked")
 
-    monkeypatch.setattr(pipelines.cluster, "connect", no_ray)
+    monkeypatch.setattr(pipelines.ray_layer.cluster, "connect", no_ray)
     path = _write(tmp_path, "params:\n  runtime.decode_actor: {grid: [1, 2]}\n")
     start = time.perf_counter()
     code = main(["--sweep", str(path), "--config", str(CONFIG_DIR / "synthetic.yaml")])
@@ -143,7 +157,7 @@ def test_cli_rejects_a_bad_key_before_starting_ray(tmp_path: Path, capsys: pytes
 def test_asha_stops_laggards_but_never_a_last_epoch() -> None:
     from ray.tune.schedulers import TrialScheduler
 
-    from pipelines.tune import finishing_asha
+    from pipelines.ray_layer.sweeps import finishing_asha
 
     asha = finishing_asha(last_iteration=4, grace_period=1, reduction_factor=2)
     assert asha.set_search_properties("average_mAP", "max")  # what Tuner does with TuneConfig's
@@ -159,7 +173,7 @@ def test_asha_stops_laggards_but_never_a_last_epoch() -> None:
 
 
 def test_trial_sizing_fits_two_cpus() -> None:
-    from pipelines.tune import concurrent_trials, trial_cpus
+    from pipelines.ray_layer.sweeps import concurrent_trials, trial_cpus
     from tests.conftest import tiny_config
 
     cfg = tiny_config(Path("/d"), Path("/s"), Path("/m.db"))
@@ -172,7 +186,7 @@ def test_trial_sizing_fits_two_cpus() -> None:
 
 
 def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) -> None:
-    from pipelines.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
+    from pipelines.ray_layer.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
 
     rows = sweep["rows"]
     assert len(rows) == 2 and all(r["status"] == "finished" and r["epochs"] == 2 for r in rows), rows
@@ -198,6 +212,10 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) 
     assert text == Path(sweep["results_file"]).read_text()
     assert "**Best setting**: train.adapter_lr=" in text and best["trial_id"] in text and parent_id in text
     assert text.count("| finished |") == 2
+    # mAP in percent, as the epoch lines show it (one unit wherever a person reads it)
+    best_cells = [line.split(" | ")[4] for line in text.splitlines() if "| finished |" in line]
+    assert all(re.fullmatch(r"\d+\.\d\d %", cell) for cell in best_cells), best_cells
+    assert re.search(r"-> average_mAP \d+\.\d\d % \(trial", text)
 
     parent = client.get_run(parent_id)
     assert parent.info.run_name == "sweep-tiny" and parent.info.status == "FINISHED"
@@ -216,8 +234,8 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) 
 
 
 def test_sweep_run_fails_only_when_every_trial_failed(sweep: dict, tmp_path: Path) -> None:
-    from pipelines.tracking import new_run
-    from pipelines.tune import TrialRow, close_sweep_run
+    from pipelines.ray_layer.sweep_results import TrialRow, close_sweep_run
+    from pipelines.ray_layer.tracking import new_run
 
     uri = f"sqlite:///{sweep['mlflow_db']}"
     spec = load_sweep(_write(tmp_path, TINY_SWEEP))
@@ -227,7 +245,7 @@ def test_sweep_run_fails_only_when_every_trial_failed(sweep: dict, tmp_path: Pat
     stopped = TrialRow("t2", {"train.adapter_lr": 1e-4}, "stopped early", 1, 0.1, 0.1, 1.0, None)
     client = MlflowClient(uri)
     for rows, status in (([failed], "FAILED"), ([failed, stopped], "FINISHED")):
-        run_id = new_run(uri, SWEEP_EXPERIMENT + "-close", tmp_path / status, "close", {})
+        run_id = new_run(uri, SWEEP_EXPERIMENT + "-close", tmp_path / status / "mlflow_run_id", "close", {})
         assert close_sweep_run(uri, run_id, rows, spec, results) == status
         run = client.get_run(run_id)
         assert run.info.status == status and run.data.metrics["trials_error"] == 1
@@ -279,3 +297,6 @@ def test_sweep_console_is_one_line_per_trial_epoch(sweep: dict) -> None:
         assert [line.split(")  ", 1)[1].split("  ")[0] for line in mine[:-1]] == ["epoch 0/1", "epoch 1/1"], mine
         assert mine[-1].endswith(" finished") and "mAP" in mine[1]
     assert "# Sweep `tiny_lr`" in sweep["console"]
+    # Tune's own prints (its configuration box, where its results and TensorBoard files are) go to the log
+    for tune_line in ("Configuration for experiment", "View detailed results"):
+        assert tune_line not in sweep["console"] and tune_line in sweep["log"], tune_line

@@ -8,6 +8,7 @@ typo into one line naming the row instead of a decode failure an hour into train
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 # Containers ffmpeg (hence decord) reads; matched case-insensitively on the file's suffix.
@@ -53,3 +54,32 @@ def find_video(video_dir: str | os.PathLike, name: str, index: dict[str, list[Pa
     if path.suffix:
         return f"no file '{name}.<ext>' in {root}, and '{path.suffix}' is not a video extension (expected one of {known})"
     return f"no video file '{name}.<ext>' in {root} (extensions: {known})"
+
+
+class VideoListError(ValueError):
+    """A video argument that names nothing usable (one line naming it)."""
+
+
+def list_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Path]:
+    """Files as given plus the video files directly inside each folder; sorted by video id (file stem).
+
+    The video id of a file is its name without extension, so two files of one stem are refused.
+    """
+    found: dict[str, Path] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+            if not files:
+                raise VideoListError(f"--videos {item}: folder holds no video files ({', '.join(extensions)})")
+        elif path.exists():
+            files = [path]
+        else:
+            raise VideoListError(f"--videos {item}: no such file or folder")
+        for f in files:
+            f = Path(os.path.abspath(f))  # not resolve(): a symlink's own name is the video id the user chose
+            if f.stem in found and found[f.stem] != f:
+                raise VideoListError(f"video id {f.stem!r} (the file name without extension) is used by both "
+                                     f"{found[f.stem]} and {f}; rename one")
+            found[f.stem] = f
+    return [found[k] for k in sorted(found)]

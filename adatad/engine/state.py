@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,9 @@ from adatad.engine.param_groups import build_param_groups
 from adatad.engine.schedule import build_scheduler
 from adatad.engine.step import build_scaler
 from adatad.models.build import build_model
-from adatad.models.trained import CHECKPOINT_FILE, TrainedWeightsError, load_weights, read_trained
+from adatad.models.trained import is_project_checkpoint, read_trained
+from adatad.models.weights import WeightsError, load_weights, read_torch_file
+from adatad.run_folder import CHECKPOINT_FILE
 
 
 @dataclass
@@ -96,8 +97,8 @@ def load_init_weights(model: torch.nn.Module, cfg: Config) -> None:
     try:
         trained = read_trained(path, cfg, use_ema=True)
         load_weights(model, trained.state["model"], f"{trained.path} ({trained.kind} {trained.weights} weights)")
-    except TrainedWeightsError as exc:
-        raise TrainedWeightsError(f"model.init_from: {exc}") from None
+    except WeightsError as exc:
+        raise WeightsError(f"model.init_from: {exc}") from None
 
 
 def _without_backbone_file(cfg: Config) -> Config:
@@ -116,19 +117,20 @@ def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathL
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a training checkpoint file (or a directory holding one) safely (weights_only=True)."""
+    """Load a training checkpoint file (or a directory holding one) safely (`read_torch_file`).
+
+    Everything it holds is returned as saved (to resume: optimizer, scheduler, EMA); a file that is
+    not this project's checkpoint, or cannot be read, is a one-line WeightsError.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save's format; anything else is refused before unpickling
-        raise ValueError(f"{path}: not an adatad training checkpoint (not a torch.save zip archive)")
+        raise WeightsError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"{path}: not an adatad training checkpoint ({type(exc).__name__}: {first})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")
+        state = read_torch_file(path)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: not an adatad training checkpoint ({exc.reason})") from None
+    if not is_project_checkpoint(state):
+        raise WeightsError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")
     return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from adatad.config import InferenceConfig
 from adatad.data.annotations import VideoRecord
-from adatad.evaluation import evaluate_map
+from adatad.evaluation import DEFAULT_TIOU_THRESHOLDS, evaluate_map
 from adatad.postprocess import Detections, merge_video, to_results_json, window_to_seconds
 
 
@@ -61,5 +62,6 @@ def ground_truth_of(records: list[VideoRecord], class_names: list[str]) -> dict[
     }
 
 
-def metrics_of(results: dict, records: list[VideoRecord], class_names: list[str]) -> dict[str, Any]:
-    return evaluate_map(ground_truth_of(records, class_names), results["results"], class_names)
+def metrics_of(results: dict, records: list[VideoRecord], class_names: list[str],
+               tiou_thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS) -> dict[str, Any]:
+    return evaluate_map(ground_truth_of(records, class_names), results["results"], class_names, tiou_thresholds)

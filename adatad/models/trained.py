@@ -4,48 +4,46 @@ One entry point (`read_trained`) for everything that uses trained weights: detec
 training's `model.init_from`. It accepts
 - this project's `checkpoint.pt`, a Ray checkpoint folder holding one, or a run folder (its latest
   `checkpoint_*` folder); these carry their own config and class names;
-- an OpenTAD `.pth` (`adatad.models.opentad`), which carries neither: the caller's config gives the
-  architecture and the class names (its `data.class_map_file`).
+- an OpenTAD `.pth` (`adatad.models.opentad_keys`), which carries neither: the caller's config gives the
+  architecture, and `adatad.data.class_names` finds its class names from that config.
 Every file is checked against a model built from its config -- every key present, none extra,
-every shape equal -- before any weight is used, and problems are one line naming the path.
+every shape equal -- before any weight is used, and problems are one line naming the path. Files are
+read, unwrapped and checked through `adatad.models.weights`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from adatad.config import WEIGHTS_FROM_TRAINED_FILE, Config, config_from_dict, deep_merge
-from adatad.data.annotations import AnnotationError, load_class_names
 from adatad.models.build import build_model
-from adatad.models.opentad import (
+from adatad.models.opentad_keys import (
     WEIGHT_ENTRIES,
-    OpenTADCheckpointError,
     check_pos_embed,
     convert_opentad_state_dict,
     is_opentad_checkpoint,
     select_opentad_weights,
 )
+from adatad.models.weights import (
+    Shapes,
+    WeightsError,
+    cast_like,
+    describe_misfit,
+    read_torch_file,
+    shapes_of,
+    unwrap_ema,
+)
+from adatad.run_folder import CHECKPOINT_DIR_GLOB, CHECKPOINT_FILE, RunFolder
 
-CHECKPOINT_FILE = "checkpoint.pt"  # this project's checkpoint inside a Ray checkpoint folder
-RUN_CHECKPOINT_GLOB = "checkpoint_*"  # Ray's checkpoint folders in a run folder; names sort by time
-EMA_PREFIX = "module."  # torch AveragedModel's state dict: module.<model key> + n_averaged
-
-Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
 _REFERENCES: dict[str, tuple[Shapes, Tensor]] = {}  # `_reference` cache, by architecture
-
-
-class TrainedWeightsError(ValueError):
-    """A trained model file that cannot be used (one line, naming the path)."""
 
 
 @dataclass
@@ -63,12 +61,12 @@ def resolve_trained_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         if (path / CHECKPOINT_FILE).is_file():
             return path / CHECKPOINT_FILE
-        found = sorted(p for p in path.glob(RUN_CHECKPOINT_GLOB) if (p / CHECKPOINT_FILE).is_file())
-        if found:
-            return found[-1] / CHECKPOINT_FILE
-        raise TrainedWeightsError(f"{path}: neither {CHECKPOINT_FILE} nor {RUN_CHECKPOINT_GLOB} folders inside")
+        latest = RunFolder(path).latest_checkpoint()
+        if latest is not None:
+            return latest
+        raise WeightsError(f"{path}: neither {CHECKPOINT_FILE} nor {CHECKPOINT_DIR_GLOB} folders inside")
     if not path.is_file():
-        raise TrainedWeightsError(f"{path}: trained model file does not exist")
+        raise WeightsError(f"{path}: trained model file does not exist")
     return path
 
 
@@ -81,96 +79,25 @@ def read_trained(path: str | os.PathLike, config: Config | None = None, use_ema:
     files describe themselves, and `config` is ignored for them.
     """
     file = resolve_trained_path(path)
-    raw = _load_torch_file(file)
-    if isinstance(raw, Mapping) and "model" in raw and "config" in raw:
+    raw = read_torch_file(file)
+    if is_project_checkpoint(raw):
         return _read_project_checkpoint(file, raw, use_ema)
     if is_opentad_checkpoint(raw):
         if config is None:
-            raise TrainedWeightsError(f"{file}: an OpenTAD checkpoint carries no config; pass the config that "
-                                      "describes its architecture (e.g. configs/thumos_videomae_s_768x1_160_adapter.yaml)")
+            raise WeightsError(f"{file}: an OpenTAD checkpoint carries no config; pass the config that "
+                               "describes its architecture (e.g. configs/thumos_videomae_s_768x1_160_adapter.yaml)")
         return _read_opentad_checkpoint(file, raw, config, use_ema)
     keys = sorted(str(k) for k in raw)[:6] if isinstance(raw, Mapping) else type(raw).__name__
-    raise TrainedWeightsError(f"{file}: neither an adatad checkpoint (keys 'model', 'config') nor an OpenTAD one "
-                              f"(keys 'state_dict_ema' / 'state_dict'); found {keys}")
+    raise WeightsError(f"{file}: neither an adatad checkpoint (keys 'model', 'config') nor an OpenTAD one "
+                       f"(keys 'state_dict_ema' / 'state_dict'); found {keys}")
 
 
-def load_weights(model: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
-    """`model.load_state_dict(weights, strict=True)` with one-line errors and dtypes cast to the model's."""
-    own = model.state_dict()
-    reference = {k: (tuple(v.shape), v.dtype) for k, v in own.items()}
-    problem = describe_misfit(reference, weights)
-    if problem:
-        raise TrainedWeightsError(f"{source}: does not fit this model: {problem}")
-    model.load_state_dict(cast_like(reference, weights), strict=True)
-
-
-# ---------------------------------------------------------------- checks shared by both kinds
-
-
-def describe_misfit(reference: Shapes, weights: Mapping[str, Tensor], unexpected: Sequence[str] = (),
-                    sources: Mapping[str, str] | None = None) -> str:
-    """Empty when `weights` has exactly the reference's keys, shapes and usable dtypes; else one line
-    naming the offending keys (the first few of each kind, and how many).
-
-    `unexpected`: extra file keys found by the caller (e.g. ones no rename rule knows); `sources`
-    names the file key of each of our keys, so problems point into the file.
-    """
-    sources = sources or {}
-    missing = [k for k in reference if k not in weights]
-    extra = list(unexpected) + [sources.get(k, k) for k in weights if k not in reference]
-    known = [(k, v) for k, v in weights.items() if k in reference and isinstance(v, Tensor)]
-    not_tensors = [sources.get(k, k) for k, v in weights.items() if k in reference and not isinstance(v, Tensor)]
-    shaped = [f"{sources.get(k, k)}: file {list(v.shape)} vs model {list(reference[k][0])}"
-              for k, v in known if tuple(v.shape) != reference[k][0]]
-    typed = [f"{sources.get(k, k)}: file {v.dtype} vs model {reference[k][1]}"
-             for k, v in known if not _castable(v.dtype, reference[k][1])]
-    parts = [f"{len(keys)} {what} {_listing(keys)}" for what, keys in (
-        ("missing", missing), ("unexpected", extra), ("of another shape", shaped), ("of another dtype", typed),
-        ("not tensors", not_tensors)) if keys]
-    return "; ".join(parts)
-
-
-def cast_like(reference: Shapes, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Weights in the reference's order and dtypes (e.g. OpenTAD's int64 EMA loss_normalizer -> float32)."""
-    return {k: weights[k] if weights[k].dtype == dtype else weights[k].to(dtype)
-            for k, (_, dtype) in reference.items()}
-
-
-def _castable(src: torch.dtype, dst: torch.dtype) -> bool:
-    """Floats take any real number type (an integer count such as OpenTAD's EMA loss_normalizer);
-    anything else must match exactly."""
-    if dst.is_floating_point:
-        return src.is_floating_point or (src != torch.bool and not src.is_complex)
-    return src == dst
-
-
-def _listing(keys: Sequence[str], limit: int = 4) -> str:
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return "[" + ", ".join(keys[:limit]) + "]" + more
+def is_project_checkpoint(obj: object) -> bool:
+    """What `adatad.engine.state.save_checkpoint` writes: a mapping with 'model' and 'config'."""
+    return isinstance(obj, Mapping) and "model" in obj and "config" in obj
 
 
 # ---------------------------------------------------------------- the two kinds of file
-
-
-def _load_torch_file(path: Path) -> Any:
-    """torch.load(weights_only=True) with one-line errors; torch.save's zip format is checked first."""
-    if not zipfile.is_zipfile(path):
-        raise TrainedWeightsError(f"{path}: not a torch.save file (not a zip archive: truncated, corrupt or "
-                                  "another format)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not usable here"
-        raise TrainedWeightsError(f"{path}: cannot be read as a weights-only torch file ({_reason(exc)})") from None
-
-
-def _reason(exc: Exception) -> str:
-    """The one informative line of a torch.load failure (weights_only's is buried in advice)."""
-    text = str(exc)
-    refused = re.search(r"WeightsUnpickler error: (.*?\.)(?:\s|$)", text)
-    if refused:
-        return f"weights_only refused it: {refused.group(1)}"
-    first = re.sub(r"\x1b\[[0-9;]*m", "", (text.strip().splitlines() or [""])[0])
-    return f"{type(exc).__name__}: {first}"
 
 
 def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) -> TrainedModel:
@@ -179,17 +106,17 @@ def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) 
     try:
         cfg = config_from_dict(deep_merge(raw["config"], WEIGHTS_FROM_TRAINED_FILE))
     except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError
-        raise TrainedWeightsError(f"{path}: its config is not valid here ({exc})") from None
+        raise WeightsError(f"{path}: its config is not valid here ({exc})") from None
     weights, which = raw["model"], "model"
     if use_ema and isinstance(raw.get("ema"), Mapping) and raw["ema"]:
-        weights = {k.removeprefix(EMA_PREFIX): v for k, v in raw["ema"].items() if k.startswith(EMA_PREFIX)}
+        weights = unwrap_ema(raw["ema"])
         which = "ema"
     if not isinstance(weights, Mapping):
-        raise TrainedWeightsError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict")
+        raise WeightsError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict")
     reference, _ = _reference(cfg)
     problem = describe_misfit(reference, weights)
     if problem:
-        raise TrainedWeightsError(f"{path}: {which} weights do not fit the model its config describes: {problem}")
+        raise WeightsError(f"{path}: {which} weights do not fit the model its config describes: {problem}")
     state = {"model": cast_like(reference, weights), "ema": None, "config": dict(raw["config"]),
              "class_names": list(raw.get("class_names") or [])}
     return TrainedModel(path=path, kind="adatad", weights=which, state=state)
@@ -202,32 +129,14 @@ def _read_opentad_checkpoint(path: Path, raw: Mapping[str, Any], cfg: Config, us
         reference, pos_table = _reference(cfg)
         problem = describe_misfit(reference, conversion.weights, conversion.unmapped, conversion.sources)
         if problem:
-            raise OpenTADCheckpointError(f"OpenTAD '{WEIGHT_ENTRIES[which]}' does not fit the model of config "
-                                         f"'{cfg.name}': {problem}")
+            raise WeightsError(f"OpenTAD '{WEIGHT_ENTRIES[which]}' does not fit the model of config "
+                               f"'{cfg.name}': {problem}")
         check_pos_embed(conversion.pos_embed, pos_table)
-    except OpenTADCheckpointError as exc:
-        raise TrainedWeightsError(f"{path}: {exc}") from None
+    except WeightsError as exc:  # the OpenTAD checks do not know the path
+        raise WeightsError(f"{path}: {exc}") from None
     state_out = {"model": cast_like(reference, conversion.weights), "ema": None, "config": cfg.to_dict(),
-                 "class_names": _config_class_names(cfg, path)}
+                 "class_names": []}  # its class map is the config's: adatad.data.class_names
     return TrainedModel(path=path, kind="opentad", weights=which, state=state_out)
-
-
-def _config_class_names(cfg: Config, path: Path) -> list[str]:
-    """The names of `data.class_map_file` when that file exists here (its line order is the model's
-    class index order, as OpenTAD's category_idx.txt), else [] -- the caller then finds them elsewhere."""
-    if not cfg.data.class_map_file:
-        return []
-    class_map = cfg.resolve_path(cfg.data.class_map_file)
-    if not Path(class_map).is_file():
-        return []
-    try:
-        names = load_class_names("", class_map)
-    except AnnotationError as exc:
-        raise TrainedWeightsError(f"{path}: data.class_map_file of the config: {exc}") from None
-    if len(names) != cfg.model.head.num_classes:
-        raise TrainedWeightsError(f"{path}: data.class_map_file {class_map} lists {len(names)} classes, but "
-                                  f"model.head.num_classes is {cfg.model.head.num_classes}")
-    return names
 
 
 def _reference(cfg: Config) -> tuple[Shapes, Tensor]:
@@ -246,7 +155,7 @@ def _reference(cfg: Config) -> tuple[Shapes, Tensor]:
         raw["model"] = model_group
         with torch.random.fork_rng(devices=[]):
             model = build_model(config_from_dict(raw))
-        shapes = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+        shapes = shapes_of(model)
         while len(_REFERENCES) >= 4:
             _REFERENCES.pop(next(iter(_REFERENCES)))
         _REFERENCES[key] = (shapes, model.encoder.backbone.pos_table.clone())

@@ -20,8 +20,8 @@ Recorded, from files and the OS, never from train.py's console text:
   every second, asked from a helper process through the cluster's GCS (its port file in the session folder
   of a private RAY_TMPDIR) and the raylet's GetNodeStats, as `ray memory --stats-only` does.
 
-    .venv/bin/python benchmarks/full_size_smoke.py                 # full size: ~20 min of both cores
-    .venv/bin/python benchmarks/full_size_smoke.py --tiny          # 64 frames x 64 px: a few minutes
+    .venv/bin/python tests/acceptance/full_size_smoke.py                 # full size: ~20 min of both cores
+    .venv/bin/python tests/acceptance/full_size_smoke.py --tiny          # 64 frames x 64 px: a few minutes
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -155,7 +155,7 @@ def random_videomae_s_mmaction2(path: Path) -> tuple[Path, str]:
 # A sitecustomize module on the run's PYTHONPATH: every process of the run (driver, raylet
 # workers, actors) imports it at start-up; only a process that imports adatad.engine.step (the
 # Ray Train worker) gets the timing wrapper.
-STEP_HOOK = f'''"""Written by benchmarks/full_size_smoke.py: one JSON line per train_step (CPU and wall seconds)."""
+STEP_HOOK = f'''"""Written by tests/acceptance/full_size_smoke.py: one JSON line per train_step (CPU and wall seconds)."""
 import os
 import sys
 

@@ -1,7 +1,10 @@
-"""Evaluate a predictions json against THUMOS-style annotations: mAP per tIoU and on average.
+"""Score a predictions json against THUMOS-style annotations: mAP per tIoU and on average.
 
-    python pipelines/evaluate.py --annotations GT.json --predictions PRED.json \
+    python pipelines/score.py --annotations GT.json --predictions PRED.json \
         [--subset validation] [--class-map category_idx.txt] [--out metrics.json]
+
+(To evaluate a trained model on videos, use `pipelines/test.py`; this only scores a json, e.g. the
+output of `pipelines/detect.py` or of another code base.)
 
 Prints a table in percent and writes {"mAP": {...}, "average_mAP": y, "per_class": {...}} (fractions).
 Bad input: one line on stderr and exit code 2.
@@ -14,12 +17,16 @@ import json
 import sys
 from collections.abc import Sequence
 
+if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+    import _bootstrap  # noqa: F401
+
 from adatad.atomic import atomic_write_text
 from adatad.data.annotations import AnnotationError, load_class_names
 from adatad.evaluation import (
     DEFAULT_TIOU_THRESHOLDS,
     EvaluationInputError,
     evaluate_map,
+    format_map_table,
     load_ground_truth,
     load_predictions,
 )
@@ -41,13 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_table(metrics: dict) -> str:
-    rows = [f"{'tIoU':>7}  {'mAP (%)':>8}"]
-    rows += [f"{float(t):>7.2f}  {100 * v:>8.2f}" for t, v in metrics["mAP"].items()]
-    rows.append(f"{'average':>7}  {100 * metrics['average_mAP']:>8.2f}")
-    return "\n".join(rows)
-
-
 def run(args: argparse.Namespace) -> dict:
     ground_truth = load_ground_truth(args.annotations, args.subset)
     predictions = load_predictions(args.predictions)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     n_pred = sum(len(v) for k, v in predictions.items() if k in ground_truth)
     print(f"{len(ground_truth)} videos, {len(metrics['per_class'])} classes with ground truth, "
           f"{n_pred} predictions")
-    print(format_table(metrics))
+    print(format_map_table(metrics))
     if args.out:
         atomic_write_text(args.out, json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""pipelines/evaluate.py run as a subprocess: table, metrics file, unknown videos, one-line errors."""
+"""pipelines/score.py run as a subprocess: table, metrics file, unknown videos, one-line errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "pipelines" / "evaluate.py"
+SCRIPT = ROOT / "pipelines" / "score.py"
 
 GT = {"database": {
     "video_test_1": {"subset": "validation", "duration": 100.0, "frame": 3000, "annotations": [

@@ -15,9 +15,9 @@ Parts (full size: VideoMAE-S, adapters in all 12 blocks, 768 frames x 160 px, ra
            random window, decode with decord, full train augmentation) on a pre-made THUMOS-like video;
   ratio    CPU clips/s at N processes against the GPU's training clips/s at its best batch.
 
-    python benchmarks/gpu_check.py --make-video data/gpu_check/thumos_like_300s.mp4   # here (needs PyAV)
-    python benchmarks/gpu_check.py --out gpu_check.md --video data/gpu_check/thumos_like_300s.mp4
-    python benchmarks/gpu_check.py --out /tmp/dry.md --dry-run                          # tiny, on CPU
+    python tests/acceptance/gpu_check.py --make-video data/gpu_check/thumos_like_300s.mp4   # here (needs PyAV)
+    python tests/acceptance/gpu_check.py --out gpu_check.md --video data/gpu_check/thumos_like_300s.mp4
+    python tests/acceptance/gpu_check.py --out /tmp/dry.md --dry-run                          # tiny, on CPU
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script on a machine where adatad is not installed
     sys.path.insert(0, str(REPO))
 
@@ -526,7 +526,7 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
     data = dataclasses.asdict(cfg.data) | {"decode_threads": 1}
     decode_skip = None
     if not importable("decord"):
-        decode_skip = "skipped: decord is not importable (carry the decord2 wheel; see benchmarks/README.md)"
+        decode_skip = "skipped: decord is not importable (carry the decord2 wheel; see tests/acceptance/README.md)"
     elif video is None:
         decode_skip = "skipped: no --video given"
     elif not Path(video).is_file():

@@ -1,39 +1,28 @@
-"""What a user sees: a few clean lines and one progress bar; Ray's and libraries' output in a log file.
+"""One log file per command run: our console lines, Python logging and Ray's forwarded output.
 
 Ray prints a lot by default (Ray Data progress bars and plans, Train's reports, actor start-up
 lines of every worker process, forwarded to the driver). A run of this project instead shows its
-own lines on the console and writes everything else, with those lines, to one log file in the run
-folder. `--verbose` keeps Ray's own console output as well (the log file still gets a copy of
-everything that goes through Python logging).
-
-Not a terminal (CI, `> file`, `ray job submit` logs): no redraws and no ANSI escapes; progress
-becomes at most one plain line per `interval_s` seconds.
+own lines on the console (`console.Console`) and writes everything else, with those lines, to one
+log file in the run folder. `--verbose` keeps Ray's own console output as well (the log file still
+gets a copy of everything that goes through Python logging).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipelines.ray_layer.console import strip_ansi
+
 # Loggers of Ray and the libraries it pulls in whose INFO output belongs in the log file.
 QUIET_LOGGERS = ("ray", "ray.data", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray: a progress-bar state, not a line
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def is_terminal(stream: TextIO | None = None) -> bool:
-    stream = stream or sys.stdout
-    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class _PlainFormatter(logging.Formatter):
@@ -159,6 +148,11 @@ class RunLog:
 
     # ---------------------------------------------------------------- writing
 
+    def as_stream(self) -> _LogStream:
+        """A text stream whose lines go to the log file (for `contextlib.redirect_stdout` around a
+        library that prints instead of logging)."""
+        return _LogStream(self)
+
     def write_lines(self, lines) -> None:
         if self.path is None or self._handler is None:
             return
@@ -197,99 +191,22 @@ class RunLog:
             self._handler = None
 
 
-class Console:
-    """Our own lines: printed once on the console and copied to the run log."""
+class _LogStream(io.TextIOBase):
+    """Write-only text stream: complete lines to `RunLog.write_lines`, the rest when flushed."""
 
-    def __init__(self, log: RunLog | None = None, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.log = log
-        self.stream = stream or sys.stdout
-        self.quiet = quiet
-        self.terminal = is_terminal(self.stream)
-        self._bar: Progress | None = None
+    def __init__(self, log: RunLog) -> None:
+        self._log, self._pending = log, ""
 
-    def say(self, text: str = "") -> None:
-        if self.log is not None:
-            self.log.write_lines(text.splitlines() or [""])
-        if self.quiet:
-            return
-        if self._bar is not None:
-            self._bar.clear()
-        print(text, file=self.stream, flush=True)
-        if self._bar is not None:
-            self._bar.refresh()
+    def writable(self) -> bool:
+        return True
 
-    def warn(self, text: str) -> None:
-        """A warning the user can act on: on the console (stderr) once, and in the log."""
-        if self.log is not None:
-            self.log.write_lines([f"warning: {text}"])
-        if self._bar is not None:
-            self._bar.clear()
-        print(f"warning: {text}", file=sys.stderr, flush=True)
-        if self._bar is not None:
-            self._bar.refresh()
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        self._log.write_lines(strip_ansi(line) for line in lines if line.strip())
+        return len(text)
 
-    def progress(self, total: int, desc: str, interval_s: float = 30.0) -> Progress:
-        bar = Progress(self, total, desc, interval_s)
-        self._bar = bar
-        return bar
-
-
-class Progress:
-    """A tqdm bar on a terminal; elsewhere at most one plain line per `interval_s` seconds.
-
-    `update(done, **fields)` sets the absolute position and the shown fields (loss, lr, ...).
-    """
-
-    def __init__(self, console: Console, total: int, desc: str, interval_s: float = 30.0) -> None:
-        self.console, self.total, self.desc, self.interval_s = console, max(1, total), desc, interval_s
-        self.done = 0
-        self.start = self._last = time.perf_counter()
-        self._bar = None
-        if console.terminal and not console.quiet:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=self.total, desc=desc, file=console.stream, dynamic_ncols=True, leave=False,
-                             bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
-
-    def update(self, done: int, fields: dict[str, str] | None = None) -> None:
-        done = min(max(done, 0), self.total)
-        text = "  ".join(f"{k} {v}" for k, v in (fields or {}).items())
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-            self._bar.update(done - self._bar.n)
-        else:
-            now = time.perf_counter()
-            if now - self._last >= self.interval_s and done < self.total and not self.console.quiet:
-                elapsed = now - self.start
-                eta = elapsed / done * (self.total - done) if done else float("nan")
-                line = f"{self.desc} {done}/{self.total}  {text}  eta {format_duration(eta)}".rstrip()
-                print(line, file=self.console.stream, flush=True)
-                self._last = now
-        self.done = done
-
-    def clear(self) -> None:
-        if self._bar is not None:
-            self._bar.clear()
-
-    def refresh(self) -> None:
-        if self._bar is not None:
-            self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        if self.console._bar is self:
-            self.console._bar = None
-
-
-def format_duration(seconds: float) -> str:
-    """`1:02:03`, `2:03` or `45 s`; `?` when unknown."""
-    if seconds != seconds or seconds == float("inf"):  # NaN or inf
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    def flush(self) -> None:
+        if self._pending.strip():
+            self._log.write_lines([strip_ansi(self._pending)])
+        self._pending = ""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import ray
+
+from adatad.config import RuntimeConfig
 
 DASHBOARD_HOST = "127.0.0.1"  # never expose the dashboard/job server unless the user asks
 
@@ -87,9 +90,17 @@ def connect(
     return ray.cluster_resources()
 
 
-def connect_for_run(cluster: str, runtime, say=print) -> dict:
-    """`connect` with a run config's local-cluster sizes; says what it got (train.py, tune.py)."""
+def connect_for_run(cluster: str, runtime: RuntimeConfig, say: Callable[[str], None] = print,
+                    verbose: bool = False) -> dict:
+    """`connect` with a run config's local-cluster sizes; says what it got (train, test, tune).
+
+    Ray Data's per-operator progress bars (redrawn many times a second) stay off unless `verbose`:
+    the commands draw their own bars.
+    """
     resources = connect(cluster, runtime.local_num_cpus, None, runtime.object_store_memory_mb)
     where = "local Ray" if cluster == "local" else f"Ray cluster {cluster}"
     say(f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
     return resources

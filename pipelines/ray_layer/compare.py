@@ -12,7 +12,6 @@ only when the command runs, so `report.py` stays fast to import.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from adatad.atomic import atomic_write_text
-from adatad.config import work_root
 
 # (row label, MLflow param = dotted config key)
 SETTING_ROWS = (
@@ -76,11 +74,6 @@ MEASURES = (
     Measure("peak memory", "peak_memory_mb", max, _megabytes),
     Measure("final average mAP", "average_mAP", lambda v: v[-1], lambda v: f"{100 * v:.2f} %"),
 )
-
-
-def default_tracking_uri() -> str:
-    """Same default as pipelines.tracking (not imported here: it pulls in Ray)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work_root() / 'mlflow.db'}"
 
 
 def _find_run(client, ref: str, uri: str):
@@ -190,6 +183,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit codes as report.py: 0 ok, 2 bad input, 1 could not write."""
+    from pipelines.ray_layer.tracking import default_tracking_uri  # MLflow is imported only when this runs
+
     uri = args.tracking_uri or default_tracking_uri()
     try:
         if len(args.runs) < 2:

@@ -1,7 +1,7 @@
 """Training progress from the Ray Train workers to the driver's console.
 
 Workers must not print progress themselves: their output is forwarded through Ray (prefixed,
-possibly from several processes, and into the log file by `pipelines.console.RunLog`). Instead
+possibly from several processes, and into the log file by `run_log.RunLog`). Instead
 they post small events to a `ProgressRelay` actor (0 CPU) and the driver draws one progress bar
 per epoch and one summary line per epoch from them (`TrainingProgressView`).
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from pipelines.console import Console, Progress
+from pipelines.ray_layer.console import Console, ProgressBar
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -81,7 +81,7 @@ class TrainingProgressView:
                  interval_s: float = 30.0) -> None:
         self.console, self.relay, self.last_epoch = console, relay, epochs - 1
         self.val_windows, self.poll_s, self.interval_s = val_windows, poll_s, interval_s
-        self._bar: Progress | None = None
+        self._bar: ProgressBar | None = None
         self._bar_key: tuple[str, int] | None = None
         self._val_counts: dict[int, int] = {}
         self._stop = threading.Event()
@@ -115,7 +115,7 @@ class TrainingProgressView:
             self._bar.close()
         self._bar, self._bar_key = None, None
 
-    def _bar_for(self, key: tuple[str, int], total: int, desc: str) -> Progress:
+    def _bar_for(self, key: tuple[str, int], total: int, desc: str) -> ProgressBar:
         if self._bar_key != key:
             self._close_bar()
             self._bar = self.console.progress(total, desc, self.interval_s)

@@ -72,6 +72,10 @@ class SweepSpec:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
 
+    def trial_run_name(self, trial_id: str) -> str:
+        """The run folder (and MLflow run) name of a trial."""
+        return f"{self.name}_{trial_id}"
+
     def swept_keys(self) -> list[str]:
         keys = [p.key for p in self.params]
         for bundle in self.settings.values():

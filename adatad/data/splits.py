@@ -1,0 +1,28 @@
+"""The training and test videos a config names, and the model's class names (what every run reads first)."""
+
+from __future__ import annotations
+
+from adatad.config import Config
+from adatad.data.annotations import VideoRecord, load_annotations
+from adatad.data.class_names import resolve_class_names
+
+
+def load_subset(cfg: Config, subset: str, class_names: list[str]) -> list[VideoRecord]:
+    """The videos of `subset` in the config's annotation file, labels indexed by `class_names`."""
+    d = cfg.data
+    records, _ = load_annotations(cfg.resolve_path(d.annotation_file), cfg.resolve_path(d.video_dir), subset,
+                                  class_names, d.video_ext)
+    return records
+
+
+def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list[str]]:
+    """(training videos, test videos, class names) of `cfg`."""
+    class_names = resolve_class_names(cfg).names
+    return (load_subset(cfg, cfg.data.train_subset, class_names),
+            load_subset(cfg, cfg.data.test_subset, class_names), class_names)
+
+
+def load_test_split(cfg: Config) -> tuple[list[VideoRecord], list[str]]:
+    """The test videos alone (evaluating needs no training videos), and the class names."""
+    class_names = resolve_class_names(cfg).names
+    return load_subset(cfg, cfg.data.test_subset, class_names), class_names

@@ -1,0 +1,165 @@
+"""Every file of a training run, test and sweep folder, named (and found) in one place.
+
+A training run folder `<storage>/<run name>/` holds what `pipelines/train.py` writes beside Ray
+Train's own checkpoint folders:
+
+    config.yaml  history.json  stats.json  train.log  mlflow_run_id
+    training_curves.png  TRAINING_SUMMARY.md
+    checkpoint_<time>/checkpoint.pt  (+ history.json, predictions.json of that epoch)
+
+A test folder (`pipelines/test.py --out`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
+test.log; a sweep folder (`pipelines/tune.py`) SWEEP_RESULTS.md, tune.log, Tune's state in tune/ and
+one run folder per trial in runs/. Ray, MLflow and the commands all name these files through here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_FILE = "checkpoint.pt"      # this project's checkpoint, inside a Ray checkpoint folder
+CHECKPOINT_DIR_GLOB = "checkpoint_*"   # Ray Train's checkpoint folders; their names sort by time
+HISTORY_FILE = "history.json"          # per-epoch records (in the run folder and each checkpoint folder)
+PREDICTIONS_FILE = "predictions.json"  # results json of a validated epoch / of a test
+
+
+class RunFolderError(ValueError):
+    """A run-folder file that is missing or unreadable (one line naming the file)."""
+
+
+def read_json(path: Path) -> Any:
+    """A json file of a run folder, with one-line errors."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc})") from None
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A training run: `<storage>/<run name>`."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"  # the effective config; also marks a folder as a run
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def stats(self) -> Path:
+        return self.path / "stats.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def mlflow_run_id(self) -> Path:
+        return self.path / "mlflow_run_id"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "training_curves.png"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "TRAINING_SUMMARY.md"
+
+    def read_mlflow_run_id(self) -> str | None:
+        return self.mlflow_run_id.read_text().strip() if self.mlflow_run_id.is_file() else None
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """Ray's checkpoint folders holding a checkpoint file, oldest first."""
+        return sorted(p for p in self.path.glob(CHECKPOINT_DIR_GLOB) if (p / CHECKPOINT_FILE).is_file())
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint file, or None."""
+        found = self.checkpoint_dirs()
+        return found[-1] / CHECKPOINT_FILE if found else None
+
+
+def latest_run(storage: Path) -> RunFolder | None:
+    """The run folder in `storage` whose config was written last (what `--resume` continues)."""
+    configs = sorted(Path(storage).glob(f"*/{RunFolder(Path()).config.name}"), key=lambda p: p.stat().st_mtime)
+    return RunFolder(configs[-1].parent) if configs else None
+
+
+@dataclass(frozen=True)
+class EvalFolder:
+    """The output of `pipelines/test.py` (a checkpoint evaluated on the test subset)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "TEST_SUMMARY.md"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "test.log"
+
+
+@dataclass(frozen=True)
+class SweepFolder:
+    """The output of `pipelines/tune.py`: results, log, Tune's state and the trials' run folders."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def results(self) -> Path:
+        return self.path / "SWEEP_RESULTS.md"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "tune.log"
+
+    @property
+    def mlflow_run_id(self) -> Path:
+        return self.path / "mlflow_run_id"  # the sweep's parent MLflow run
+
+    @property
+    def tune_state(self) -> Path:
+        return self.path / "tune"  # Ray Tune's experiment folder (RunConfig(name="tune"))
+
+    @property
+    def trial_runs(self) -> Path:
+        """The storage folder of the trials' Ray Train runs (one run folder per trial)."""
+        return self.path / "runs"
+
+    def trial_run(self, run_name: str) -> RunFolder:
+        return RunFolder(self.trial_runs / run_name)

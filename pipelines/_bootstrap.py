@@ -1,0 +1,14 @@
+"""What a command run as `python pipelines/<command>.py` imports first (see the top of each command).
+
+Python puts the script's folder, `pipelines/`, first on sys.path. This swaps it for the project
+root, so `adatad` and `pipelines` import from this copy of the code (also an uploaded
+`ray job submit --working-dir` copy without the editable install) and no file in `pipelines/` can
+shadow an installed module. Imported as `pipelines.<command>` (tests), a command skips it.
+"""
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+ROOT = str(_HERE.parent)
+sys.path[:] = [ROOT, *(p for p in sys.path if p != ROOT and (not p or Path(p).resolve() != _HERE))]
