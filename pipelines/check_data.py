@@ -9,7 +9,9 @@ same check before it starts Ray unless given --skip-data-check.
 
 Both THUMOS json layouts load (OpenTAD's and ActionFormer's); when the configured OpenTAD subset
 names are read under ActionFormer's names, one `note:` line says so. Videos whose json has no
-frame count are checked against their duration (the decoder supplies the count).
+frame count are checked against their duration (the decoder supplies the count). Segments lying
+(partly) outside their video or of zero length are `warning:` lines (counts and the first few),
+never problems: training drops or clips them, evaluation scores them as the file has them.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT, ConfigError, load_config
-from adatad.data.annotations import AnnotationError, subset_translation_note
-from adatad.data.check import check_videos, format_problems
+from adatad.data.annotations import AnnotationError, segment_notices, subset_translation_note
+from adatad.data.check import check_videos, format_problems, segment_warnings
 from adatad.data.splits import load_splits
 from pipelines.ray_layer.cli import DEFAULT_CONFIG, add_config_arguments, fail
 
@@ -41,12 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config or PROJECT_ROOT / DEFAULT_CONFIG, args.overrides, args.profile)
         train, test, classes = load_splits(cfg)
-        note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
-                                       [cfg.data.train_subset, cfg.data.test_subset])
+        annotation_file = cfg.resolve_path(cfg.data.annotation_file)
+        note = subset_translation_note(annotation_file, [cfg.data.train_subset, cfg.data.test_subset])
+        subsets = {"train": [cfg.data.train_subset], "test": [cfg.data.test_subset],
+                   "all": [cfg.data.train_subset, cfg.data.test_subset]}[args.split]
+        notices = segment_notices(annotation_file, list(dict.fromkeys(subsets)))
     except (ConfigError, AnnotationError) as exc:
         return fail(exc)
     if note:
         print(f"note: {note}", flush=True)
+    for line in segment_warnings(notices):
+        print(line, flush=True)
     records = {"train": train, "test": test, "all": train + test}[args.split]
     start = time.perf_counter()
     problems = check_videos(records, num_threads=args.threads)

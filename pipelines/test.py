@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.config import ConfigError
-from adatad.data.annotations import AnnotationError
+from adatad.data.annotations import AnnotationError, segment_note
 from adatad.data.check import check_videos, fill_frame_counts, format_problems
 from adatad.evaluation import format_map_table
 from pipelines.ray_layer.cli import UsageError, add_cluster_arguments, add_config_arguments, fail
@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         out.path.mkdir(parents=True, exist_ok=True)
         log = RunLog(out.log, verbose=args.verbose).attach()
         console = Console(log)
+        note = segment_note(plan.cfg.resolve_path(plan.cfg.data.annotation_file), [plan.cfg.data.test_subset],
+                            training=False)
+        if note:
+            console.say(f"note: {note}")
         console.say(f"checkpoint: {plan.trained.path} ({plan.trained.kind}, {plan.trained.weights} weights)")
         console.say(f"test set: {len(plan.records)} videos of subset '{plan.cfg.data.test_subset}', "
                     f"{len(plan.class_names)} classes; output: {out.path} (full log: {out.log})")

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.config import ConfigError
-from adatad.data.annotations import AnnotationError, subset_translation_note
+from adatad.data.annotations import AnnotationError, segment_note, subset_translation_note
 from adatad.data.check import check_videos, format_problems
 from adatad.data.splits import load_splits
 from pipelines.ray_layer.cli import UsageError, add_cluster_arguments, add_config_arguments, fail
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                                        [cfg.data.train_subset, cfg.data.test_subset])
         if note:
             console.say(f"note: {note}")
+        segments = segment_note(cfg.resolve_path(cfg.data.annotation_file), [cfg.data.train_subset, cfg.data.test_subset])
+        if segments:
+            console.say(f"note: {segments}")
         console.say(f"config '{cfg.name}': {len(train)} training videos, {len(test)} test videos, "
                     f"{len(classes)} classes; epochs {cfg.train.epochs} (0-{cfg.train.epochs - 1}), "
                     f"batch {cfg.train.batch_size}")

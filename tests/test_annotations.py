@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 
 from adatad.data.annotations import (
+    OUTSIDE,
+    PARTLY_OUTSIDE,
     UNKNOWN_FRAMES,
+    ZERO_LENGTH,
     AnnotationError,
+    SegmentNotice,
     VideoRecord,
     load_annotations,
     load_class_names,
+    segment_note,
+    segment_notices,
     subset_translation_note,
 )
+from adatad.data.clips import record_to_row, row_to_record
 
 DB = {
     "database": {
@@ -68,6 +75,9 @@ def test_loads_records_fps_path_and_cleaning(tmp_path):
     assert r.segments.dtype == np.float64 and r.labels.dtype == np.int64
     np.testing.assert_allclose(r.segments, [[10.5, 14.2], [10.5, 14.2], [90.0, 100.0]])
     assert [names[i] for i in r.labels] == ["HighJump", "CliffDiving", "Diving"]
+    eval_segments, eval_labels = r.evaluation_ground_truth  # the file's own ends, for evaluation
+    np.testing.assert_array_equal(eval_segments, [[10.5, 14.2], [10.5, 14.2], [90.0, 100.0005]])
+    np.testing.assert_array_equal(eval_labels, r.labels)
     assert records[1].fps == pytest.approx(25.0)
 
 
@@ -173,27 +183,111 @@ def test_bad_field_values(tmp_path, change, pattern):
         load_annotations(ann, tmp_path, "training")
 
 
-@pytest.mark.parametrize("segment", [[14.0, 14.0], [15.0, 14.0]])
-def test_start_not_before_end(tmp_path, segment):
-    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=segment)))
-    with pytest.raises(AnnotationError, match=r"annotations\[0\]: field 'segment': start .* >= end"):
+def test_start_after_end_is_an_error(tmp_path):
+    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[15.0, 14.0])))
+    with pytest.raises(AnnotationError, match=r"annotations\[0\]: field 'segment': start 15.0 >= end 14.0"):
         load_annotations(ann, tmp_path, "training")
 
 
-@pytest.mark.parametrize("segment", [[-0.5, 3.0], [95.0, 100.5]])
-def test_segment_outside_video(tmp_path, segment):
-    ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=segment)))
-    with pytest.raises(AnnotationError, match=r"lies outside the video \[0, 100.0\]"):
-        load_annotations(ann, tmp_path, "training")
-
-
-def test_tiny_negative_start_is_clipped(tmp_path):
+def test_tiny_overshoots_are_clipped_without_a_notice(tmp_path):
     ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[-0.0005, 3.0])))
     records, _ = load_annotations(ann, tmp_path, "training")
-    assert records[0].segments[0, 0] == 0.0
+    assert records[0].segments[0, 0] == 0.0 and records[0].evaluation_ground_truth[0][0, 0] == -0.0005
     ann = write(tmp_path, mutate(lambda v: v["annotations"][0].update(segment=[90.0, 100.4])))
     records, _ = load_annotations(ann, tmp_path, "training", segment_tolerance_s=0.5)
     assert records[0].segments[0, 1] == 100.0
+    assert segment_notices(ann, "training", segment_tolerance_s=0.5) == []
+    assert [n.kind for n in segment_notices(ann, "training")] == [PARTLY_OUTSIDE]
+
+
+# Each layout's own fixture, with segments as released files have them: (partly) outside the video,
+# zero length. Video "a" is 100 s long in both.
+ODD_SEGMENTS = [
+    ([10.0, 20.0], "HighJump"),  # inside
+    ([113.6, 117.3], "HighJump"),  # starts after the end (ActionFormer's thumos14.json has 30 such)
+    ([100.0, 101.0], "Diving"),  # starts at the end: no overlap
+    ([-3.0, 0.0], "Diving"),  # ends at the start: no overlap
+    ([95.0, 104.5], "Diving"),  # partly after the end
+    ([-0.5, 3.0], "HighJump"),  # partly before the start
+    ([50.0, 50.0], "HighJump"),  # zero length
+    ([113.6, 117.3], "HighJump"),  # exact duplicate of [1]: dropped before anything else
+]
+
+
+def _odd_layout(layout: str) -> tuple[dict, str]:
+    """(database, training subset name) in OpenTAD's or ActionFormer's layout, video "a" holding ODD_SEGMENTS."""
+    annotations = [{"segment": seg, "label": label} for seg, label in ODD_SEGMENTS]
+    if layout == "opentad":
+        video = {"subset": "training", "duration": 100.0, "frame": 3000, "annotations": annotations}
+        other = {"subset": "validation", "duration": 40.0, "frame": 1200,
+                 "annotations": [{"segment": [3.0, 4.0], "label": "Diving"}]}
+        return {"database": {"a": video, "b": other}}, "training"
+    video = {"subset": "Validation", "duration": 100.0, "fps": 30.0,
+             "annotations": [{**a, "segment(frames)": [0, 1], "label_id": 0} for a in annotations]}
+    other = {"subset": "Test", "duration": 40.0, "fps": 30.0,
+             "annotations": [{"label": "Diving", "segment": [3.0, 4.0], "segment(frames)": [90, 120], "label_id": 0}]}
+    return {"version": "Thumos14-30fps", "database": {"a": video, "b": other}}, "Validation"
+
+
+@pytest.mark.parametrize("layout", ["opentad", "actionformer"])
+def test_segments_outside_the_video_load_as_opentad_treats_them(tmp_path, layout):
+    data, subset = _odd_layout(layout)
+    ann = write(tmp_path, data)
+    for name in (subset, "training"):  # the layout's own name, and OpenTAD's (translated for ActionFormer's)
+        records, names = load_annotations(ann, tmp_path, name)
+        assert names == ["Diving", "HighJump"] and [r.video_id for r in records] == ["a"]
+        r = records[0]
+        # training: entirely outside dropped, partly outside clipped, zero length dropped
+        np.testing.assert_array_equal(r.segments, [[10.0, 20.0], [95.0, 100.0], [0.0, 3.0]])
+        assert [names[i] for i in r.labels] == ["HighJump", "Diving", "HighJump"]
+        # evaluation: as the file has them, but zero length and the exact duplicate dropped
+        eval_segments, eval_labels = r.evaluation_ground_truth
+        np.testing.assert_array_equal(eval_segments, [[10.0, 20.0], [113.6, 117.3], [100.0, 101.0], [-3.0, 0.0],
+                                                      [95.0, 104.5], [-0.5, 3.0]])
+        assert [names[i] for i in eval_labels] == ["HighJump", "HighJump", "Diving", "Diving", "Diving", "HighJump"]
+
+    notices = segment_notices(ann, "training")
+    assert [(n.index, n.kind) for n in notices] == [(1, OUTSIDE), (2, OUTSIDE), (3, OUTSIDE), (4, PARTLY_OUTSIDE),
+                                                   (5, PARTLY_OUTSIDE), (6, ZERO_LENGTH)]
+    assert notices[0] == SegmentNotice("a", 1, "HighJump", (113.6, 117.3), 100.0, OUTSIDE)
+    assert notices[0].describe() == "video 'a': annotations[1] (HighJump) [113.6, 117.3] lies outside the video [0, 100]"
+    assert notices[3].describe().endswith("[95, 104.5] lies partly outside the video [0, 100]")
+    assert notices[5].describe() == "video 'a': annotations[6] (HighJump) [50, 50] has zero length"
+    assert segment_notices(ann, "validation") == []
+
+    note = segment_note(ann, ["training", "validation"])
+    assert note == (f"{ann}: 5 ground-truth segment(s) in 1 video(s) lie outside their video (3 entirely: not "
+                    "trained on, 2 partly: clipped to the video for training) and are scored as the file has them, as "
+                    "OpenTAD does; 1 zero-length segment(s) are dropped; pipelines/check_data.py lists them")
+    assert segment_note(ann, ["training"], training=False) == (
+        f"{ann}: 5 ground-truth segment(s) in 1 video(s) lie outside their video (3 entirely, 2 partly) and are "
+        "scored as the file has them, as OpenTAD does; 1 zero-length segment(s) are dropped; "
+        "pipelines/check_data.py lists them")
+    assert segment_note(ann, ["validation"]) is None
+
+
+def test_a_video_whose_segments_all_lie_outside_trains_as_background(tmp_path):
+    ann = write(tmp_path, mutate(lambda v: v.update(annotations=[{"segment": [101.0, 102.0], "label": "Diving"}])))
+    records, names = load_annotations(ann, tmp_path, "training")
+    assert records[0].segments.shape == (0, 2) and records[0].labels.shape == (0,)
+    eval_segments, eval_labels = records[0].evaluation_ground_truth
+    np.testing.assert_array_equal(eval_segments, [[101.0, 102.0]])
+    assert [names[i] for i in eval_labels] == ["Diving"]
+
+
+def test_rows_carry_the_evaluation_ground_truth(tmp_path):
+    data, subset = _odd_layout("opentad")
+    records, _ = load_annotations(write(tmp_path, data), tmp_path, subset)
+    back = row_to_record(record_to_row(records[0], 3))
+    for field in ("segments", "labels", "eval_segments", "eval_labels"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(records[0], field))
+    assert back.eval_segments.dtype == np.float64 and back.eval_labels.dtype == np.int64
+    # a record made without evaluation ground truth (detect.py, hand-made) scores its `segments`
+    plain = VideoRecord("v", "/v.mp4", "x", 10.0, 300, 30.0, np.array([[1.0, 2.0]]), np.array([0]))
+    np.testing.assert_array_equal(row_to_record(record_to_row(plain, 0)).evaluation_ground_truth[0], [[1.0, 2.0]])
+    row = record_to_row(plain, 0)
+    del row["eval_segments"], row["eval_labels"]  # a row from before these fields: `segments` are scored
+    assert row_to_record(row).eval_segments is None
 
 
 def test_errors_in_other_subsets_do_not_block(tmp_path):
@@ -305,11 +399,13 @@ def test_no_frame_and_no_fps_leaves_the_count_to_the_decoder(tmp_path):
     assert [r.frames_known for r in records] == [False, False]
     assert all(r.num_frames == UNKNOWN_FRAMES and r.fps == 0.0 for r in records)
     assert records[0].duration == 100.0 and records[0].segments.shape == (2, 2)
-    # segments are still checked against the json's duration
-    bad = af_mutate(lambda db: [v.pop("fps") for v in db.values()]
+    # segments are still fitted to the json's duration
+    odd = af_mutate(lambda db: [v.pop("fps") for v in db.values()]
                     + [db["video_test_0000004"]["annotations"][0].update(segment=[3.0, 41.0])])
-    with pytest.raises(AnnotationError, match=r"video 'video_test_0000004': annotations\[0\].*outside the video"):
-        load_annotations(write(tmp_path, bad), tmp_path, "Test")
+    ann = write(tmp_path, odd)
+    records, _ = load_annotations(ann, tmp_path, "Test")
+    np.testing.assert_array_equal(records[0].segments, [[3.0, 40.0]])
+    assert [n.kind for n in segment_notices(ann, "Test")] == [PARTLY_OUTSIDE]
 
 
 def test_frame_wins_over_fps_when_both_are_given(tmp_path):

@@ -303,3 +303,83 @@ def test_unknown_frame_count_is_checked_against_the_duration(bad_videos) -> None
     longer = dataclasses.replace(unknown, duration=7.2)
     assert check_videos([longer]) == [f"{good.path}: decoder sees 60 frames at 25 fps (2.40 s), the annotation of "
                                       f"video 'good' says 7.2 s (expected at least 90% of it)"]
+
+
+# ---------------------------------------------------------------- segments outside their video: warnings, never errors
+
+
+def _with_odd_segments(annotation_file: Path) -> dict[str, list[list[float]]]:
+    """Add, to the first training and the first test video, segments as released files have them:
+    one starting after the video ends, one partly outside, one of zero length. Returns what was added."""
+    data = json.loads(annotation_file.read_text())
+    names = (annotation_file.parent / "category_idx.txt").read_text().split()
+    added = {}
+    for subset in ("Validation", "training", "Test", "validation"):
+        vid = next((v for v, info in sorted(data["database"].items()) if info["subset"] == subset), None)
+        if vid is None:
+            continue
+        duration = data["database"][vid]["duration"]
+        segments = [[duration + 1.0, duration + 4.7], [duration - 1.0, duration + 2.0], [2.0, 2.0]]
+        data["database"][vid]["annotations"] += [{"segment": s, "label": names[0]} for s in segments]
+        added[vid] = segments
+    annotation_file.write_text(json.dumps(data))
+    return added
+
+
+@pytest.mark.parametrize("layout", ["opentad", "actionformer"])
+def test_check_data_warns_about_segments_outside_their_video(tiny_data: Path, tmp_path: Path, capsys,
+                                                            layout: str) -> None:
+    from pipelines import check_data
+
+    if layout == "actionformer":
+        data = _actionformer_copy(tiny_data, tmp_path / "af")
+    else:
+        data = tmp_path / "opentad"
+        shutil.copytree(tiny_data, data)
+    added = _with_odd_segments(data / "annotations.json")
+    assert len(added) == 2
+    sets = [a for o in tiny_overrides(data, tmp_path / "runs", tmp_path / "db") for a in ("--set", o)]
+    assert check_data.main(sets) == 0  # warnings only: every video usable
+    out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("note: ")]
+    first, second = sorted(added)
+    assert out[0] == ("warning: 2 ground-truth segment(s) in 2 video(s) lie entirely outside their video: training "
+                      "skips them, evaluation scores them as the file has them, as OpenTAD and ActionFormer do:")
+    assert out[1].startswith(f"  video '{first}': annotations[") and "lies outside the video [0, " in out[1]
+    assert out[2].startswith(f"  video '{second}': annotations[")
+    assert out[3].startswith("warning: 2 ground-truth segment(s) in 2 video(s) lie partly outside their video: "
+                             "training clips them to the video, evaluation scores them as the file has them")
+    assert out[6] == ("warning: 2 ground-truth segment(s) in 2 video(s) have zero length: training and evaluation "
+                      "drop them, as OpenTAD and ActionFormer do:")
+    assert out[7].endswith("[2, 2] has zero length")
+    assert out[9].startswith("data check: all 9 videos usable (6 train, 3 test") and len(out) == 10
+
+    assert check_data.main([*sets, "--split", "train"]) == 0  # only the checked split's segments
+    out = capsys.readouterr().out
+    train_video = next(v for v in added if v.startswith("video_validation_"))  # THUMOS's names for training videos
+    assert out.count("\n  video '") == 3 and out.count(f"\n  video '{train_video}'") == 3 and "in 1 video(s)" in out
+
+    # With no video present: one "file not found" per video, and the same warnings, not errors.
+    for mp4 in (data / "videos").iterdir():
+        mp4.unlink()
+    assert check_data.main(sets) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err[0] == "data check: 9 problem(s) in 9 video(s):"
+    assert all(line.endswith(": file not found") for line in err[1:]) and len(err) == 10
+    assert captured.out.count("warning: ") == 3 and "segment" not in captured.err
+
+
+def test_segment_warnings_show_counts_and_the_first_few() -> None:
+    from adatad.data.annotations import OUTSIDE, ZERO_LENGTH, SegmentNotice
+    from adatad.data.check import segment_warnings
+
+    notices = [SegmentNotice(f"v{i}", i, "Diving", (10.0 + i, 11.0 + i), 9.5, OUTSIDE) for i in range(7)]
+    notices.append(SegmentNotice("v9", 0, "Diving", (1.0, 1.0), 9.5, ZERO_LENGTH))
+    lines = segment_warnings(notices, first=3)
+    assert lines[0] == ("warning: 7 ground-truth segment(s) in 7 video(s) lie entirely outside their video: training "
+                        "skips them, evaluation scores them as the file has them, as OpenTAD and ActionFormer do; the "
+                        "first 3:")
+    assert lines[1:4] == [f"  video 'v{i}': annotations[{i}] (Diving) [{10 + i}, {11 + i}] lies outside the video "
+                          "[0, 9.5]" for i in range(3)]
+    assert lines[4].startswith("warning: 1 ground-truth segment(s) in 1 video(s) have zero length") and len(lines) == 6
+    assert segment_warnings([]) == []

@@ -21,6 +21,14 @@ they are absent and the file's subsets are exactly ActionFormer's (:func:`resolv
 Every problem is reported as one :class:`AnnotationError` line that names the file, the video id
 and the field, because a silently dropped or mis-indexed segment is the classic cause of a
 collapsed mAP.
+
+Segments that do not fit their video are not problems: released files have them (ActionFormer's
+thumos14.json has 30 that start after their video ends), and OpenTAD and ActionFormer accept them.
+As they do (docs/recipe.md section 1): training drops a segment entirely outside [0, duration] and
+clips one partly outside (``VideoRecord.segments``); evaluation scores the segments as the file
+has them (``VideoRecord.eval_segments``), so numbers stay comparable with published ones; a
+zero-length segment is dropped from both. :func:`segment_notices` lists them, for the data check's
+warnings and the commands' ``note:`` line.
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-# A segment may overshoot [0, duration] by this much (seconds) before it is an error; such tiny
-# overshoots (float rounding when the json was written) are clipped.
+# A segment may overshoot [0, duration] by this much (seconds) without a notice: float rounding when the
+# json was written. Training clips it either way.
 SEGMENT_TOLERANCE_S = 1e-3
 
 # A record whose json has neither `frame` nor `fps`: num_frames and fps are 0 until the decoder fills them.
@@ -54,13 +62,46 @@ class VideoRecord:
     duration: float  # seconds
     num_frames: int
     fps: float  # num_frames / duration
-    segments: np.ndarray  # (N, 2) float64 seconds
+    segments: np.ndarray  # (N, 2) float64 seconds: what training uses (inside [0, duration])
     labels: np.ndarray  # (N,) int64 class indices
+    # What evaluation scores: the segments as the file has them, even outside the video (None: `segments`).
+    eval_segments: np.ndarray | None = None  # (M, 2) float64 seconds
+    eval_labels: np.ndarray | None = None  # (M,) int64 class indices
 
     @property
     def frames_known(self) -> bool:
         """False when the json gave neither `frame` nor `fps` and the decoder has not filled them yet."""
         return self.num_frames != UNKNOWN_FRAMES
+
+    @property
+    def evaluation_ground_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """(segments (M, 2) seconds, labels (M,)) that validation and test score against: the file's own."""
+        if self.eval_segments is None or self.eval_labels is None:
+            return self.segments, self.labels
+        return self.eval_segments, self.eval_labels
+
+
+OUTSIDE, PARTLY_OUTSIDE, ZERO_LENGTH = "outside", "partly outside", "zero-length"
+
+
+@dataclass(frozen=True)
+class SegmentNotice:
+    """A ground-truth segment that training does not use as the file has it (never an error: see the module doc)."""
+
+    video_id: str
+    index: int  # its place in the video's "annotations" list
+    label: str
+    segment: tuple[float, float]  # seconds, as the file has it
+    duration: float  # the video's, from the file
+    kind: str  # OUTSIDE (training drops it), PARTLY_OUTSIDE (training clips it), ZERO_LENGTH (dropped)
+
+    def describe(self) -> str:
+        """One line naming the video, the annotation and what happens to it."""
+        start, end = self.segment
+        where = f"video '{self.video_id}': annotations[{self.index}] ({self.label}) [{start:g}, {end:g}]"
+        if self.kind == ZERO_LENGTH:
+            return f"{where} has zero length"
+        return f"{where} lies {self.kind} the video [0, {self.duration:g}]"
 
 
 class AnnotationError(ValueError):
@@ -165,6 +206,30 @@ def _frame_count(path: str, vid: str, info: dict[str, Any], duration: float) -> 
     return UNKNOWN_FRAMES
 
 
+def _fit_to_video(start: float, end: float, duration: float, tolerance: float) -> tuple[str | None, float, float]:
+    """(notice kind or None, training start, training end) of a segment with start <= end.
+
+    OpenTAD's and ActionFormer's random truncation intersect each GT with a window inside the video:
+    a GT with no overlap is never a target, one partly outside keeps its inside part, and a
+    zero-length GT (0 / 0 kept fraction) never passes the threshold; their evaluators drop e - s <= 0.
+    """
+    if end == start:
+        return ZERO_LENGTH, start, end
+    if end <= 0.0 or start >= duration:
+        return OUTSIDE, start, end
+    kind = PARTLY_OUTSIDE if start < -tolerance or end > duration + tolerance else None
+    return kind, max(start, 0.0), min(end, duration)
+
+
+@dataclass
+class _ParsedVideo:
+    duration: float
+    frame: int
+    train: list[tuple[float, float, str]]  # (start, end, label), inside the video
+    file: list[tuple[float, float, str]]  # as the file has them: what evaluation scores
+    notices: list[SegmentNotice]
+
+
 def _parse_video(
     path: str,
     vid: str,
@@ -172,7 +237,7 @@ def _parse_video(
     class_index: dict[str, int] | None,
     skip: set[str],
     tolerance: float,
-) -> tuple[float, int, np.ndarray, list[str]]:
+) -> _ParsedVideo:
     duration = _number(path, f"video '{vid}': field 'duration'", _field(path, vid, info, "duration"),
                        "a positive number of seconds")
     if duration <= 0:
@@ -182,8 +247,7 @@ def _parse_video(
     if not isinstance(annos, list):
         raise AnnotationError(f"{path}: video '{vid}': field 'annotations': expected a list, got {type(annos).__name__}")
 
-    segments: list[tuple[float, float]] = []
-    labels: list[str] = []
+    parsed = _ParsedVideo(duration, frame, [], [], [])
     seen: set[tuple[float, float, str]] = set()
     for i, anno in enumerate(annos):
         where = f"video '{vid}': annotations[{i}]"
@@ -203,23 +267,23 @@ def _parse_video(
             raise AnnotationError(f"{path}: {where}: field 'segment': expected [start_s, end_s], got {seg!r}")
         start = _number(path, f"{where}: field 'segment'", seg[0], "numeric [start_s, end_s]")
         end = _number(path, f"{where}: field 'segment'", seg[1], "numeric [start_s, end_s]")
-        if start >= end:
+        if start > end:
             raise AnnotationError(f"{path}: {where}: field 'segment': start {start} >= end {end}")
-        if start < -tolerance or end > duration + tolerance:
-            raise AnnotationError(
-                f"{path}: {where}: field 'segment': [{start}, {end}] lies outside the video [0, {duration}]"
-            )
-        start, end = max(start, 0.0), min(end, duration)
         if class_index is not None and label not in class_index:
             raise AnnotationError(f"{path}: {where}: field 'label': '{label}' is not in the class map")
         key = (start, end, label)
         if key in seen:  # exact duplicate (same segment and label), dropped as OpenTAD does
             continue
         seen.add(key)
-        segments.append((start, end))
-        labels.append(label)
-    seg_array = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    return duration, frame, seg_array, labels
+        kind, train_start, train_end = _fit_to_video(start, end, duration, tolerance)
+        if kind is not None:
+            parsed.notices.append(SegmentNotice(vid, i, label, (start, end), duration, kind))
+        if kind == ZERO_LENGTH:
+            continue
+        parsed.file.append((start, end, label))
+        if kind != OUTSIDE:
+            parsed.train.append((train_start, train_end, label))
+    return parsed
 
 
 def _subsets_of(path: str, database: dict[str, Any]) -> set[str]:
@@ -261,6 +325,65 @@ def subset_translation_note(annotation_file: str | os.PathLike, subsets: Sequenc
             f"'Test' = THUMOS'14 test videos = test set)")
 
 
+def _selected(path: str, database: dict[str, Any], subset: str | Sequence[str]) -> list[str]:
+    """Sorted ids of the videos of `subset` (after :func:`resolve_subset`); none is an error."""
+    requested = [subset] if isinstance(subset, str) else list(subset)
+    if not requested:
+        raise AnnotationError(f"{path}: no subset requested")
+    present = _subsets_of(path, database)
+    wanted = {resolve_subset(present, s) for s in requested}
+    selected = sorted(vid for vid, info in database.items() if info["subset"] in wanted)
+    if not selected:
+        raise AnnotationError(
+            f"{path}: no video in subset {sorted(wanted)}; subsets present: {sorted(present) or 'none'}"
+        )
+    return selected
+
+
+def _segment_array(items: list[tuple[float, float, str]], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    segments = np.asarray([(s, e) for s, e, _ in items], dtype=np.float64).reshape(-1, 2)
+    return segments, np.asarray([index[n] for _, _, n in items], dtype=np.int64)
+
+
+def segment_notices(
+    annotation_file: str | os.PathLike,
+    subset: str | Sequence[str],
+    skip_labels: Sequence[str] = ("Ambiguous",),
+    segment_tolerance_s: float = SEGMENT_TOLERANCE_S,
+) -> list[SegmentNotice]:
+    """Every segment of `subset`'s videos that lies (partly) outside its video or has zero length, in
+    video order: what :func:`load_annotations` drops or clips for training (never an error)."""
+    path = os.fspath(annotation_file)
+    database = _read_json(path)
+    skip = set(skip_labels)
+    return [notice for vid in _selected(path, database, subset)
+            for notice in _parse_video(path, vid, database[vid], None, skip, segment_tolerance_s).notices]
+
+
+def segment_note(annotation_file: str | os.PathLike, subsets: Sequence[str], training: bool = True) -> str | None:
+    """One line for a command's output about :func:`segment_notices` of `subsets` (None when there are none).
+
+    `training` False (test.py): only what evaluation does with them.
+    """
+    notices = segment_notices(annotation_file, list(dict.fromkeys(subsets)))
+    if not notices:
+        return None
+    count = {kind: sum(n.kind == kind for n in notices) for kind in (OUTSIDE, PARTLY_OUTSIDE, ZERO_LENGTH)}
+    videos = len({n.video_id for n in notices if n.kind != ZERO_LENGTH})
+    parts = []
+    if count[OUTSIDE] or count[PARTLY_OUTSIDE]:
+        if training:
+            what = (f"{count[OUTSIDE]} entirely: not trained on, {count[PARTLY_OUTSIDE]} partly: clipped to the "
+                    f"video for training")
+        else:
+            what = f"{count[OUTSIDE]} entirely, {count[PARTLY_OUTSIDE]} partly"
+        parts.append(f"{count[OUTSIDE] + count[PARTLY_OUTSIDE]} ground-truth segment(s) in {videos} video(s) lie "
+                     f"outside their video ({what}) and are scored as the file has them, as OpenTAD does")
+    if count[ZERO_LENGTH]:
+        parts.append(f"{count[ZERO_LENGTH]} zero-length segment(s) are dropped")
+    return f"{os.fspath(annotation_file)}: " + "; ".join(parts) + "; pipelines/check_data.py lists them"
+
+
 def load_annotations(
     annotation_file: str | os.PathLike,
     video_dir: str | os.PathLike,
@@ -277,22 +400,15 @@ def load_annotations(
     ``fps == 0.0`` (``record.frames_known`` is False); ``adatad.data.check.check_videos`` accepts
     such records and ``fill_frame_counts`` fills them from the decoder before training.
     ``class_names`` fixes the label -> index map (an unknown label is an error); without it the
-    map is built by :func:`load_class_names` over the whole file. Segments may overshoot
-    [0, duration] by ``segment_tolerance_s`` (then they are clipped); more is an error. Returns
-    (records sorted by video id, class names).
+    map is built by :func:`load_class_names` over the whole file. ``segments`` are what training
+    uses: segments entirely outside [0, duration] dropped, those partly outside clipped;
+    ``eval_segments`` keep the file's values; zero-length segments are in neither (start > end is
+    an error). Overshoots up to ``segment_tolerance_s`` raise no notice (:func:`segment_notices`).
+    Returns (records sorted by video id, class names).
     """
     path = os.fspath(annotation_file)
     database = _read_json(path)
-    requested = [subset] if isinstance(subset, str) else list(subset)
-    if not requested:
-        raise AnnotationError(f"{path}: no subset requested")
-    present = _subsets_of(path, database)
-    wanted = {resolve_subset(present, s) for s in requested}
-    selected = [vid for vid, info in database.items() if info["subset"] in wanted]
-    if not selected:
-        raise AnnotationError(
-            f"{path}: no video in subset {sorted(wanted)}; subsets present: {sorted(present) or 'none'}"
-        )
+    selected = _selected(path, database, subset)
 
     skip = set(skip_labels)
     if class_names is None:
@@ -305,19 +421,23 @@ def load_annotations(
 
     root = os.path.abspath(os.fspath(video_dir))
     records: list[VideoRecord] = []
-    for vid in sorted(selected):
+    for vid in selected:
         info = database[vid]
-        duration, frame, segments, labels = _parse_video(path, vid, info, class_index, skip, segment_tolerance_s)
+        parsed = _parse_video(path, vid, info, class_index, skip, segment_tolerance_s)
+        segments, labels = _segment_array(parsed.train, index)
+        eval_segments, eval_labels = _segment_array(parsed.file, index)
         records.append(
             VideoRecord(
                 video_id=vid,
                 path=os.path.join(root, f"{vid}.{video_ext}"),
                 subset=info["subset"],
-                duration=duration,
-                num_frames=frame,
-                fps=frame / duration if frame != UNKNOWN_FRAMES else 0.0,
+                duration=parsed.duration,
+                num_frames=parsed.frame,
+                fps=parsed.frame / parsed.duration if parsed.frame != UNKNOWN_FRAMES else 0.0,
                 segments=segments,
-                labels=np.asarray([index[n] for n in labels], dtype=np.int64),
+                labels=labels,
+                eval_segments=eval_segments,
+                eval_labels=eval_labels,
             )
         )
     return records, names

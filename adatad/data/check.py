@@ -22,7 +22,14 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from adatad.data.annotations import AnnotationError, VideoRecord
+from adatad.data.annotations import (
+    OUTSIDE,
+    PARTLY_OUTSIDE,
+    ZERO_LENGTH,
+    AnnotationError,
+    SegmentNotice,
+    VideoRecord,
+)
 from adatad.data.inspect import inspect_video
 from adatad.data.quiet_decoder import quiet_decoder
 from adatad.data.video import VideoDecodeError, VideoInfo, probe_video
@@ -148,6 +155,32 @@ def format_problems(problems: Sequence[str], num_videos: int) -> str:
     """The report printed by `pipelines/check_data.py` and `pipelines/train.py` (first line = summary)."""
     head = f"data check: {len(problems)} problem(s) in {num_videos} video(s):"
     return "\n  ".join([head, *problems])
+
+
+# What training and evaluation do with each kind of segment notice (docs/recipe.md section 1).
+_FATE = {
+    OUTSIDE: ("lie entirely outside their video", "training skips them, evaluation scores them as the file has them"),
+    PARTLY_OUTSIDE: ("lie partly outside their video",
+                     "training clips them to the video, evaluation scores them as the file has them"),
+    ZERO_LENGTH: ("have zero length", "training and evaluation drop them"),
+}
+
+
+def segment_warnings(notices: Sequence[SegmentNotice], first: int = 5) -> list[str]:
+    """The data check's warnings about segments that do not fit their video: per kind, one line with
+    the count and what happens to them, then the first `first` of them, indented. Never errors:
+    released annotation files have such segments and OpenTAD and ActionFormer accept them."""
+    lines = []
+    for kind, (what, fate) in _FATE.items():
+        of_kind = [n for n in notices if n.kind == kind]
+        if not of_kind:
+            continue
+        videos = len({n.video_id for n in of_kind})
+        shown = f"; the first {first}" if len(of_kind) > first else ""
+        lines.append(f"warning: {len(of_kind)} ground-truth segment(s) in {videos} video(s) {what}: {fate}, "
+                     f"as OpenTAD and ActionFormer do{shown}:")
+        lines.extend(f"  {n.describe()}" for n in of_kind[:first])
+    return lines
 
 
 class DecodeFailureError(RuntimeError):

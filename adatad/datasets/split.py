@@ -12,6 +12,11 @@ trains. A final pass tops test up to its size without taking a class's last trai
 The video order is shuffled by the seed; several shuffles are tried and the split that leaves
 the fewest classes on one side only (then: closest to the wanted sizes) wins. Videos without
 segments (background) are split by the same fraction on their own.
+
+Test is never empty: when every labelled video carries a class seen in that video only (two
+videos of one class each, say), no stratified split can test anything, so the split falls back
+to moving one video to test (the one whose classes lose the fewest training videos, by the seed)
+and says so in a note; an empty test set would stop every validation.
 """
 
 from __future__ import annotations
@@ -93,7 +98,8 @@ def stratified_split(labels: Mapping[str, Collection[str]], test_fraction: float
     labelled = sorted(v for v, ls in labels.items() if ls)
     background = sorted(v for v, ls in labels.items() if not ls)
     if len(labelled) < 2:
-        raise ValueError(f"{len(labelled)} video(s) with segments: a train/test split needs at least 2")
+        raise ValueError(f"{len(labelled)} video(s) with segments: a train/test split needs at least 2 (add "
+                         "labelled videos, or give each video its split with --split-column)")
     best: tuple[tuple[int, int, float], set[str]] | None = None
     for t in range(tries):
         test = _one_try(labels, labelled, test_fraction, np.random.default_rng([seed, t]))
@@ -103,10 +109,21 @@ def stratified_split(labels: Mapping[str, Collection[str]], test_fraction: float
         if score[:2] == (0, 0) and score[2] <= 0.5 * len(_counts(labels, labelled)):
             break  # every class on both sides, test at its size, per-class counts within rounding
     test = set(best[1])
+    fallback = [] if test else [_fallback_test_video(labels, labelled, np.random.default_rng([seed, tries + 1]))]
+    test.update(fallback)
     rng = np.random.default_rng([seed, tries])  # background videos: their own stream
     test.update(background[i] for i in rng.permutation(len(background))[: round(test_fraction * len(background))])
     train = tuple(v for v in sorted(labels) if v not in test)
-    return Split(train, tuple(sorted(test)), tuple(coverage_notes(labels, set(test), stratified=True)))
+    notes = [f"no stratified split has a test video (every video carries a class found in no other video): "
+             f"video '{v}' ({', '.join(sorted(labels[v]))}) moved to the test set" for v in fallback]
+    return Split(train, tuple(sorted(test)), tuple(notes + coverage_notes(labels, set(test), stratified=True)))
+
+
+def _fallback_test_video(labels: Mapping[str, Collection[str]], videos: list[str], rng: np.random.Generator) -> str:
+    """The video whose move to test leaves the fewest classes without a training video (ties: by the seed)."""
+    count = _counts(labels, videos)
+    order = [videos[i] for i in rng.permutation(len(videos))]
+    return min(order, key=lambda v: sum(count[c] == 1 for c in labels[v]))
 
 
 def coverage_notes(labels: Mapping[str, Collection[str]], test: Collection[str], stratified: bool = False

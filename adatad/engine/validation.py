@@ -52,14 +52,15 @@ class WindowCollector:
 
 
 def ground_truth_of(records: list[VideoRecord], class_names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Evaluation ground truth in the json-like layout `evaluate_map` takes."""
-    return {
-        r.video_id: [
-            {"segment": [float(s), float(e)], "label": class_names[int(c)]}
-            for (s, e), c in zip(np.asarray(r.segments).reshape(-1, 2), r.labels, strict=True)
-        ]
-        for r in records
-    }
+    """Evaluation ground truth in the json-like layout `evaluate_map` takes: each record's
+    `evaluation_ground_truth`, the segments as the file has them (not training's clipped ones), so
+    validation scores what `pipelines/score.py` scores from the json (docs/recipe.md section 1)."""
+    truth = {}
+    for r in records:
+        segments, labels = r.evaluation_ground_truth
+        truth[r.video_id] = [{"segment": [float(s), float(e)], "label": class_names[int(c)]}
+                             for (s, e), c in zip(np.asarray(segments).reshape(-1, 2), labels, strict=True)]
+    return truth
 
 
 def metrics_of(results: dict, records: list[VideoRecord], class_names: list[str],
