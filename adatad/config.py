@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -56,8 +57,12 @@ class DataConfig:
     video_ext: str = "mp4"
     train_subset: str = "training"
     test_subset: str = "validation"
-    window_size: int = 768
-    frame_stride: int = 4
+    window_size: int = 768  # positions N per window (the detector's sequence length)
+    frame_stride: int = 4  # snippet stride: raw frames between two positions
+    # Frames read per position (OpenTAD's scale_factor; 2 for the VideoMAEv2-g 768x2 rows): a window
+    # reads window_size * frames_per_position frames at stride frame_stride / frames_per_position,
+    # and the encoder resizes its features back to window_size positions (docs/recipe.md §2).
+    frames_per_position: int = 1
     trunc_thresh: float = 0.75
     temporal_crop_ratio: tuple[float, float] = (0.9, 1.0)
     test_window_overlap: float = 0.5
@@ -82,7 +87,8 @@ class BackboneConfig:
     depth: int = 12
     num_heads: int = 6
     mlp_ratio: float = 4.0
-    patch_size: int = 16
+    mlp_hidden_dim: int | None = None  # None = int(embed_dim * mlp_ratio); VideoMAEv2-g: 6144 (48/11 x 1408)
+    patch_size: int = 16  # VideoMAEv2-g: 14; a crop that is not a multiple is floored (160 px -> 11 x 11)
     tubelet_size: int = 2
     pretrain_img_size: int = 224
     chunk_frames: int = 16
@@ -194,6 +200,15 @@ class TrackingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How validation, test.py and the reports score detections (docs/recipe.md §9)."""
+
+    # tIoU thresholds of the mAP table; the average over them is the headline number
+    # (THUMOS-14 0.3:0.1:0.7, Multi-THUMOS and Charades 0.1:0.1:0.9, ActivityNet 0.5:0.05:0.95).
+    tiou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7])
+
+
+@dataclass
 class Config:
     name: str = "adatad"
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,6 +216,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -413,9 +429,14 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
 def validate(cfg: Config) -> None:
     """Reject impossible values (one line, full key path) before any expensive work starts."""
     d, b, h, t, r, i = cfg.data, cfg.model.backbone, cfg.model.head, cfg.train, cfg.runtime, cfg.model.inference
-    _check(d.window_size > 0 and d.window_size % b.chunk_frames == 0, "data.window_size", d.window_size,
-           f"a positive multiple of model.backbone.chunk_frames ({b.chunk_frames})")
     _check(d.frame_stride >= 1, "data.frame_stride", d.frame_stride, ">= 1")
+    _check(d.frames_per_position >= 1 and d.frame_stride % d.frames_per_position == 0, "data.frames_per_position",
+           d.frames_per_position, f">= 1 and dividing data.frame_stride ({d.frame_stride})")
+    # A window reads window_size x frames_per_position frames, cut into whole backbone chunks.
+    multiple = b.chunk_frames // math.gcd(b.chunk_frames, d.frames_per_position)
+    _check(d.window_size > 0 and d.window_size % multiple == 0, "data.window_size", d.window_size,
+           f"a positive multiple of {multiple}, so that its data.window_size x data.frames_per_position "
+           f"({d.frames_per_position}) frames fill whole model.backbone.chunk_frames ({b.chunk_frames}) chunks")
     _check(0.0 < d.trunc_thresh <= 1.0, "data.trunc_thresh", d.trunc_thresh, "in (0, 1]")
     lo, hi = d.temporal_crop_ratio
     _check(0.0 < lo <= hi <= 1.0, "data.temporal_crop_ratio", list(d.temporal_crop_ratio), "0 < lo <= hi <= 1")
@@ -428,8 +449,9 @@ def validate(cfg: Config) -> None:
     _check(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, ">= 0 (0 = decord's default)")
     for name in ("crop_size", "train_resize_short", "test_resize_short"):
         _check(getattr(d, name) > 0, f"data.{name}", getattr(d, name), "> 0")
-    _check(d.crop_size % b.patch_size == 0, "data.crop_size", d.crop_size,
-           f"a multiple of model.backbone.patch_size ({b.patch_size})")
+    # Not necessarily a multiple: the patch embedding floors (VideoMAEv2-g: 160 px / 14 -> 11 x 11).
+    _check(d.crop_size >= b.patch_size, "data.crop_size", d.crop_size,
+           f">= model.backbone.patch_size ({b.patch_size})")
     _check(d.train_resize_short >= d.crop_size, "data.train_resize_short", d.train_resize_short,
            f">= data.crop_size ({d.crop_size})")
     _check(d.test_resize_short >= d.crop_size, "data.test_resize_short", d.test_resize_short,
@@ -438,11 +460,19 @@ def validate(cfg: Config) -> None:
            f"divisible by model.backbone.num_heads ({b.num_heads})")
     _check(b.chunk_frames % b.tubelet_size == 0, "model.backbone.chunk_frames", b.chunk_frames,
            f"a multiple of model.backbone.tubelet_size ({b.tubelet_size})")
+    _check(b.patch_size >= 1, "model.backbone.patch_size", b.patch_size, ">= 1")
+    _check(b.pretrain_img_size >= b.patch_size, "model.backbone.pretrain_img_size", b.pretrain_img_size,
+           f">= model.backbone.patch_size ({b.patch_size})")
+    _check(b.mlp_ratio > 0, "model.backbone.mlp_ratio", b.mlp_ratio, "> 0")
+    _check(b.mlp_hidden_dim is None or b.mlp_hidden_dim >= 1, "model.backbone.mlp_hidden_dim", b.mlp_hidden_dim,
+           "null (= int(embed_dim * mlp_ratio)) or >= 1")
     _check(b.adapter_type in ("tia", "plain", "none"), "model.backbone.adapter_type", b.adapter_type,
            "one of tia, plain, none")
     if b.adapter_layers is not None:
         bad = [x for x in b.adapter_layers if not 0 <= x < b.depth]
         _check(not bad, "model.backbone.adapter_layers", b.adapter_layers, f"indices in [0, {b.depth})")
+        _check(len(set(b.adapter_layers)) == len(b.adapter_layers), "model.backbone.adapter_layers",
+               b.adapter_layers, "distinct block indices (e.g. [20, 21, ..., 39] for the VideoMAEv2-g at 224 px)")
     _check(0.0 <= b.drop_path_rate < 1.0, "model.backbone.drop_path_rate", b.drop_path_rate, "in [0, 1)")
     _check(h.num_classes >= 1, "model.head.num_classes", h.num_classes, ">= 1")
     _check(h.embed_dim % h.n_head == 0, "model.head.embed_dim", h.embed_dim,
@@ -452,6 +482,9 @@ def validate(cfg: Config) -> None:
            f"{levels} ranges (one per level of arch {list(h.arch)})")
     _check(d.window_size % (2 ** h.arch[2]) == 0, "data.window_size", d.window_size,
            f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}) so every level has whole positions")
+    tious = cfg.evaluation.tiou_thresholds
+    _check(bool(tious) and all(0 < x <= 1 for x in tious) and list(tious) == sorted(set(tious)),
+           "evaluation.tiou_thresholds", tious, "increasing values in (0, 1]")
     _check(i.pre_nms_topk >= 1, "model.inference.pre_nms_topk", i.pre_nms_topk, ">= 1")
     _check(i.nms_sigma > 0, "model.inference.nms_sigma", i.nms_sigma, "> 0")
     # The ViT outside the adapters is frozen (docs/recipe.md §4, §7): no optimiser group trains it.

@@ -21,10 +21,10 @@ SIZE = 32  # 2 x 2 tokens per temporal slice
 
 
 def encoder(dim: int = 16, depth: int = 2, drop_path: float = 0.0, use_checkpoint: bool = True,
-            seed: int = 0) -> ChunkedEncoder:
+            seed: int = 0, frames_per_position: int = 1) -> ChunkedEncoder:
     torch.manual_seed(seed)
     backbone = VideoMAEBackbone(embed_dim=dim, depth=depth, num_heads=2, drop_path_rate=drop_path)
-    return ChunkedEncoder(backbone, use_checkpoint=use_checkpoint)
+    return ChunkedEncoder(backbone, use_checkpoint=use_checkpoint, frames_per_position=frames_per_position)
 
 
 def activate_adapters(enc: ChunkedEncoder, seed: int = 1) -> None:
@@ -64,6 +64,47 @@ def test_pooling_and_upsampling_match_manual_computation():
         seq = torch.cat([pooled[b * 3:(b + 1) * 3].reshape(24, -1) for b in range(2)]).reshape(2, 24, -1)
         expected = F.interpolate(seq.transpose(1, 2), size=48, mode="linear", align_corners=False)
     torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-5)
+
+
+def tubelet_features(enc: ChunkedEncoder, x: torch.Tensor) -> torch.Tensor:
+    """(1, 3, T, H, W) -> (C, T/2): the spatial mean of every tubelet, all chunks of one video."""
+    n = x.shape[2] // 16
+    chunks = x[0].reshape(3, n, 16, SIZE, SIZE).transpose(0, 1)
+    tokens = enc.backbone.forward_tokens(chunks, chunks_per_video=n)  # (n, 8*2*2, C)
+    return tokens.reshape(n * 8, 4, -1).mean(1).T
+
+
+@pytest.mark.parametrize("s", [1, 2, 4, 8])
+def test_frames_per_position_resize_tubelets_as_the_reference(s):
+    """docs/recipe.md §2: N positions from N*s frames = N*s/2 tubelets t(k), linear, align_corners=False."""
+    enc = encoder(depth=1, frames_per_position=s)
+    activate_adapters(enc)
+    enc.eval()
+    x = frames(1, 64)
+    with torch.no_grad():
+        feats = enc(x)[0]
+        t = tubelet_features(enc, x)
+    n = 64 // s
+    assert feats.shape == (16, n)
+    if s == 1:  # upsampling: 2k+1 = 0.75 t(k) + 0.25 t(k+1), 2k = 0.25 t(k-1) + 0.75 t(k), ends repeat
+        torch.testing.assert_close(feats[:, 1:-1:2], 0.75 * t[:, :-1] + 0.25 * t[:, 1:], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(feats[:, 2::2], 0.25 * t[:, :-1] + 0.75 * t[:, 1:], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(feats[:, [0, -1]], t[:, [0, -1]], rtol=1e-5, atol=1e-6)
+    elif s == 2:  # identity
+        torch.testing.assert_close(feats, t, rtol=1e-5, atol=1e-6)
+    elif s == 4:  # the mean of tubelets 2p and 2p+1
+        torch.testing.assert_close(feats, 0.5 * (t[:, 0::2] + t[:, 1::2]), rtol=1e-5, atol=1e-6)
+    else:  # s = 8: 0.5 t(4p+1) + 0.5 t(4p+2); tubelets 4p and 4p+3 are ignored
+        torch.testing.assert_close(feats, 0.5 * (t[:, 1::4] + t[:, 2::4]), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(feats, t.reshape(16, n, 4).mean(2), rtol=1e-3, atol=1e-3)
+
+
+def test_frames_per_position_needs_whole_positions():
+    enc = ChunkedEncoder(VideoMAEBackbone(embed_dim=16, depth=1, num_heads=2), frames_per_position=32)
+    with pytest.raises(ValueError, match=r"T a multiple of 32, got \(1, 3, 16, 32, 32\)"):
+        enc(torch.zeros(1, 3, 16, SIZE, SIZE))
+    with pytest.raises(ValueError, match="frames_per_position must be >= 1, got 0"):
+        ChunkedEncoder(VideoMAEBackbone(embed_dim=16, depth=1, num_heads=2), frames_per_position=0)
 
 
 def test_adapters_carry_information_across_chunks():

@@ -132,3 +132,33 @@ def test_backbone_lr_other_than_zero_is_refused() -> None:
     """The ViT is frozen: a non-zero backbone lr would silently do nothing, so it is an error."""
     with pytest.raises(ConfigError, match=r"train.backbone_lr: 0.0001 is invalid, expected 0 \(the VideoMAE backbone"):
         load_config(CONFIG_DIR / "synthetic.yaml", ["train.backbone_lr=1e-4"])
+
+
+def test_videomaev2_g_geometry_is_accepted() -> None:
+    """Patch 14 at 160 px (floored to 11 x 11 tokens, as OpenTAD does), an MLP of 6144 = 48/11 x 1408,
+    adapters on blocks 20-39; S keeps its defaults (MLP from the ratio)."""
+    g = ["model.backbone.embed_dim=1408", "model.backbone.depth=40", "model.backbone.num_heads=16",
+         "model.backbone.patch_size=14", "model.backbone.mlp_hidden_dim=6144",
+         "model.backbone.adapter_layers=[20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, "
+         "38, 39]"]
+    b = load_config(THUMOS, g).model.backbone
+    assert (b.patch_size, b.mlp_hidden_dim, b.adapter_layers) == (14, 6144, list(range(20, 40)))
+    assert load_config(THUMOS).model.backbone.mlp_hidden_dim is None
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.backbone.mlp_hidden_dim=0",
+     "model.backbone.mlp_hidden_dim: 0 is invalid, expected null (= int(embed_dim * mlp_ratio)) or >= 1"),
+    ("model.backbone.mlp_hidden_dim=6144.5", "model.backbone.mlp_hidden_dim: expected an integer, got 6144.5"),
+    ("model.backbone.mlp_ratio=0", "model.backbone.mlp_ratio: 0.0 is invalid, expected > 0"),
+    ("data.crop_size=12", "data.crop_size: 12 is invalid, expected >= model.backbone.patch_size (16)"),
+    ("model.backbone.patch_size=0", "model.backbone.patch_size: 0 is invalid, expected >= 1"),
+    ("model.backbone.pretrain_img_size=8",
+     "model.backbone.pretrain_img_size: 8 is invalid, expected >= model.backbone.patch_size (16)"),
+    ("model.backbone.adapter_layers=[3, 3]", "model.backbone.adapter_layers: [3, 3] is invalid, expected distinct"),
+])
+def test_bad_backbone_geometry_names_the_key(override: str, message: str) -> None:
+    extra = ["data.train_resize_short=12", "data.test_resize_short=12"] if override.startswith("data.crop") else []
+    with pytest.raises(ConfigError) as info:
+        load_config(THUMOS, [override, *extra])
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -129,6 +129,31 @@ def test_train_short_video_crop_ratio_path():
     assert plan.mask.sum() == 150 and plan.window_start_frame == 0
 
 
+def test_training_windows_hold_only_the_inside_of_segments_outside_the_video(tmp_path):
+    """A file's segments after the video's end or of zero length never become targets; one partly
+    outside is cut at the end (docs/recipe.md section 1). The whole-video path would otherwise clip an
+    outside segment to a zero-length target at the last position."""
+    import json
+
+    from adatad.data.annotations import load_annotations
+
+    annotations = [{"segment": [2.0, 4.0], "label": "A"}, {"segment": [18.0, 23.0], "label": "A"},
+                   {"segment": [21.0, 24.0], "label": "B"}, {"segment": [9.0, 9.0], "label": "B"}]
+    path = tmp_path / "anno.json"
+    path.write_text(json.dumps({"database": {"v": {"subset": "training", "duration": 20.0, "frame": 600,
+                                                   "annotations": annotations}}}))
+    (video,), _ = load_annotations(path, tmp_path, "training", ["A", "B"])  # 150 positions at stride 4
+    plan = sample_train_window(video, 768, 4, 0.75, None, np.random.default_rng(0))  # the whole video
+    np.testing.assert_allclose(plan.segments, [[15.0, 30.0], [135.0, 150.0]], rtol=1e-6)
+    assert list(plan.labels) == [0, 0]
+    rng = np.random.default_rng(1)
+    for _ in range(50):  # windows shorter than the video: every target has a length, inside the window
+        plan = sample_train_window(video, 64, 4, 0.5, None, rng)
+        length = check_plan_frames(plan, video, 64, 4)
+        assert (plan.segments[:, 1] > plan.segments[:, 0]).all() and (plan.segments <= length).all()
+        assert set(plan.labels.tolist()) <= {0}
+
+
 def test_train_long_video_uses_exact_window_and_seconds_to_positions():
     video = VideoRecord("v", "/v.mp4", "training", 200.0, 6000, 30.0, np.array([[100.0, 104.0]]),
                         np.array([5]))  # GT at positions [750, 780] for stride 4
@@ -236,3 +261,133 @@ def test_clip_to_example_and_collate():
     other = clip_to_example(plan, np.zeros((96, 4, 4, 3), dtype=np.uint8), max_segments=4)
     with pytest.raises(ValueError, match="cannot stack key 'frames'"):
         collate_examples([ex, other])
+
+
+# -- frames per position > 1 (OpenTAD's scale_factor) ------------------------------------------
+
+
+def opentad_sliding_frames(num_frames: int, stride: int, s: int, window: int, start: int,
+                           length: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's LoadFrames(method="sliding_window", scale_factor=s) for the window of positions
+    [start, start + length), as docs/recipe.md §2 states it: frame indices and mask."""
+    grid = np.arange(0, num_frames, stride // s)
+    lo, hi = min(start * s, len(grid)), min((start + length) * s, len(grid))
+    frames = grid[lo:hi]
+    valid = len(frames) // s
+    frames = np.pad(frames, (0, window * s - len(frames)), mode="edge")
+    return frames, np.arange(window) < valid
+
+
+def check_scaled_plan(plan: ClipPlan, video: VideoRecord, window: int, stride: int, s: int) -> int:
+    """Invariants of a plan at s frames per position; returns the number of real read frames."""
+    step = stride // s
+    assert plan.frame_indices.shape == (window * s,) and plan.mask.shape == (window,)
+    assert plan.frame_stride == stride and plan.window_start_frame % step == 0
+    real = int(np.searchsorted(plan.frame_indices, plan.frame_indices[-1]) + 1)  # strictly rising prefix
+    np.testing.assert_array_equal(plan.frame_indices[:real], plan.window_start_frame + np.arange(real) * step)
+    assert (plan.frame_indices[real:] == plan.frame_indices[real - 1]).all()  # the last real frame repeats
+    assert plan.frame_indices.max() < video.num_frames
+    valid = int(plan.mask.sum())
+    assert valid == real // s and plan.mask[:valid].all()  # floor: a position needs all its frames
+    # Position p starts at raw frame window_start_frame + p * frame_stride: window_to_seconds stays right.
+    np.testing.assert_array_equal(plan.frame_indices[: valid * s : s],
+                                  plan.window_start_frame + np.arange(valid) * stride)
+    return real
+
+
+def test_scaled_thumos_g_record_floors_the_mask():
+    """THUMOS g (768 x 2, stride 4): 2,398 frames = 600 snippets, but 1,199 frames at stride 2,
+    so 599 valid positions; the 1,200th frame repeats the last real one."""
+    video = VideoRecord("g", "/g.mp4", "validation", 2398 / 30.0, 2398, 30.0, np.array([[10.0, 20.0]]),
+                        np.array([1]))
+    (plan,) = sliding_windows(video, 768, 4, 0.5, frames_per_position=2)
+    assert check_scaled_plan(plan, video, 768, 4, 2) == 1199
+    assert plan.mask.sum() == 599 and plan.window_start_frame == 0
+    np.testing.assert_array_equal(plan.frame_indices[:1199], np.arange(0, 2398, 2))
+    assert (plan.frame_indices[1199:] == 2396).all()
+    np.testing.assert_allclose(plan.segments, [[75.0, 150.0]])  # positions: seconds * fps / snippet stride
+    # At one frame per position the same video has all 600 positions valid.
+    (one,) = sliding_windows(video, 768, 4, 0.5)
+    assert one.mask.sum() == 600 and one.frame_indices.shape == (768,)
+    # Training reads the same grid: the whole video (no crop) gives the same frames and mask.
+    whole = sample_train_window(video, 768, 4, 0.75, None, np.random.default_rng(0), frames_per_position=2)
+    np.testing.assert_array_equal(whole.frame_indices, plan.frame_indices)
+    np.testing.assert_array_equal(whole.mask, plan.mask)
+    np.testing.assert_allclose(whole.segments, [[75.0, 150.0]])
+
+
+def test_scaled_sliding_windows_match_opentad_frames_and_masks():
+    rng = np.random.default_rng(7)
+    full_last_window_masked = 0
+    for _ in range(150):
+        video = make_video(rng, num_frames=int(rng.integers(1, 1500)))
+        stride, s = (int(v) for v in [(4, 2), (4, 4), (8, 2), (8, 8), (2, 2), (4, 1)][int(rng.integers(6))])
+        window = int(rng.choice([16, 32, 100]))
+        overlap = float(rng.choice([0.25, 0.5]))
+        plans = sliding_windows(video, window, stride, overlap, frames_per_position=s)
+        assert [p.window_start_frame for p in plans] == [p.window_start_frame
+                                                         for p in sliding_windows(video, window, stride, overlap)]
+        num_pos = len(range(0, video.num_frames, stride))
+        for plan in plans:
+            if video.num_frames > stride // s * (s - 1):  # at least one whole position
+                check_scaled_plan(plan, video, window, stride, s)
+            start = plan.window_start_frame // stride
+            frames, mask = opentad_sliding_frames(video.num_frames, stride, s, window, start,
+                                                  min(window, num_pos - start))
+            np.testing.assert_array_equal(plan.frame_indices, frames)
+            np.testing.assert_array_equal(plan.mask, mask)
+            full_last_window_masked += int(num_pos >= window and start + window == num_pos and not mask[-1])
+    assert full_last_window_masked > 5  # the floor rule also reaches full-length last windows
+
+
+def test_scaled_last_window_of_a_long_video():
+    """40 positions, 79 frames on the read grid: the last window (positions 24-39) misses one frame."""
+    video = VideoRecord("v", "/v.mp4", "validation", 158 / 30.0, 158, 30.0, np.zeros((0, 2)), np.zeros(0, np.int64))
+    plans = sliding_windows(video, 16, 4, 0.5, frames_per_position=2)
+    assert [p.window_start_frame for p in plans] == [0, 32, 64, 96]
+    assert [int(p.mask.sum()) for p in plans] == [16, 16, 16, 15]
+    assert plans[-1].frame_indices[-3:].tolist() == [154, 156, 156]
+
+
+def opentad_trunc(video: VideoRecord, window: int, stride: int, s: int, thresh: float, start: int,
+                  length: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenTAD's random_trunc at scale_factor s for a given start/length on the read grid: kept GT
+    (in positions) and labels, taking the trial as successful (docs/recipe.md §2)."""
+    gt = positions(video, stride) * s
+    inter = np.clip(np.minimum(gt[:, 1], start + length) - np.maximum(gt[:, 0], start), 0, None)
+    keep = inter / (gt[:, 1] - gt[:, 0]) >= thresh
+    return (np.clip(gt[keep], start, start + length) - start) / s, video.labels[keep]
+
+
+def test_scaled_train_truncation_runs_on_the_read_grid():
+    rng = np.random.default_rng(2)
+    sample_rng = np.random.default_rng(3)
+    odd_starts = odd_lengths = 0
+    for _ in range(300):
+        video = make_video(rng, num_frames=int(rng.integers(200, 4000)))
+        stride, s = (int(v) for v in [(4, 2), (4, 4), (8, 2)][int(rng.integers(3))])
+        window = int(rng.choice([32, 64, 256]))
+        plan = sample_train_window(video, window, stride, 0.75, (0.9, 1.0), sample_rng, frames_per_position=s)
+        real = check_scaled_plan(plan, video, window, stride, s)
+        num_read = len(range(0, video.num_frames, stride // s))
+        start = plan.window_start_frame // (stride // s)  # on the read grid: any frame, not only positions
+        if num_read > window * s:
+            assert real == window * s and plan.mask.all()
+        else:
+            assert round(0.9 * num_read) <= real <= num_read  # crop ratio on read frames
+        odd_starts += start % s != 0
+        odd_lengths += real % s != 0
+        if len(video.labels) and not (start == 0 and real == num_read):
+            segments, labels = opentad_trunc(video, window, stride, s, 0.75, start, real)
+            if len(labels):  # a successful trial (the fallback is D6)
+                np.testing.assert_array_equal(plan.labels, labels)
+                np.testing.assert_allclose(plan.segments, segments, rtol=1e-6, atol=1e-4)
+    assert odd_starts > 20 and odd_lengths > 5
+
+
+def test_scaled_sampling_rejects_frames_per_position_that_does_not_divide_the_stride():
+    video = make_video(np.random.default_rng(0), num_frames=100, num_segments=1)
+    with pytest.raises(ValueError, match=r"frames_per_position must be >= 1 and divide frame_stride \(4\), got 3"):
+        sliding_windows(video, 16, 4, 0.5, frames_per_position=3)
+    with pytest.raises(ValueError, match="frames_per_position"):
+        sample_train_window(video, 16, 4, 0.5, None, np.random.default_rng(0), frames_per_position=0)

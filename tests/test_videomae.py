@@ -15,8 +15,13 @@ from adatad.models.videomae import (
     build_videomae,
     load_videomae_checkpoint,
 )
-from adatad.models.videomae_keys import convert_videomae_state_dict
-from adatad.models.weights import WeightsError
+from adatad.models.videomae_keys import (
+    convert_videomae_state_dict,
+    describe_vit,
+    unwrap_state_dict,
+    videomae_layout,
+)
+from adatad.models.weights import WeightsError, shapes_of
 
 DIM, DEPTH, HEADS, MLP = 64, 2, 2, 4
 
@@ -26,26 +31,41 @@ def tiny(**kw) -> VideoMAEBackbone:
     return VideoMAEBackbone(**{**args, **kw})
 
 
-def official_state(dim: int = DIM, depth: int = DEPTH, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random encoder weights under the MCG-NJU VideoMAE key names (written out here, not taken
-    from the module), plus the extra entries real files carry."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=0.05):
-        return torch.randn(*shape, generator=g) * scale
-
-    sd = {"patch_embed.proj.weight": r(dim, 3, 2, 16, 16), "patch_embed.proj.bias": r(dim)}
+def original_shapes(dim: int = DIM, depth: int = DEPTH, patch: int = 16,
+                    hidden: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The encoder's keys and shapes in the original layout (MCG-NJU VideoMAE, OpenGVLab VideoMAEv2),
+    written out here, not taken from the module."""
+    hidden = MLP * dim if hidden is None else hidden
+    shapes = {"patch_embed.proj.weight": (dim, 3, 2, patch, patch), "patch_embed.proj.bias": (dim,)}
     for i in range(depth):
         p = f"blocks.{i}."
-        sd |= {
-            p + "norm1.weight": 1 + r(dim), p + "norm1.bias": r(dim),
-            p + "attn.q_bias": r(dim), p + "attn.v_bias": r(dim),
-            p + "attn.qkv.weight": r(3 * dim, dim, scale=0.1),
-            p + "attn.proj.weight": r(dim, dim, scale=0.1), p + "attn.proj.bias": r(dim),
-            p + "norm2.weight": 1 + r(dim), p + "norm2.bias": r(dim),
-            p + "mlp.fc1.weight": r(MLP * dim, dim, scale=0.1), p + "mlp.fc1.bias": r(MLP * dim),
-            p + "mlp.fc2.weight": r(dim, MLP * dim, scale=0.1), p + "mlp.fc2.bias": r(dim),
+        shapes |= {
+            p + "norm1.weight": (dim,), p + "norm1.bias": (dim,),
+            p + "attn.q_bias": (dim,), p + "attn.v_bias": (dim,), p + "attn.qkv.weight": (3 * dim, dim),
+            p + "attn.proj.weight": (dim, dim), p + "attn.proj.bias": (dim,),
+            p + "norm2.weight": (dim,), p + "norm2.bias": (dim,),
+            p + "mlp.fc1.weight": (hidden, dim), p + "mlp.fc1.bias": (hidden,),
+            p + "mlp.fc2.weight": (dim, hidden), p + "mlp.fc2.bias": (dim,),
         }
+    return shapes
+
+
+def official_state(dim: int = DIM, depth: int = DEPTH, seed: int = 0, patch: int = 16,
+                   hidden: int | None = None, compact: bool = False) -> dict[str, torch.Tensor]:
+    """Random encoder weights under the original key names (`original_shapes`).
+
+    compact: each tensor is one random row expanded to its shape (small on disk at full width,
+    still distinct per tensor).
+    """
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in original_shapes(dim, depth, patch, hidden).items():
+        scale = 0.1 if len(shape) == 2 else 0.05
+        if compact:
+            value = (torch.randn(shape[-1], generator=g) * scale).expand(shape)
+        else:
+            value = torch.randn(shape, generator=g) * scale
+        sd[key] = 1 + value if key.endswith(("norm1.weight", "norm2.weight")) else value
     return sd
 
 
@@ -112,15 +132,19 @@ def reference_table(n: int, dim: int) -> torch.Tensor:
     return torch.tensor(table, dtype=torch.float32)
 
 
-def reference_encoder(sd, x, heads, depth):
-    y = F.conv3d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=(2, 16, 16))
-    n, c, t, h, w = y.shape
+def reference_encoder(sd, x, heads, depth, patch=16):
+    """The ViT written out from raw tensors; pixels past the last whole patch are cut explicitly."""
+    h, w = x.shape[-2] // patch, x.shape[-1] // patch
+    x = x[..., :h * patch, :w * patch]
+    y = F.conv3d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=(2, patch, patch))
+    n, c, t, _, _ = y.shape
     tokens = y.flatten(2).transpose(1, 2)
-    table = reference_table(8 * 14 * 14, c)
+    side = 224 // patch  # the pretraining grid: 14 x 14 at patch 16, 16 x 16 at patch 14
+    table = reference_table(8 * side * side, c)
     slices = []
     for ti in range(t):
-        s = table[ti * 196:(ti + 1) * 196].reshape(14, 14, c).permute(2, 0, 1)[None]
-        if (h, w) != (14, 14):
+        s = table[ti * side * side:(ti + 1) * side * side].reshape(side, side, c).permute(2, 0, 1)[None]
+        if (h, w) != (side, side):
             s = F.interpolate(s, size=(h, w), mode="bicubic", align_corners=False)
         slices.append(s[0].permute(1, 2, 0).reshape(h * w, c))
     tokens = tokens + torch.cat(slices)[None]
@@ -264,3 +288,142 @@ def test_residual_stream_stays_float32_under_autocast():
         embedded = model.patch_embed(x)
     assert embedded.dtype == torch.bfloat16  # the conv itself runs in half precision
     assert tokens.dtype == torch.float32
+
+
+# -- VideoMAEv2-g geometry: patch 14, a crop that is not a multiple of it, an MLP of 48/11 x width ------
+
+
+@pytest.mark.parametrize("size, side", [(160, 11), (224, 16), (170, 12)])
+def test_patch_14_floors_the_crop_and_resizes_the_16x16_table(tmp_path, size, side):
+    """160 px at patch 14: 11 x 11 tokens from the first 154 px, the 16 x 16 table resized bicubically
+    (OpenTAD's unpadded PatchEmbed and its pos_embed interpolation); 224 px: the table as it is."""
+    hidden = 3 * DIM - 5  # an MLP width that is no round multiple of the width, like the g's 6144
+    sd = official_state(seed=3, patch=14, hidden=hidden)
+    torch.save({"module": sd}, tmp_path / "g.pth")
+    model = tiny(patch_size=14, mlp_hidden_dim=hidden)
+    load_videomae_checkpoint(model, tmp_path / "g.pth")
+    model.eval()
+    x = torch.randn(1, 3, 16, size, size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = model.forward_tokens(x)
+        ref = reference_encoder(sd, x, HEADS, DEPTH, patch=14)
+    assert model.pretrain_grid == (8, 16, 16) and model.grid_for(size, size) == (8, side, side)
+    assert model.blocks[0].mlp.fc1.out_features == hidden
+    assert ours.shape == (1, 8 * side * side, DIM)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_frames_smaller_than_a_patch_are_refused():
+    with pytest.raises(ValueError, match="frames of 12x160 px are smaller than one 14-px patch"):
+        tiny(patch_size=14).forward_tokens(torch.zeros(1, 3, 16, 12, 160))
+
+
+# -- every layout of every size: the full key set, built on the meta device --------------------
+
+# width, depth, heads, patch, MLP width of the five backbones (OpenTAD's configs), written out here
+SIZES = {"S": (384, 12, 6, 16, 1536), "B": (768, 12, 12, 16, 3072), "L": (1024, 24, 16, 16, 4096),
+         "H": (1280, 32, 16, 16, 5120), "g": (1408, 40, 16, 14, 6144)}
+CLASSES = {"S": 400, "B": 400, "L": 400, "H": 400, "g": 710}  # K400 heads; the g is fine-tuned on K710
+
+
+def mmaction_layout(sd: dict[str, torch.Tensor], dim: int, patch: int, classes: int) -> dict[str, torch.Tensor]:
+    """What mmaction2's Recognizer3D saves: its ViT names under backbone., the fixed table as a
+    buffer, the unused fc_norm and the classifier (OpenTAD's converters save exactly this)."""
+    side = 224 // patch
+    return {**to_mmaction(sd), "backbone.pos_embed": torch.zeros(dim).expand(1, 8 * side * side, dim),
+            "backbone.fc_norm.weight": torch.ones(dim), "backbone.fc_norm.bias": torch.zeros(dim),
+            "cls_head.fc_cls.weight": torch.zeros(classes).expand(dim, classes).T, "cls_head.fc_cls.bias":
+            torch.zeros(classes)}
+
+
+def original_layout(sd: dict[str, torch.Tensor], dim: int, classes: int) -> dict[str, torch.Tensor]:
+    """What the MCG-NJU / OpenGVLab fine-tuning code saves: no position table, fc_norm and head."""
+    return {**sd, "fc_norm.weight": torch.ones(dim), "fc_norm.bias": torch.zeros(dim),
+            "head.weight": torch.zeros(classes).expand(dim, classes).T, "head.bias": torch.zeros(classes)}
+
+
+LAYOUTS = {  # name -> (payload builder, what videomae_layout calls it)
+    "original": (lambda sd, dim, patch, classes: {"module": original_layout(sd, dim, classes)},
+                 "original VideoMAE/VideoMAEv2 keys under 'module'"),
+    "mmaction2_release": (lambda sd, dim, patch, classes: {"meta": {"epoch": 1},
+                                                           "state_dict": mmaction_layout(sd, dim, patch, classes)},
+                          "mmaction2 keys under 'state_dict'"),
+    "opentad_converted": (lambda sd, dim, patch, classes: mmaction_layout(sd, dim, patch, classes),
+                          "mmaction2 keys at the top level"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("variant", sorted(SIZES))
+def test_every_layout_of_every_size_maps_onto_the_model_key_for_key(variant, layout):
+    dim, depth, heads, patch, hidden = SIZES[variant]
+    with torch.device("meta"):
+        model = build_videomae(variant)
+        sd = {k: torch.empty(shape) for k, shape in original_shapes(dim, depth, patch, hidden).items()}
+        build, name = LAYOUTS[layout]
+        payload = build(sd, dim, patch, CLASSES[variant])
+    own = {k: v for k, v in shapes_of(model).items() if ".adapter." not in k}
+    converted, dropped = convert_videomae_state_dict(unwrap_state_dict(payload))
+    assert list(converted) == list(own)  # every ViT tensor, in the model's order
+    assert all(tuple(converted[k].shape) == own[k][0] for k in own)
+    assert sorted(dropped) == (
+        ["backbone.fc_norm.bias", "backbone.fc_norm.weight", "backbone.pos_embed", "cls_head.fc_cls.bias",
+         "cls_head.fc_cls.weight"] if layout != "original"
+        else ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"])
+    assert videomae_layout(payload) == name
+    assert describe_vit(converted) == model.describe() == (
+        f"{dim}-d, {depth} blocks, patch {patch}, tubelet 2, MLP {hidden}")
+    assert VIDEOMAE_VARIANTS[variant]["num_heads"] == heads
+
+
+# -- VideoMAEv2-g files, depth-reduced at the full width -------------------------------------------
+
+GW, GHIDDEN = 1408, 6144
+
+
+@pytest.fixture(scope="module")
+def g2() -> VideoMAEBackbone:
+    """The g's first two blocks at full width (50 M parameters instead of 1.1 B)."""
+    torch.manual_seed(0)
+    return build_videomae("g", depth=2, drop_path_rate=0.0)
+
+
+@pytest.mark.parametrize("layout, file_name", [
+    ("original", "vit_g_hybrid_pt_1200e_k710_ft.pth"),
+    ("opentad_converted", "vit-giant-p14_videomaev2-hybrid_pt_1200e_k710_ft_my.pth"),
+])
+def test_videomaev2_g_files_load_in_both_layouts(tmp_path, g2, layout, file_name):
+    """OpenGVLab's release ({"module": ...}, original names) and OpenTAD's convert_videomaev2.py output
+    (flat mmaction2 state dict) fill every ViT tensor with the file's own value."""
+    sd = official_state(dim=GW, depth=2, seed=5, patch=14, hidden=GHIDDEN, compact=True)
+    build, name = LAYOUTS[layout]
+    path = tmp_path / file_name
+    torch.save(build(sd, GW, 14, 710), path)
+    report = load_videomae_checkpoint(g2, path)
+    own = g2.state_dict()
+    for key, value in sd.items():
+        assert torch.equal(own[key], value), key
+    assert report.layout == name and report.unexpected == []
+    assert len(report.missing) == 2 * 9 and all(".adapter." in k for k in report.missing)
+    assert len(report.dropped) == (4 if layout == "original" else 5)
+
+
+def test_a_file_of_another_size_names_both_architectures(tmp_path, g2):
+    """VideoMAE-H's mmaction2-layout file given to the g: one line saying which ViT each one is."""
+    h_file = official_state(dim=1280, depth=2, seed=6, patch=16, hidden=5120, compact=True)
+    path = tmp_path / "vit-huge-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"
+    torch.save({"meta": {}, "state_dict": mmaction_layout(h_file, 1280, 16, 400)}, path)
+    with pytest.raises(WeightsError) as info:
+        load_videomae_checkpoint(g2, path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path} does not fit this VideoMAE architecture: 28 of another shape "
+                              "[patch_embed.proj.weight: file [1280, 3, 2, 16, 16] vs model [1408, 3, 2, 14, 14]")
+    assert message.endswith("(file: 1280-d, 2 blocks, patch 16, tubelet 2, MLP 5120, mmaction2 keys under "
+                            "'state_dict'; model: 1408-d, 2 blocks, patch 14, tubelet 2, MLP 6144)")
+
+
+def test_a_pretraining_file_is_named_as_such():
+    payload = {"model": {"encoder.patch_embed.proj.weight": torch.zeros(1), "decoder.norm.weight": torch.zeros(1)}}
+    assert videomae_layout(payload) == "VideoMAE pre-training keys (encoder + decoder) under 'model'"
+    assert videomae_layout({"conv1.weight": torch.zeros(1)}) == "no VideoMAE keys at the top level"

@@ -72,14 +72,17 @@ def _assert_same_example(got: dict, want: dict, where: str) -> None:
 # (file, annotation frame count): shorter than one window (64 frames: one padded window), exactly
 # 64 positions (a whole number of window strides), 75 positions (the last window is shifted to
 # end at the last position), more frames than the file has (300: indices clamped), and the
-# short-GOP file with 50 positions.
+# short-GOP file with 50 positions. At 2 frames per position (frames 2 apart) 50, 298 and 197 frames
+# leave an odd number of frames (25, 149, 99) on the read grid: the last position of the last
+# window is masked.
 CASES = [("synthetic", 50), ("synthetic", 256), ("synthetic", 298), ("synthetic", 310), ("short_gop", 197)]
 
 
+@pytest.mark.parametrize("frames_per_position", [1, 2])
 @pytest.mark.parametrize("overlap", [0.5, 0.25])
 @pytest.mark.parametrize(("name", "num_frames"), CASES)
-def test_stream_examples_equal_per_window_examples(files, name, num_frames, overlap):
-    data = _data(overlap)
+def test_stream_examples_equal_per_window_examples(files, name, num_frames, overlap, frames_per_position):
+    data = _data(overlap, frames_per_position=frames_per_position)
     record = _record(files[name], num_frames)
     loader = ClipLoader(data, train=False)
     row = record_to_row(record, 3)
@@ -90,8 +93,9 @@ def test_stream_examples_equal_per_window_examples(files, name, num_frames, over
     assert len(streamed) == len(per_window) == count_windows(record, data) >= 1
     for k, (got, want) in enumerate(zip(streamed, per_window, strict=True)):
         assert want["valid"]
-        _assert_same_example(got, want, f"{name} {num_frames} overlap {overlap} window {k}")
-    assert "video_id" not in streamed[0] and streamed[0]["frames"].shape == (WINDOW, 32, 32, 3)
+        _assert_same_example(got, want, f"{name} {num_frames} overlap {overlap} s {frames_per_position} window {k}")
+    assert "video_id" not in streamed[0] and streamed[0]["frames"].shape == (WINDOW * frames_per_position, 32, 32, 3)
+    assert streamed[0]["masks"].shape == (WINDOW,)
 
 
 def test_window_count_and_padding_cases(files):
@@ -103,6 +107,21 @@ def test_window_count_and_padding_cases(files):
     assert all(p.mask.all() for p in exact) and exact[-1].window_start_frame == (64 - WINDOW) * STRIDE
     assert partial[-1].window_start_frame == (75 - WINDOW) * STRIDE  # shifted to end at the last position
     assert count_windows(_record(files["synthetic"], 298), data) == len(partial)
+
+
+def test_scaled_padding_cases(files):
+    """At 2 frames per position the cases above hold the floor rule: a window whose read frames run
+    out mid-position masks that position, and its missing frame repeats the last real one."""
+    record = _record(files["synthetic"], 298)  # 75 positions, 149 frames 2 apart
+    plans = sliding_windows(record, WINDOW, STRIDE, 0.5, frames_per_position=2)
+    assert [int(p.mask.sum()) for p in plans] == [16] * (len(plans) - 1) + [15]
+    assert plans[-1].frame_indices[-2:].tolist() == [296, 296]
+    (short,) = sliding_windows(_record(files["synthetic"], 50), WINDOW, STRIDE, 0.5, frames_per_position=2)
+    assert short.mask.sum() == 12 and (short.frame_indices[24:] == 48).all()
+    stream = WindowStream(record, WINDOW, STRIDE, 0.5, lambda clip: clip, frames_per_position=2)
+    for (plan, frames), want in zip(stream, plans, strict=True):
+        np.testing.assert_array_equal(plan.frame_indices, want.frame_indices)
+        np.testing.assert_array_equal(frames, video.read_frames(record.path, want.frame_indices))
 
 
 def test_test_transform_is_per_frame(files):
@@ -148,12 +167,14 @@ class _RecordingReader(video.decord.VideoReader):
         return super().seek(pos)
 
 
-@pytest.mark.parametrize(("name", "num_frames"), [("synthetic", 298), ("short_gop", 197)])
-def test_stream_decodes_every_frame_once(files, monkeypatch, name, num_frames):
+@pytest.mark.parametrize(("name", "num_frames", "frames_per_position"),
+                         [("synthetic", 298, 1), ("short_gop", 197, 1), ("short_gop", 197, 2)])
+def test_stream_decodes_every_frame_once(files, monkeypatch, name, num_frames, frames_per_position):
     monkeypatch.setattr(video.decord, "VideoReader", _RecordingReader)
     monkeypatch.setattr(_RecordingReader, "batches", [])
     monkeypatch.setattr(_RecordingReader, "seeks", [])
-    data = _data()
+    data = _data(frames_per_position=frames_per_position)
+    step = STRIDE // frames_per_position  # raw frames between the frames a window reads
     record = _record(files[name], num_frames)
     examples = list(ClipLoader(data, train=False).iter_video_windows(record_to_row(record, 0)))
     assert all(e["valid"] for e in examples) and len(examples) >= 4
@@ -164,16 +185,16 @@ def test_stream_decodes_every_frame_once(files, monkeypatch, name, num_frames):
     # where decord starts afresh instead of decoding through the gap.
     assert (np.diff(asked) > 0).all()
     assert all(int(asked[i + 1]) in keys for i in np.nonzero(np.diff(asked) > 1)[0])
-    last_needed = (num_frames - 1) // STRIDE * STRIDE  # num_frames <= the file's frames here
+    last_needed = (num_frames - 1) // step * step  # num_frames <= the file's frames here
     assert asked[0] == 0 and asked[-1] == last_needed
-    assert set(range(0, last_needed + 1, STRIDE)) <= set(asked.tolist())
+    assert set(range(0, last_needed + 1, step)) <= set(asked.tolist())
     assert _RecordingReader.seeks == []  # no rewind between reads
     # the per-window path asks for the overlapping positions about twice
     _RecordingReader.batches.clear()
     for r in window_rows([record], data):
         video.read_frames(r["path"], r["frame_indices"])
     per_window = sum(len(set(b)) for b in _RecordingReader.batches)
-    assert per_window > 1.5 * len(np.unique(asked[asked % STRIDE == 0]))
+    assert per_window > 1.5 * len(np.unique(asked[asked % step == 0]))
 
 
 def test_stream_jumps_to_keyframes_over_unneeded_frames(files, monkeypatch):
@@ -192,15 +213,18 @@ def test_stream_jumps_to_keyframes_over_unneeded_frames(files, monkeypatch):
     np.testing.assert_array_equal(again, truth[[131, 199, 199]])
 
 
-def test_memory_held_is_bounded_by_one_window_and_a_chunk(files):
-    """However long the video, at most window_size + chunk_positions - 1 positions are cached."""
+@pytest.mark.parametrize("frames_per_position", [1, 2])
+def test_memory_held_is_bounded_by_one_window_and_a_chunk(files, frames_per_position):
+    """However long the video, at most (window_size + chunk_positions) * s - 1 frames are cached."""
+    s = frames_per_position
     record = _record(files["synthetic"], 300)
     transform = build_test_transform(resize_short=40, crop_size=32)
     for window, chunk in ((8, 4), (8, 3), (16, 1)):
-        stream = WindowStream(record, window, 2, 0.5, lambda clip: transform(clip, None), chunk_positions=chunk)
+        stream = WindowStream(record, window, 2, 0.5, lambda clip: transform(clip, None), chunk_positions=chunk,
+                              frames_per_position=s)
         count = sum(1 for _ in stream)
         assert count == len(stream.plans) >= 15
-        assert window <= stream.peak_cached <= window + chunk - 1, (window, chunk, stream.peak_cached)
+        assert window * s <= stream.peak_cached <= (window + chunk) * s - 1, (window, chunk, stream.peak_cached)
 
 
 def test_moov_lost_gives_every_window_invalid(files, caplog):

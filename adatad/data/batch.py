@@ -16,6 +16,9 @@ Example = dict[str, np.ndarray | str | float]
 def clip_to_example(plan: ClipPlan, frames: np.ndarray, max_segments: int) -> Example:
     """Fixed-shape example for ``plan`` with its decoded ``frames`` uint8 (T, H, W, 3).
 
+    T is the plan's frame count, ``window_size * frames_per_position``; ``masks`` stays one entry
+    per position (``window_size``), and ``frame_stride`` the raw frames between positions.
+
     Segments are zero-padded and labels padded with -1 up to ``max_segments``.
     """
     t = len(plan.frame_indices)

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def record_to_row(record: VideoRecord, index: int) -> dict[str, Any]:
-    """A video record as an Arrow-friendly row (segments flattened)."""
+    """A video record as an Arrow-friendly row (segments flattened; the evaluation ground truth too,
+    since validation on a worker scores against it)."""
+    eval_segments, eval_labels = record.evaluation_ground_truth
     return {
         "video_index": index,
         "video_id": record.video_id,
@@ -48,10 +50,13 @@ def record_to_row(record: VideoRecord, index: int) -> dict[str, Any]:
         "fps": float(record.fps),
         "segments": np.asarray(record.segments, dtype=np.float64).reshape(-1).tolist(),
         "labels": np.asarray(record.labels, dtype=np.int64).tolist(),
+        "eval_segments": np.asarray(eval_segments, dtype=np.float64).reshape(-1).tolist(),
+        "eval_labels": np.asarray(eval_labels, dtype=np.int64).tolist(),
     }
 
 
 def row_to_record(row: dict[str, Any]) -> VideoRecord:
+    has_eval = "eval_segments" in row  # rows written before the evaluation ground truth travelled: `segments`
     return VideoRecord(
         video_id=str(row["video_id"]),
         path=str(row["path"]),
@@ -61,14 +66,22 @@ def row_to_record(row: dict[str, Any]) -> VideoRecord:
         fps=float(row["fps"]),
         segments=np.asarray(row["segments"], dtype=np.float64).reshape(-1, 2),
         labels=np.asarray(row["labels"], dtype=np.int64),
+        eval_segments=np.asarray(row["eval_segments"], dtype=np.float64).reshape(-1, 2) if has_eval else None,
+        eval_labels=np.asarray(row["eval_labels"], dtype=np.int64) if has_eval else None,
     )
+
+
+def plan_test_windows(record: VideoRecord, data: DataConfig) -> list[ClipPlan]:
+    """The sliding test windows of one video under ``data`` (every key that places them)."""
+    return sliding_windows(record, data.window_size, data.frame_stride, data.test_window_overlap,
+                           data.frames_per_position)
 
 
 def window_rows(records: list[VideoRecord], data: DataConfig) -> list[dict[str, Any]]:
     """Test rows: one per sliding window, each remembering its video and offset."""
     rows = []
     for index, record in enumerate(records):
-        for plan in sliding_windows(record, data.window_size, data.frame_stride, data.test_window_overlap):
+        for plan in plan_test_windows(record, data):
             row = record_to_row(record, index)
             row["frame_indices"] = plan.frame_indices.astype(np.int64)
             row["mask"] = plan.mask.astype(bool)
@@ -79,7 +92,7 @@ def window_rows(records: list[VideoRecord], data: DataConfig) -> list[dict[str, 
 
 def count_windows(record: VideoRecord, data: DataConfig) -> int:
     """How many test windows (examples) ``iter_video_windows`` yields for this video."""
-    return len(sliding_windows(record, data.window_size, data.frame_stride, data.test_window_overlap))
+    return len(plan_test_windows(record, data))
 
 
 # Ops that map each frame on its own, without randomness: a chain of them gives the same pixels
@@ -123,7 +136,8 @@ class ClipLoader:
         d = self.data
         if self.train:
             return sample_train_window(
-                record, d.window_size, d.frame_stride, d.trunc_thresh, tuple(d.temporal_crop_ratio), rng
+                record, d.window_size, d.frame_stride, d.trunc_thresh, tuple(d.temporal_crop_ratio), rng,
+                frames_per_position=d.frames_per_position,
             )
         plan = ClipPlan(
             video_id=record.video_id,
@@ -171,7 +185,7 @@ class ClipLoader:
         d = self.data
         stream = WindowStream(record, d.window_size, d.frame_stride, d.test_window_overlap,
                               lambda clip: self.transform(clip, rng), per_frame=is_per_frame(self.transform),
-                              num_threads=d.decode_threads)
+                              num_threads=d.decode_threads, frames_per_position=d.frames_per_position)
         windows = iter(stream)
         failed = False
         try:

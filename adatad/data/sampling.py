@@ -1,9 +1,17 @@
 """Temporal sampling plans: which raw frames form a window, and where the GT lies in it.
 
-A *position* is one sampled frame: position ``p`` of a window covers raw frame
+A *position* is one step of the detector's sequence: position ``p`` of a window starts at raw frame
 ``window_start_frame + p * frame_stride``. Video positions are ``arange(0, num_frames, frame_stride)``
 (docs/recipe.md §2). GT is converted from seconds to positions as ``seconds * fps / frame_stride``
 without OpenTAD's ``int()`` truncation to whole frames (a difference below one raw frame).
+
+With ``frames_per_position = s > 1`` (OpenTAD's ``scale_factor``) a window of ``N`` positions reads
+``N * s`` frames from the *read grid* ``arange(0, num_frames, frame_stride // s)``, and OpenTAD's
+rules are kept exactly (``opentad/datasets/transforms/end_to_end.py: LoadFrames``): training
+truncates on the read grid (window of ``N * s`` read frames, any start on that grid, GT scaled by
+``s`` there and back); test windows are placed on positions and read frames ``[start * s,
+(start + length) * s)`` of the grid, cut at its end; the mask floors ``real read frames // s``.
+At ``s = 1`` the read grid is the positions and nothing changes.
 
 Training uses random truncation (``sample_train_window``), testing uses overlapping sliding
 windows (``sliding_windows``). Both return :class:`ClipPlan`, which carries no pixels: decoding is
@@ -25,14 +33,14 @@ class ClipPlan:
 
     video_id: str
     path: str
-    frame_indices: np.ndarray  # (window_size,) int64 raw frame indices, edge-padded
-    mask: np.ndarray  # (window_size,) bool, True = real position
+    frame_indices: np.ndarray  # (window_size * frames_per_position,) int64 raw frame indices, edge-padded
+    mask: np.ndarray  # (window_size,) bool, True = real position (real read frames // frames_per_position)
     segments: np.ndarray  # (N, 2) float32, in window positions
     labels: np.ndarray  # (N,) int64
     window_start_frame: int
     fps: float
     duration: float
-    frame_stride: int
+    frame_stride: int  # raw frames between positions (what converts positions to seconds)
 
 
 def _num_positions(num_frames: int, frame_stride: int) -> int:
@@ -40,11 +48,25 @@ def _num_positions(num_frames: int, frame_stride: int) -> int:
     return -(-num_frames // frame_stride)
 
 
-def _check(video: VideoRecord, window_size: int, frame_stride: int) -> int:
-    if window_size < 1:
-        raise ValueError(f"window_size must be >= 1, got {window_size}")
+def frame_step(frame_stride: int, frames_per_position: int) -> int:
+    """Raw frames between two frames a window reads: ``frame_stride / frames_per_position``."""
     if frame_stride < 1:
         raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
+    if frames_per_position < 1 or frame_stride % frames_per_position:
+        raise ValueError(f"frames_per_position must be >= 1 and divide frame_stride ({frame_stride}), "
+                         f"got {frames_per_position}")
+    return frame_stride // frames_per_position
+
+
+def read_grid_length(num_frames: int, frame_stride: int, frames_per_position: int = 1) -> int:
+    """Frames on a video's read grid ``arange(0, num_frames, frame_stride // frames_per_position)``."""
+    return _num_positions(num_frames, frame_step(frame_stride, frames_per_position))
+
+
+def _check(video: VideoRecord, window_size: int, frame_stride: int, frames_per_position: int) -> int:
+    if window_size < 1:
+        raise ValueError(f"window_size must be >= 1, got {window_size}")
+    frame_step(frame_stride, frames_per_position)
     if video.num_frames < 1:
         raise ValueError(f"video '{video.video_id}': num_frames must be >= 1, got {video.num_frames}")
     return _num_positions(video.num_frames, frame_stride)
@@ -61,19 +83,22 @@ def _make_plan(
     length: int,
     window_size: int,
     frame_stride: int,
+    frames_per_position: int,
     segments: np.ndarray,
     labels: np.ndarray,
 ) -> ClipPlan:
-    """Window of ``length`` real positions starting at video position ``start``, edge-padded."""
-    pos = start + np.minimum(np.arange(window_size, dtype=np.int64), length - 1)
+    """Window of ``length`` real read frames from read-grid frame ``start``, edge-padded to
+    ``window_size * frames_per_position``; a position is valid only when all its frames are real."""
+    step = frame_step(frame_stride, frames_per_position)
+    read = start + np.minimum(np.arange(window_size * frames_per_position, dtype=np.int64), length - 1)
     return ClipPlan(
         video_id=video.video_id,
         path=video.path,
-        frame_indices=pos * frame_stride,
-        mask=np.arange(window_size) < length,
+        frame_indices=read * step,
+        mask=np.arange(window_size) < length // frames_per_position,
         segments=np.asarray(segments, dtype=np.float32).reshape(-1, 2),
         labels=np.asarray(labels, dtype=np.int64).reshape(-1),
-        window_start_frame=int(start * frame_stride),
+        window_start_frame=int(start * step),
         fps=float(video.fps),
         duration=float(video.duration),
         frame_stride=int(frame_stride),
@@ -93,6 +118,7 @@ def sample_train_window(
     crop_ratio: tuple[float, float] | None,
     rng: np.random.Generator,
     max_trials: int = 200,
+    frames_per_position: int = 1,
 ) -> ClipPlan:
     """Random truncation of a training video (OpenTAD ``random_trunc``).
 
@@ -105,17 +131,24 @@ def sample_train_window(
     If no trial succeeds (e.g. a GT longer than ``window_size / trunc_thresh``), the trial with the
     largest kept fraction is used and the GTs reaching that fraction are kept, rather than
     OpenTAD's last random trial that may keep nothing.
+
+    With ``frames_per_position = s`` all of this runs on the read grid, as OpenTAD does: "positions"
+    above are read frames, the window is ``window_size * s`` of them and the GT is ``s`` times its
+    positions; the kept GT is divided by ``s`` again, and the mask floors the real read frames by ``s``.
     """
-    num_pos = _check(video, window_size, frame_stride)
+    s = frames_per_position
+    _check(video, window_size, frame_stride, s)
+    num_pos = read_grid_length(video.num_frames, frame_stride, s)  # read frames (= positions at s = 1)
     if not 0.0 < trunc_thresh <= 1.0:
         raise ValueError(f"trunc_thresh must be in (0, 1], got {trunc_thresh}")
     if max_trials < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials}")
-    gt = _gt_positions(video, frame_stride)
+    gt = _gt_positions(video, frame_stride) * s  # on the read grid
     labels = np.asarray(video.labels, dtype=np.int64)
+    window_frames = window_size * s
 
-    length = window_size
-    if num_pos <= window_size:
+    length = window_frames
+    if num_pos <= window_frames:
         if crop_ratio is None:
             length = num_pos
         else:
@@ -126,13 +159,13 @@ def sample_train_window(
             hi = min(round(r1 * num_pos), num_pos)
             length = int(rng.integers(lo, hi + 1))
         if length == num_pos:  # whole video
-            return _make_plan(video, 0, num_pos, window_size, frame_stride,
-                              _clip_shift(gt, 0, num_pos), labels)
+            return _make_plan(video, 0, num_pos, window_size, frame_stride, s,
+                              _clip_shift(gt, 0, num_pos) / s, labels)
 
     num_starts = num_pos - length + 1
     if len(gt) == 0:
         start = int(rng.integers(0, num_starts))
-        return _make_plan(video, start, length, window_size, frame_stride, gt, labels)
+        return _make_plan(video, start, length, window_size, frame_stride, s, gt, labels)
 
     starts = rng.integers(0, num_starts, size=max_trials)  # (trials,)
     inter = np.clip(
@@ -150,8 +183,8 @@ def sample_train_window(
         trial = int(np.argmax(best))
         keep = (ratio[trial] >= best[trial]) & (ratio[trial] > 0)
     start = int(starts[trial])
-    return _make_plan(video, start, length, window_size, frame_stride,
-                      _clip_shift(gt[keep], start, length), labels[keep])
+    return _make_plan(video, start, length, window_size, frame_stride, s,
+                      _clip_shift(gt[keep], start, length) / s, labels[keep])
 
 
 def window_starts(num_positions: int, window_size: int, stride: int) -> np.ndarray:
@@ -182,14 +215,21 @@ def sliding_windows(
     window_size: int,
     frame_stride: int,
     overlap_ratio: float,
+    frames_per_position: int = 1,
 ) -> list[ClipPlan]:
     """Test windows covering the whole video (see :func:`window_starts`).
 
     Windows shorter than ``window_size`` (short videos) are edge-padded and masked. Segments are
     the GTs overlapping the window, clipped to it; they are for reference only (evaluation uses
-    the video-level GT in seconds).
+    the video-level GT in seconds). Windows are placed on positions whatever
+    ``frames_per_position = s``; a window at position ``start`` with ``length`` positions reads
+    frames ``[start * s, (start + length) * s)`` of the read grid, cut at the grid's end, so its last
+    position can lack a real frame and is then masked (OpenTAD's ``sliding_window`` with
+    ``scale_factor``).
     """
-    num_pos = _check(video, window_size, frame_stride)
+    s = frames_per_position
+    num_pos = _check(video, window_size, frame_stride, s)
+    num_read = read_grid_length(video.num_frames, frame_stride, s)
     if not 0.0 <= overlap_ratio < 1.0:
         raise ValueError(f"overlap_ratio must be in [0, 1), got {overlap_ratio}")
     stride = int(window_size * (1.0 - overlap_ratio) + 1e-9)
@@ -201,6 +241,7 @@ def sliding_windows(
     for start in window_starts(num_pos, window_size, stride).tolist():
         length = min(window_size, num_pos - start)
         inside = (gt[:, 1] > start) & (gt[:, 0] < start + length)
-        plans.append(_make_plan(video, start, length, window_size, frame_stride,
+        real_frames = min(length * s, num_read - start * s)
+        plans.append(_make_plan(video, start * s, real_frames, window_size, frame_stride, s,
                                 _clip_shift(gt[inside], start, length), labels[inside]))
     return plans

@@ -7,6 +7,9 @@ ascending chunks of positions (``VideoStream``); each position is decoded and tr
 and kept only while a later window still needs it, so memory stays near two windows (the
 cache plus the window being assembled) however long the video is.
 
+With ``frames_per_position = s > 1`` the unit of the cache is a frame of the read grid
+(``frame_stride / s`` raw frames apart) instead of a position; at ``s = 1`` the two are the same.
+
 Windows, masks and frames equal the per-window path's (``sliding_windows`` plans, decoded with
 ``read_frames`` and transformed as a whole clip) exactly, provided the transform maps each frame
 on its own (``per_frame=True``; the test transform, resize short side + center crop, does). For
@@ -22,17 +25,17 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from adatad.data.annotations import VideoRecord
-from adatad.data.sampling import ClipPlan, sliding_windows
+from adatad.data.sampling import ClipPlan, frame_step, read_grid_length, sliding_windows
 from adatad.data.video import VideoStream
 
 FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 (T, H, W, 3) -> uint8 (T, H', W', 3)
 
 
-class _PositionCache:
-    """Consecutive video positions held as decoded chunks, oldest first."""
+class _FrameCache:
+    """Consecutive frames of the read grid held as decoded chunks, oldest first."""
 
     def __init__(self) -> None:
-        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (first position, frames)
+        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (first read-grid index, frames)
 
     @property
     def size(self) -> int:
@@ -42,15 +45,15 @@ class _PositionCache:
     def append(self, first: int, frames: np.ndarray) -> None:
         self.chunks.append((first, frames))
 
-    def drop_before(self, position: int) -> None:
-        """Release chunks that end before ``position`` (a chunk reaching past it stays whole)."""
-        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= position:
+    def drop_before(self, index: int) -> None:
+        """Release chunks that end before ``index`` (a chunk reaching past it stays whole)."""
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= index:
             self.chunks.popleft()
 
-    def window(self, start: int, stop: int, window_size: int) -> np.ndarray:
-        """Positions [start, stop) as a new (window_size, ...) array, edge-padded with the last one."""
+    def window(self, start: int, stop: int, length: int) -> np.ndarray:
+        """Frames [start, stop) as a new (length, ...) array, edge-padded with the last one."""
         shape = self.chunks[0][1].shape[1:]
-        out = np.empty((window_size, *shape), np.uint8)
+        out = np.empty((length, *shape), np.uint8)
         for first, frames in self.chunks:
             lo, hi = max(start, first), min(stop, first + len(frames))
             if lo < hi:
@@ -62,42 +65,48 @@ class _PositionCache:
 class WindowStream:
     """The sliding windows of ``record`` (``self.plans``, in order) and, iterated, their frames.
 
-    Iterating yields ``(plan, frames)`` per window, frames uint8 (window_size, H, W, 3) after
-    ``transform``; a decode failure raises ``VideoDecodeError`` at the window that needed the
-    missing frames (earlier windows were already yielded). ``chunk_positions`` positions are
-    decoded per ``VideoStream.read``; ``peak_cached`` reports the most frames held at once
-    (at most ``window_size + chunk_positions - 1``).
+    Iterating yields ``(plan, frames)`` per window, frames uint8 (window_size * frames_per_position,
+    H, W, 3) after ``transform``; a decode failure raises ``VideoDecodeError`` at the window that
+    needed the missing frames (earlier windows were already yielded). ``chunk_positions`` positions
+    (``chunk_positions * frames_per_position`` frames) are decoded per ``VideoStream.read``;
+    ``peak_cached`` reports the most frames held at once (at most
+    ``(window_size + chunk_positions) * frames_per_position - 1``).
     """
 
     def __init__(self, record: VideoRecord, window_size: int, frame_stride: int, overlap_ratio: float,
                  transform: FrameTransform, per_frame: bool = True, num_threads: int = 1,
-                 chunk_positions: int = 64) -> None:
+                 chunk_positions: int = 64, frames_per_position: int = 1) -> None:
         if chunk_positions < 1:
             raise ValueError(f"video '{record.video_id}': chunk_positions must be >= 1, got {chunk_positions}")
         self.record = record
-        self.window_size, self.frame_stride = window_size, frame_stride
-        self.plans: list[ClipPlan] = sliding_windows(record, window_size, frame_stride, overlap_ratio)
+        self.plans: list[ClipPlan] = sliding_windows(record, window_size, frame_stride, overlap_ratio,
+                                                     frames_per_position)
+        self.window_frames = window_size * frames_per_position
+        self.step = frame_step(frame_stride, frames_per_position)  # raw frames between read frames
+        self.num_read = read_grid_length(record.num_frames, frame_stride, frames_per_position)
         self.transform, self.per_frame = transform, per_frame
-        self.num_threads, self.chunk_positions = num_threads, chunk_positions
+        self.num_threads, self.chunk_frames = num_threads, chunk_positions * frames_per_position
         self.peak_cached = 0
 
     def __len__(self) -> int:
         return len(self.plans)
 
     def __iter__(self) -> Iterator[tuple[ClipPlan, np.ndarray]]:
-        cache = _PositionCache()
-        decoded_to = 0  # positions before this one have been decoded (or were never needed)
+        cache = _FrameCache()
+        decoded_to = 0  # read-grid frames before this one have been decoded (or were never needed)
         with VideoStream(self.record.path, self.num_threads) as stream:
             for plan in self.plans:
-                start = plan.window_start_frame // self.frame_stride
-                stop = start + int(np.count_nonzero(plan.mask))  # real positions are a prefix
+                start = plan.window_start_frame // self.step
+                # Real frames are a prefix: the whole window, or what is left of the read grid
+                # (the mask can count fewer positions: it floors real frames / frames_per_position).
+                stop = min(start + self.window_frames, self.num_read)
                 cache.drop_before(start)
                 decoded_to = max(decoded_to, start)
                 while decoded_to < stop:
-                    end = min(stop, decoded_to + self.chunk_positions)
-                    frames = stream.read(np.arange(decoded_to, end, dtype=np.int64) * self.frame_stride)
+                    end = min(stop, decoded_to + self.chunk_frames)
+                    frames = stream.read(np.arange(decoded_to, end, dtype=np.int64) * self.step)
                     cache.append(decoded_to, self.transform(frames) if self.per_frame else frames)
                     self.peak_cached = max(self.peak_cached, cache.size)
                     decoded_to = end
-                window = cache.window(start, stop, self.window_size)
+                window = cache.window(start, stop, self.window_frames)
                 yield plan, window if self.per_frame else self.transform(window)

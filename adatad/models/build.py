@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
+
 from adatad.config import Config
 from adatad.models.actionformer import ActionFormerHead
 from adatad.models.chunked import ChunkedEncoder
@@ -11,14 +15,26 @@ from adatad.models.videomae import VideoMAEBackbone, load_videomae_checkpoint
 from adatad.models.weights import WeightsError, cast_like, describe_misfit, shapes_of, unwrap_ema
 
 
-def build_model(cfg: Config) -> AdaTAD:
-    """AdaTAD for `cfg`; loads the configured VideoMAE checkpoint (never silently random)."""
+def build_model(cfg: Config, device: torch.device | str | None = None) -> AdaTAD:
+    """AdaTAD for `cfg`; loads the configured VideoMAE checkpoint (never silently random).
+
+    device="meta" builds every tensor without memory or values, for key and shape checks of the
+    large backbones (VideoMAEv2-g: 1.1 B parameters); the VideoMAE file is then not read, as a meta
+    tensor cannot hold its values. Other devices build there directly.
+    """
+    meta = device is not None and torch.device(device).type == "meta"
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return _build(cfg, load_backbone=not meta)
+
+
+def _build(cfg: Config, load_backbone: bool) -> AdaTAD:
     b, h = cfg.model.backbone, cfg.model.head
     backbone = VideoMAEBackbone(
         embed_dim=b.embed_dim,
         depth=b.depth,
         num_heads=b.num_heads,
         mlp_ratio=b.mlp_ratio,
+        mlp_hidden_dim=b.mlp_hidden_dim,
         patch_size=b.patch_size,
         tubelet_size=b.tubelet_size,
         chunk_frames=b.chunk_frames,
@@ -28,9 +44,10 @@ def build_model(cfg: Config) -> AdaTAD:
         adapter_layers=b.adapter_layers,
         adapter_mlp_ratio=b.adapter_mlp_ratio,
     )
-    if b.checkpoint:
+    if b.checkpoint and load_backbone:
         load_videomae_checkpoint(backbone, cfg.resolve_path(b.checkpoint))
-    encoder = ChunkedEncoder(backbone, use_checkpoint=b.activation_checkpointing, freeze_backbone=True)
+    encoder = ChunkedEncoder(backbone, use_checkpoint=b.activation_checkpointing, freeze_backbone=True,
+                             frames_per_position=cfg.data.frames_per_position)
     head = ActionFormerHead(
         in_channels=b.embed_dim,
         num_classes=h.num_classes,

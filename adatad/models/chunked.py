@@ -1,10 +1,16 @@
 """Run the VideoMAE backbone over a long window as 16-frame chunks and pool to a feature sequence.
 
 A 768-frame window becomes 48 chunks; the ViT sees each chunk as one batch item while the adapters
-mix time across all chunks of a video. docs/recipe.md §2 (chunking, pooling) and §4 (freezing).
+mix time across all chunks of a video. The tubelet features (one per 2 frames) are resized to one per
+position by linear interpolation (align_corners=False), OpenTAD's ``Interpolate``: with
+``frames_per_position = s`` a window of N positions has N * s frames and N * s / 2 tubelets, so
+s = 1 upsamples, s = 2 is the identity, s = 4 averages tubelet pairs. docs/recipe.md §2 (chunking,
+pooling) and §4 (freezing).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +20,16 @@ from adatad.models.videomae import VideoMAEBackbone
 
 
 class ChunkedEncoder(nn.Module):
-    """(B, 3, T, H, W) normalised frames -> (B, C, T) float32 features, T = n_chunks * chunk_frames."""
+    """(B, 3, T, H, W) normalised frames -> (B, C, T / frames_per_position) float32 features, one per
+    position; T = n_chunks * chunk_frames."""
 
-    def __init__(self, backbone: VideoMAEBackbone, use_checkpoint: bool = True, freeze_backbone: bool = True) -> None:
+    def __init__(self, backbone: VideoMAEBackbone, use_checkpoint: bool = True, freeze_backbone: bool = True,
+                 frames_per_position: int = 1) -> None:
         super().__init__()
+        if frames_per_position < 1:
+            raise ValueError(f"frames_per_position must be >= 1, got {frames_per_position}")
         self.backbone = backbone
+        self.frames_per_position = frames_per_position
         self.use_checkpoint = use_checkpoint
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
@@ -50,9 +61,10 @@ class ChunkedEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        size = self.backbone.chunk_frames
-        if c != 3 or t % size:
-            raise ValueError(f"expected frames (B, 3, T, H, W) with T a multiple of {size}, got {tuple(x.shape)}")
+        size, s = self.backbone.chunk_frames, self.frames_per_position
+        if c != 3 or t % math.lcm(size, s):  # whole chunks, whole positions
+            raise ValueError(f"expected frames (B, 3, T, H, W) with T a multiple of {math.lcm(size, s)}, "
+                             f"got {tuple(x.shape)}")
         n = t // size
         # (B, 3, n*16, H, W) -> (B*n, 3, 16, H, W): chunk k of video b becomes item b*n + k.
         chunks = x.reshape(b, c, n, size, h, w).transpose(1, 2).reshape(b * n, c, size, h, w)
@@ -60,6 +72,7 @@ class ChunkedEncoder(nn.Module):
         tokens = self.backbone.forward_tokens(chunks, chunks_per_video=n, use_checkpoint=use_cp)
         steps = self.backbone.pretrain_grid[0]  # temporal tokens per chunk (8)
         pooled = tokens.reshape(b * n, steps, -1, tokens.shape[-1]).mean(2)  # mean over h', w'
-        # Cast before the upsampling (the reference casts after): same values, fp32 interpolation.
+        # Cast before the interpolation (the reference casts after): same values, fp32 interpolation.
         feats = pooled.reshape(b, n * steps, -1).transpose(1, 2).float()  # (B, C, T/2)
-        return F.interpolate(feats, size=t, mode="linear", align_corners=False)
+        # One feature per position; called even when the size already fits (s = 2), as the reference does.
+        return F.interpolate(feats, size=t // s, mode="linear", align_corners=False)

@@ -46,12 +46,15 @@ class AdaTAD(nn.Module):
         feats = self.encoder(self.normalize(frames))
         masks = masks.to(feats.device, non_blocking=True).bool()
         if masks.shape != (feats.shape[0], feats.shape[2]):
-            raise ValueError(f"masks {tuple(masks.shape)} do not match frames (B={feats.shape[0]}, T={feats.shape[2]})")
+            raise ValueError(f"masks {tuple(masks.shape)} do not match the positions of the frames (B={feats.shape[0]}, "
+                             f"positions={feats.shape[2]} = {frames.shape[1]} frames / "
+                             f"{self.encoder.frames_per_position} per position)")
         return self.head(feats, masks)
 
     def forward(self, frames: Tensor, masks: Tensor, segments: Tensor, labels: Tensor,
                 num_segments: Tensor) -> dict[str, Tensor]:
-        """Training losses {"loss", "cls_loss", "reg_loss"}; segments (B, M, 2) in window positions,
+        """Training losses {"loss", "cls_loss", "reg_loss"}; frames (B, N * frames_per_position, H, W, 3),
+        masks (B, N) per position, segments (B, M, 2) in window positions,
         labels (B, M) padded with -1, num_segments (B,) real entries per video."""
         cls_logits, reg_offsets, level_masks = self._heads(frames, masks)
         counts = [int(n) for n in num_segments.tolist()]

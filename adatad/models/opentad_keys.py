@@ -5,14 +5,16 @@ training checkpoint holds `epoch, state_dict, optimizer, scheduler, state_dict_e
 (model-zoo) file only `epoch, state_dict_ema`. Keys carry the `module.` prefix of OpenTAD's DDP
 wrapper (files without it are accepted too). Both detectors are the same network (docs/recipe.md
 sections 4-6), so every tensor maps onto one of ours by name: `convert_opentad_state_dict` is that
-mapping. The key list of OpenTAD's VideoMAE-S THUMOS detector is in
-tests/fixtures/opentad_adatad_s_thumos_keys.tsv.
+mapping, the same for all five backbones (VideoMAE-S/B/L/H, VideoMAEv2-g; only shapes, depth and
+which blocks carry an adapter differ). The key lists of OpenTAD's THUMOS detectors are in
+tests/fixtures/opentad_zoo_keys/ (and the S one, after training, in
+tests/fixtures/opentad_adatad_s_thumos_keys.tsv).
 Problems are `WeightsError`s without the path: `adatad.models.trained`, which read the file, adds it.
 
 Quirks handled here:
-- `...backbone.pos_embed` is a saved copy of VideoMAE's fixed sinusoid table at 224 px; we rebuild
-  that table from its formula (`adatad.models.videomae.sinusoid_table`) and only check the copy
-  against it (`check_pos_embed`).
+- `...backbone.pos_embed` is a saved copy of VideoMAE's fixed sinusoid table at 224 px (8 x 14 x 14
+  tokens at patch 16, 8 x 16 x 16 for the g's patch 14); we rebuild that table from its formula
+  (`VideoMAEBackbone.pretrain_table`) and only check the copy against it (`check_pos_embed`).
 - `...backbone.fc_norm.{weight,bias}` are saved but unused on the detection path (OpenTAD returns
   the feature map before fc_norm): dropped, by name (`DROPPED_KEYS`).
 - `rpn_head.loss_normalizer` is int64 in `state_dict_ema` (OpenTAD's EMA copies into the buffer as

@@ -142,9 +142,11 @@ def _read_opentad_checkpoint(path: Path, raw: Mapping[str, Any], cfg: Config, us
 def _reference(cfg: Config) -> tuple[Shapes, Tensor]:
     """Keys, shapes and dtypes of the model `cfg` builds, and its ViT's sinusoid table.
 
-    Building the full model takes seconds and ~200 MB, so only these small facts are kept, once
-    per architecture (the model group and the window length: what `build_model` reads). The random
-    init runs on a forked RNG: reading a file must not shift the caller's random stream.
+    The model is built on the meta device (no memory, no values: a VideoMAEv2-g detector would
+    otherwise take 4.4 GB before the file's own 4.4 GB are used), and the table is computed from
+    its formula. Only these small facts are kept, once per architecture (the model group and the
+    window length: what `build_model` reads). The RNG is forked: reading a file must not shift the
+    caller's random stream.
     """
     model_group = cfg.to_dict()["model"]
     model_group["backbone"].update(checkpoint=None, allow_random_init=True)  # where weights come from
@@ -154,9 +156,9 @@ def _reference(cfg: Config) -> tuple[Shapes, Tensor]:
         raw = cfg.to_dict()
         raw["model"] = model_group
         with torch.random.fork_rng(devices=[]):
-            model = build_model(config_from_dict(raw))
+            model = build_model(config_from_dict(raw), device="meta")
         shapes = shapes_of(model)
         while len(_REFERENCES) >= 4:
             _REFERENCES.pop(next(iter(_REFERENCES)))
-        _REFERENCES[key] = (shapes, model.encoder.backbone.pos_table.clone())
+        _REFERENCES[key] = (shapes, model.encoder.backbone.pretrain_table())
     return _REFERENCES[key]

@@ -1,10 +1,12 @@
 """VideoMAE ViT encoder with optional adapters, and loading of real VideoMAE checkpoints.
 
 The encoder runs one 16-frame chunk per batch item; adapters see how many chunks form one video
-so that their temporal conv can cross chunk boundaries (docs/recipe.md §4 and §5). Checkpoints come
-from a local file in the original MCG-NJU layout or the mmaction2 layout; both are converted to
-this module's key names by a plain function (`adatad.models.videomae_keys`), and every file is read
-and checked through `adatad.models.weights`.
+so that their temporal conv can cross chunk boundaries (docs/recipe.md §4 and §5). One class builds
+the five backbones of OpenTAD's AdaTAD zoo (VideoMAE-S/B/L/H, VideoMAEv2-g; `VIDEOMAE_VARIANTS`).
+Checkpoints come from a local file in the original layout (MCG-NJU VideoMAE, OpenGVLab VideoMAEv2)
+or the mmaction2 layout (also OpenTAD's converted `*_my.pth`); all are converted to this module's
+key names by a plain function (`adatad.models.videomae_keys`), and every file is read and checked
+through `adatad.models.weights`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from adatad.models.adapter import Grid, build_adapter
-from adatad.models.videomae_keys import convert_videomae_state_dict, unwrap_state_dict
+from adatad.models.videomae_keys import (
+    convert_videomae_state_dict,
+    describe_vit,
+    unwrap_state_dict,
+    videomae_layout,
+)
 from adatad.models.weights import (
     WeightsError,
     cast_like,
@@ -30,11 +37,15 @@ from adatad.models.weights import (
     shapes_of,
 )
 
+# The sizes of OpenTAD's AdaTAD zoo (docs/recipe.md §4 "Backbones"); anything not named keeps the
+# constructor's default (patch 16, MLP 4 x embed_dim). VideoMAEv2-g's MLP is 48/11 x 1408 = 6144,
+# given as a whole number so that no float ratio has to round to it.
 VIDEOMAE_VARIANTS: dict[str, dict[str, int]] = {
     "S": {"embed_dim": 384, "depth": 12, "num_heads": 6},
     "B": {"embed_dim": 768, "depth": 12, "num_heads": 12},
     "L": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
     "H": {"embed_dim": 1280, "depth": 32, "num_heads": 16},
+    "g": {"embed_dim": 1408, "depth": 40, "num_heads": 16, "patch_size": 14, "mlp_hidden_dim": 6144},
 }
 
 
@@ -65,7 +76,11 @@ def resize_pos_table(table: Tensor, src_grid: Grid, dst_hw: tuple[int, int]) -> 
 
 
 class PatchEmbed3d(nn.Module):
-    """Tubelet embedding: Conv3d with kernel = stride = (tubelet, p, p); tokens in (t, h, w) order."""
+    """Tubelet embedding: Conv3d with kernel = stride = (tubelet, p, p); tokens in (t, h, w) order.
+
+    A side that is not a multiple of p is floored, its last pixels unused (160 px at patch 14 gives
+    11 x 11 tokens from 154 px), as OpenTAD's unpadded PatchEmbed does.
+    """
 
     def __init__(self, embed_dim: int, patch_size: int, tubelet_size: int, in_chans: int = 3) -> None:
         super().__init__()
@@ -105,16 +120,17 @@ class VideoMAEAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm ViT block, then the adapter (sequential, after the FFN residual)."""
+    """Pre-norm ViT block, then the adapter (sequential, after the FFN residual); a block without
+    an adapter is the plain frozen ViT block, as in OpenTAD."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float,
+    def __init__(self, dim: int, num_heads: int, mlp_hidden_dim: int, drop_path: float,
                  adapter: nn.Module | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = VideoMAEAttention(dim, num_heads)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(dim, mlp_hidden_dim, act_layer=nn.GELU)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.adapter = adapter
 
@@ -127,7 +143,12 @@ class Block(nn.Module):
 
 
 class VideoMAEBackbone(nn.Module):
-    """VideoMAE ViT encoder (no final norm: features are the raw last-block tokens)."""
+    """VideoMAE ViT encoder (no final norm: features are the raw last-block tokens).
+
+    `mlp_hidden_dim` (None = int(embed_dim * mlp_ratio)) sets the MLP width directly, for sizes
+    whose width is not a round multiple (VideoMAEv2-g: 6144 = 48/11 x 1408). `adapter_layers`
+    (None = every block) lists the blocks that get an adapter (VideoMAEv2-g at 224 px: 20..39).
+    """
 
     def __init__(
         self,
@@ -135,6 +156,7 @@ class VideoMAEBackbone(nn.Module):
         depth: int = 12,
         num_heads: int = 6,
         mlp_ratio: float = 4.0,
+        mlp_hidden_dim: int | None = None,
         patch_size: int = 16,
         tubelet_size: int = 2,
         chunk_frames: int = 16,
@@ -147,7 +169,12 @@ class VideoMAEBackbone(nn.Module):
         super().__init__()
         if chunk_frames % tubelet_size:
             raise ValueError(f"chunk_frames {chunk_frames} is not a multiple of tubelet_size {tubelet_size}")
-        self.embed_dim, self.depth = embed_dim, depth
+        if pretrain_img_size < patch_size:
+            raise ValueError(f"pretrain_img_size {pretrain_img_size} is smaller than patch_size {patch_size}")
+        hidden = int(embed_dim * mlp_ratio) if mlp_hidden_dim is None else mlp_hidden_dim
+        if hidden < 1:
+            raise ValueError(f"MLP hidden size {hidden} < 1 (mlp_ratio {mlp_ratio}, mlp_hidden_dim {mlp_hidden_dim})")
+        self.embed_dim, self.depth, self.mlp_hidden_dim = embed_dim, depth, hidden
         self.patch_size, self.tubelet_size, self.chunk_frames = patch_size, tubelet_size, chunk_frames
         side = pretrain_img_size // patch_size
         self.pretrain_grid: Grid = (chunk_frames // tubelet_size, side, side)
@@ -162,9 +189,10 @@ class VideoMAEBackbone(nn.Module):
         if bad:
             raise ValueError(f"adapter_layers {bad} out of range for depth {depth}")
         with_adapter = set(layers) if adapter_type else set()
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.adapter_layers = sorted(with_adapter)
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also when built on meta
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, rates[i],
+            Block(embed_dim, num_heads, hidden, rates[i],
                   build_adapter(adapter_type, embed_dim, adapter_mlp_ratio) if i in with_adapter else None)
             for i in range(depth)
         )
@@ -183,9 +211,26 @@ class VideoMAEBackbone(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def pretrain_table(self) -> Tensor:
+        """The (t*h*w, C) sinusoid table of the pretraining grid, on the CPU, from the formula.
+
+        What OpenTAD saves as `pos_embed`; computed here so a model built on the meta device (for
+        key shapes only) still yields it without materialising the ViT.
+        """
+        t, h, w = self.pretrain_grid
+        with torch.device("cpu"):
+            return sinusoid_table(t * h * w, self.embed_dim)
+
     def grid_for(self, height: int, width: int) -> Grid:
-        """Token grid (t, h, w) of one chunk at this spatial size."""
+        """Token grid (t, h, w) of one chunk at this spatial size (sides floored to whole patches)."""
+        if min(height, width) < self.patch_size:
+            raise ValueError(f"frames of {height}x{width} px are smaller than one {self.patch_size}-px patch")
         return (self.pretrain_grid[0], height // self.patch_size, width // self.patch_size)
+
+    def describe(self) -> str:
+        """One line naming the architecture, for errors about weights that do not fit it."""
+        return (f"{self.embed_dim}-d, {self.depth} blocks, patch {self.patch_size}, "
+                f"tubelet {self.tubelet_size}, MLP {self.mlp_hidden_dim}")
 
     def pos_embed(self, grid: Grid) -> Tensor:
         """(1, t*h*w, C) sinusoid table resized to `grid`, cached per size and device."""
@@ -224,7 +269,7 @@ class VideoMAEBackbone(nn.Module):
 
 
 def build_videomae(variant: str = "S", **kwargs) -> VideoMAEBackbone:
-    """VideoMAEBackbone for a named size ("S", "B", "L", "H"); kwargs override anything else."""
+    """VideoMAEBackbone for a named size ("S", "B", "L", "H", "g"); kwargs override anything else."""
     if variant not in VIDEOMAE_VARIANTS:
         raise ValueError(f"unknown VideoMAE variant {variant!r}; expected one of {sorted(VIDEOMAE_VARIANTS)}")
     return VideoMAEBackbone(**{**VIDEOMAE_VARIANTS[variant], **kwargs})
@@ -240,6 +285,7 @@ class LoadReport:
     missing: list[str]        # model keys the file did not provide (adapters are expected here)
     unexpected: list[str]     # converted file keys the model has no place for
     dropped: list[str] = field(default_factory=list)  # decoder/head/pos_embed keys discarded on purpose
+    layout: str = ""          # the file's key layout and wrapper (`videomae_layout`)
 
 
 def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
@@ -260,6 +306,7 @@ def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
     state = unwrap_state_dict(obj)
     if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path} holds no state dict of tensors (found {type(state).__name__})")
+    layout = videomae_layout(obj)
     state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     converted, dropped = convert_videomae_state_dict(state)
 
@@ -267,9 +314,11 @@ def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
     missing = [k for k in own if k not in converted]
     unexpected = [k for k in converted if k not in own]
     shared = {k: own[k] for k in converted if k in own}  # what gets loaded, in either mode
+    # Which ViT the file holds against which one the config builds (e.g. an H file for the g).
+    versus = f" (file: {describe_vit(converted)}, {layout}; model: {model.describe()})"
     misfit = describe_misfit(shared, {k: converted[k] for k in shared})  # shapes and dtypes only
     if misfit:
-        raise WeightsError(f"{path} does not fit this VideoMAE architecture: {misfit}")
+        raise WeightsError(f"{path} does not fit this VideoMAE architecture: {misfit}{versus}")
     backbone_keys = [k for k in own if "adapter" not in k]
     if not any(k in converted for k in backbone_keys):
         raise WeightsError(f"{path} contains no VideoMAE backbone weights (keys e.g. {key_listing(list(state))})")
@@ -279,6 +328,6 @@ def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
         required = {k: v for k, v in own.items() if "adapter" not in k or k in converted}
         problem = describe_misfit(required, converted)
         if problem:
-            raise WeightsError(f"{path} does not fit this VideoMAE architecture: {problem}")
+            raise WeightsError(f"{path} does not fit this VideoMAE architecture: {problem}{versus}")
     model.load_state_dict(cast_like(shared, converted), strict=False)
-    return LoadReport(missing=missing, unexpected=unexpected, dropped=dropped)
+    return LoadReport(missing=missing, unexpected=unexpected, dropped=dropped, layout=layout)

@@ -22,9 +22,8 @@ import torch
 
 from adatad.config import Config, InferenceConfig
 from adatad.data.annotations import VideoRecord
-from adatad.data.clips import count_windows
+from adatad.data.clips import count_windows, plan_test_windows
 from adatad.data.inspect import VideoInspection, inspect_video
-from adatad.data.sampling import sliding_windows
 from adatad.data.video import VideoDecodeError, read_frames
 from adatad.engine.validation import WindowCollector
 from adatad.postprocess import Detections
@@ -185,11 +184,10 @@ def merge_one(index: int, windows: list[_Window], records: list[VideoRecord], cl
 
 def decode_failure_message(record: VideoRecord, cfg: Config, start_frame: int) -> str:
     """The decoder's own message for a window that failed inside a decode actor (re-read here once)."""
-    d = cfg.data
-    for plan in sliding_windows(record, d.window_size, d.frame_stride, d.test_window_overlap):
+    for plan in plan_test_windows(record, cfg.data):
         if plan.window_start_frame == start_frame:
             try:
-                read_frames(record.path, plan.frame_indices, num_threads=d.decode_threads)
+                read_frames(record.path, plan.frame_indices, num_threads=cfg.data.decode_threads)
             except VideoDecodeError as exc:
                 return str(exc)
             break

@@ -66,8 +66,8 @@ def log_trained_model(uri: str, run_id: str, checkpoint_dir: str | Path,
 
     Returns the model URI (`models:/<model id>`). The pytorch flavour fits: the detector is an
     nn.Module, and `mlflow.pytorch.load_model(uri)` gives it back ready for
-    `.predict(frames, masks)`: frames uint8 (B, T, H, W, 3) RGB, masks bool (B, T) with
-    T = data.window_size and H = W = data.crop_size, returning one `Detections` per window
+    `.predict(frames, masks)`: frames uint8 (B, T x s, H, W, 3) RGB, masks bool (B, T) with
+    T = data.window_size, s = data.frames_per_position, H = W = data.crop_size, returning one `Detections` per window
     (segments (M, 2) in window positions, scores (M,), labels (M,) indexing `class_names`).
     Only the pyfunc wrapper does not fit (it calls `forward`, which computes training losses),
     so the signature documents the inputs and the model is meant for `mlflow.pytorch.load_model`.
@@ -87,11 +87,13 @@ def log_trained_model(uri: str, run_id: str, checkpoint_dir: str | Path,
     model, cfg = model_from_checkpoint(state, use_ema=True)
     names = list(class_names or state.get("class_names") or [])
     t, size = cfg.data.window_size, cfg.data.crop_size
+    frames = t * cfg.data.frames_per_position  # a window reads frames_per_position frames per position
     signature = ModelSignature(inputs=Schema([
-        TensorSpec(np.dtype(np.uint8), (-1, t, size, size, 3), "frames"),
+        TensorSpec(np.dtype(np.uint8), (-1, frames, size, size, 3), "frames"),
         TensorSpec(np.dtype(np.bool_), (-1, t), "masks"),
     ]))
-    metadata = {"class_names": names, "window_size": t, "crop_size": size, "epoch": int(state.get("epoch", -1)),
+    metadata = {"class_names": names, "window_size": t, "frames_per_position": cfg.data.frames_per_position,
+                "crop_size": size, "epoch": int(state.get("epoch", -1)),
                 "ema": bool(state.get("ema")), "call": "mlflow.pytorch.load_model(uri).predict(frames, masks)",
                 "output": "per window: Detections(segments (M, 2) in window positions, scores (M,), labels (M,))",
                 "config": state["config"]}  # in MLmodel: extra_files would print a download progress bar
