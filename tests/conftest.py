@@ -31,8 +31,32 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+_MLFLOW_TEMPLATE: list[Path] = []  # an empty store with MLflow's tables, made once per session
+
+
+def fresh_mlflow_db(path: Path) -> Path:
+    """An empty MLflow sqlite store at `path` (unless one is there): a copy of one made once per
+    session, because creating MLflow's ~70 tables costs seconds per store on this machine."""
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    if path.exists():
+        return path
+    if not _MLFLOW_TEMPLATE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="adatad-mlflow-template-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the tables
+        _MLFLOW_TEMPLATE.append(template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], path)
+    return path
+
+
 def tiny_overrides(data_root: Path, storage: Path, mlflow_db: Path, epochs: int = 2) -> list[str]:
     """The synthetic demo config shrunk further, pointed at a test's data and stores."""
+    fresh_mlflow_db(mlflow_db)
     return [
         f"data.annotation_file={data_root / 'annotations.json'}",
         f"data.video_dir={data_root / 'videos'}",

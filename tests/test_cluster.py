@@ -1,122 +1,61 @@
-"""Running on a real Ray cluster: `ray start --head` + `ray job submit`, and placement on a simulated
-multi-node cluster (a "GPU" node for the trainer, CPU-only nodes for the decode actors).
+"""Running on a real multi-node Ray cluster: `ray start` nodes on this machine (tests/cluster_bed.py),
+`ray job submit`, and placement: the trainer on the "GPU" node, the decode actors on CPU-only nodes.
 
-Both need a Ray of their own, so they run in child processes: the session Ray of the other tests
-stays up. The head node is stopped by signalling its own process group (never `ray stop`, which
-would stop every Ray on the machine).
+The cluster runs in its own processes, so the session Ray of the other tests stays up; nodes are
+stopped by signalling their own process groups (never `ray stop`, which would stop every Ray on
+the machine).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # when run as a script (the placement child process)
-    sys.path.insert(0, str(REPO))
+from tests.cluster_bed import RAY, ClusterBed
+from tests.conftest import REPO, tiny_config, tiny_overrides
 
-from tests.conftest import tiny_config, tiny_overrides  # noqa: E402
-
-VENV_BIN = Path(sys.executable).parent
-PYTHON = str(VENV_BIN / "python")
-RAY = str(VENV_BIN / "ray")
+PYTHON = str(Path(sys.executable).parent / "python")
 DECODE_ACTOR = "MapWorker"  # Ray Data's actor class for map_batches with an actor pool
 TRAIN_WORKER = "RayTrainWorker"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _head_ready(url: str, gcs_port: int) -> bool:
-    """The dashboard answers (401 counts: token auth is on) and `ray start` has recorded the head
-    in /tmp/ray/ray_current_cluster, which `--cluster auto` reads (it is written last)."""
-    from ray._private.utils import read_ray_address
-
-    if not (read_ray_address() or "").endswith(f":{gcs_port}"):
-        return False
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory):
+    """A head (1 CPU, token auth as Ray sets it up by default), a "GPU" node (1 CPU + gpu_node) and two
+    CPU-only data nodes (1 CPU + data_node each), started as a user starts them."""
+    cluster = ClusterBed(tmp_path_factory.mktemp("bed"))
     try:
-        urllib.request.urlopen(url, timeout=2)
-    except urllib.error.HTTPError:
-        pass
-    except OSError:
-        return False
-    return True
-
-
-def _stop(head: subprocess.Popen) -> None:
-    """`ray start --block` shuts its node down on SIGTERM; anything left in its group is killed."""
-    if head.poll() is None:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=5)  # a graceful drain takes ~30 s; the group kill below ends it
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(head.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-@pytest.fixture()
-def head_node(tmp_path: Path):
-    """A real head node on this machine (2 CPUs), token auth on as Ray sets it up by default."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    # Creates ~/.ray/auth_token if missing (a local ray.init() does the same); no-op otherwise.
-    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
-    gcs, dashboard, client, agent = _free_ports(4)
-    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed in the finally below
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus=2", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not _head_ready(f"http://127.0.0.1:{dashboard}/api/version", gcs):
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start --head did not come up: {(tmp_path / 'head.log').read_text()[-2000:]}")
-            time.sleep(1)
-        yield {"env": env, "gcs_port": gcs, "address": f"http://127.0.0.1:{dashboard}", "log": tmp_path / "head.log"}
+        cluster.start_head(num_cpus=1)
+        cluster.add_node("gpu", num_cpus=1, resources={"gpu_node": 1})
+        for i in range(2):
+            cluster.add_node(f"data-{i}", num_cpus=1, resources={"data_node": 100})
+        yield cluster
     finally:
-        _stop(head)
-        log.close()
+        cluster.stop()
 
 
-def test_job_submit_to_a_head_node_trains_and_logs_to_mlflow(head_node: dict, tiny_data: Path,
-                                                             tmp_path: Path) -> None:
-    env, address = head_node["env"], head_node["address"]
+def test_job_submit_trains_with_the_trainer_on_the_gpu_node_and_decoders_on_data_nodes(
+        bed: ClusterBed, tiny_data: Path, tmp_path: Path) -> None:
+    env = bed.env
     # `--cluster auto` from a shell on the head machine finds the head without any address.
     found = subprocess.run([PYTHON, "-c", "from pipelines.ray_layer.cluster import connect; import json, ray; "
                             "r = connect('auto'); print(json.dumps([r['CPU'], ray.get_runtime_context().gcs_address]))"],
-                           cwd=REPO, env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
-                           capture_output=True, text=True, timeout=180)
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert found.returncode == 0, found.stderr[-2000:]
     cpus, gcs = json.loads(found.stdout.strip().splitlines()[-1])
-    assert cpus == 2 and gcs.endswith(f":{head_node['gcs_port']}")
+    assert cpus == 4 and gcs.endswith(f":{bed.gcs_port}")
 
     db, storage = tmp_path / "mlflow.db", tmp_path / "runs"
-    sets = [arg for o in tiny_overrides(tiny_data, storage, db, epochs=1) for arg in ("--set", o)]
+    placement = ["runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
+                 "runtime.decode_actors=2"]
+    sets = [arg for o in tiny_overrides(tiny_data, storage, db, epochs=1) + placement for arg in ("--set", o)]
     submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--submission-id", "tiny-job",
+        [RAY, "job", "submit", "--address", bed.dashboard, "--working-dir", str(REPO), "--submission-id", "tiny-job",
          "--", PYTHON, "pipelines/train.py", "--cluster", "auto", "--config", "configs/synthetic.yaml", *sets,
          "--run-name", "job-tiny", "--skip-data-check"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=420,
@@ -124,7 +63,7 @@ def test_job_submit_to_a_head_node_trains_and_logs_to_mlflow(head_node: dict, ti
     output = submit.stdout + submit.stderr
     assert submit.returncode == 0, output[-3000:]
     assert "done: 1 epochs" in output
-    status = subprocess.run([RAY, "job", "status", "tiny-job", "--address", address], env=env,
+    status = subprocess.run([RAY, "job", "status", "tiny-job", "--address", bed.dashboard], env=env,
                             capture_output=True, text=True, timeout=60)
     assert "Job 'tiny-job' succeeded" in status.stdout + status.stderr  # the CLI's words for SUCCEEDED
 
@@ -133,6 +72,15 @@ def test_job_submit_to_a_head_node_trains_and_logs_to_mlflow(head_node: dict, ti
     assert run.info.status == "FINISHED" and run.info.run_name == "job-tiny"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0]
     assert (storage / "job-tiny" / "TRAINING_SUMMARY.md").is_file()
+
+    # Where everything ran, from the GCS's actor table (dead actors included).
+    names = bed.node_names()
+    placed = [(a["class_name"], names.get(a["node_id"], "?")) for a in bed.actors()]
+    print("placement:", json.dumps(placed, indent=1))  # shown with -s
+    trainers = [node for cls, node in placed if cls == TRAIN_WORKER]
+    decoders = [node for cls, node in placed if DECODE_ACTOR in cls]
+    assert trainers and set(trainers) == {"gpu"}, placed
+    assert len(decoders) >= 3 and set(decoders) <= {"data-0", "data-1"}, placed
 
 
 def test_rayignore_keeps_the_job_package_small(tmp_path: Path) -> None:
@@ -164,60 +112,3 @@ def test_placement_resources_are_validated(override: str, message: str) -> None:
         tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=[override])
     cfg = tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=["runtime.worker_resources.gpu_node=1"])
     assert cfg.runtime.worker_resources == {"gpu_node": 1.0} and cfg.runtime.decode_actor_resources == {}
-
-
-# ---------------------------------------------------------------- simulated multi-node placement
-
-
-def simulate_placement(data_root: Path, work: Path) -> dict:
-    """Child process: head = "GPU" node (custom resource gpu_node), two CPU-only nodes (data_node).
-
-    Trains one tiny epoch with the trainer pinned to gpu_node and decode actors to data_node, then
-    reads from the GCS actor table which node each actor ran on.
-    """
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from pipelines.ray_layer.training import RunPlan, run_training
-
-    store = 120 * 1024 * 1024
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"gpu_node": 1}, "object_store_memory": store, "include_dashboard": False})
-    labels = {cluster.head_node.node_id: "gpu-node"}
-    for i in range(2):
-        node = cluster.add_node(num_cpus=1, resources={"data_node": 4}, object_store_memory=store)
-        labels[node.node_id] = f"cpu-node-{i}"
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    try:
-        cfg = tiny_config(data_root, work / "runs", work / "mlflow.db", epochs=1, extra=[
-            "runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
-            "runtime.decode_actors=2"])
-        summary = run_training(RunPlan(cfg=cfg, run_name="placement", storage=work / "runs", resumed=False),
-                               quiet=True)
-        from ray._private.state import actors  # the GCS actor table, dead actors included
-
-        placed = [{"class": a["ActorClassName"], "node": labels.get(a["Address"]["NodeID"], "?"),
-                   "state": a["State"]} for a in actors().values()]
-        return {"actors": placed, "epochs": summary["final"]["epoch"] + 1}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def test_trainer_on_gpu_node_and_decode_actors_on_cpu_nodes(tiny_data: Path, tmp_path: Path) -> None:
-    child = subprocess.run([PYTHON, __file__, "placement", str(tiny_data), str(tmp_path)], cwd=REPO,
-                           env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
-                           timeout=420)
-    assert child.returncode == 0, (child.stdout + child.stderr)[-3000:]
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    print("placement:", json.dumps(result["actors"], indent=1))  # shown with -s; the report quotes it
-    assert result["epochs"] == 1
-    trainers = [a["node"] for a in result["actors"] if a["class"] == TRAIN_WORKER]
-    decoders = [a["node"] for a in result["actors"] if DECODE_ACTOR in a["class"]]
-    assert trainers and set(trainers) == {"gpu-node"}, result["actors"]
-    assert len(decoders) >= 3 and all(n.startswith("cpu-node-") for n in decoders), result["actors"]
-
-
-if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "placement":
-    print(json.dumps(simulate_placement(Path(sys.argv[2]), Path(sys.argv[3]))), flush=True)

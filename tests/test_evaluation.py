@@ -229,6 +229,42 @@ def test_load_ground_truth_errors(tmp_path, content, pattern):
         load_ground_truth(path, "validation")
 
 
+@pytest.mark.parametrize("layout", ["opentad", "actionformer"])
+def test_validation_scores_the_files_segments_as_score_py_does(tmp_path, layout):
+    """Segments outside their video: training drops or clips them, but validation (records ->
+    ground_truth_of) and pipelines/score.py (the json) both score the file's own segments."""
+    from adatad.data.annotations import load_annotations
+    from adatad.engine.validation import ground_truth_of, metrics_of
+
+    video = {"duration": 20.0, "annotations": [
+        gt_ev(2, 5, "A"), gt_ev(21, 24, "A"),  # the second starts after the video ends
+        gt_ev(18, 23, "B"), gt_ev(-1, 3, "B"),  # partly outside
+        gt_ev(8, 8, "A"),  # zero length: scored by neither
+        gt_ev(2, 5, "A"),  # exact duplicate
+    ]}
+    if layout == "opentad":
+        db = {"database": {"v": {**video, "subset": "validation", "frame": 600}}}
+    else:
+        db = {"version": "Thumos14-30fps", "database": {"v": {**video, "subset": "Test", "fps": 30.0},
+                                                        "w": {"subset": "Validation", "duration": 5.0, "fps": 30.0,
+                                                              "annotations": []}}}
+    path = write(tmp_path, "gt.json", db)
+    records, names = load_annotations(path, tmp_path, "validation", ["A", "B"])
+    from_records = ground_truth_of(records, names)
+    assert from_records == {"v": [gt_ev(2.0, 5.0, "A"), gt_ev(21.0, 24.0, "A"), gt_ev(18.0, 23.0, "B"),
+                                  gt_ev(-1.0, 3.0, "B")]}
+    np.testing.assert_array_equal(records[0].segments, [[2, 5], [18, 20], [0, 3]])  # what training uses
+
+    # detections clipped to the video: the GT after the end can never be found, as in OpenTAD
+    preds = {"results": {"v": [det(2, 5, 0.9, "A"), det(18, 20, 0.8, "B"), det(0, 3, 0.7, "B")]}}
+    by_validation = metrics_of(preds, records, names, (0.3, 0.5, 0.7))
+    by_score = evaluate_map(load_ground_truth(path, "validation"), preds["results"], names, (0.3, 0.5, 0.7))
+    assert by_validation == by_score
+    assert by_score["per_class"]["A"]["0.3"] == pytest.approx(0.5)  # 1 of 2 GTs found: recall 0.5
+    # [18, 20] vs the file's [18, 23]: tIoU 0.4 (1.0 against training's clipped [18, 20]); [0, 3] vs [-1, 3]: 0.75
+    assert by_score["per_class"]["B"] == pytest.approx({"0.3": 1.0, "0.5": 0.25, "0.7": 0.25})
+
+
 def test_load_ground_truth_missing_file(tmp_path):
     with pytest.raises(EvaluationInputError, match="nope.json: file not found"):
         load_ground_truth(tmp_path / "nope.json")

@@ -19,7 +19,7 @@ from adatad.data.annotations import load_annotations, load_class_names
 from adatad.datasets.split import stratified_split
 from adatad.datasets.stride_advice import advise_frame_stride
 from pipelines import detect, make_synthetic, prepare_dataset
-from tests.conftest import REPO
+from tests.conftest import REPO, fresh_mlflow_db
 
 BASE = str(CONFIG_DIR / "synthetic.yaml")
 BACKGROUND = "video_validation_0000006"  # listed without segments in the user's CSV
@@ -108,14 +108,14 @@ def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, t
 
     # train on the written config (shrunk like tests/conftest.py's tiny runs), then detect on the folder
     storage = tmp_path / "runs"
-    cfg = load_config(config_file, ["data.window_size=64", "train.epochs=2", "train.schedule_epochs=3",
+    cfg = load_config(config_file, ["data.window_size=64", "train.epochs=1", "train.schedule_epochs=2",
                                     "train.warmup_epochs=1", "train.batch_size=2", "train.val_interval=1",
-                                    "train.val_start_epoch=1", f"runtime.storage_path={storage}",
-                                    f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+                                    "train.val_start_epoch=0", f"runtime.storage_path={storage}",
+                                    f"tracking.tracking_uri=sqlite:///{fresh_mlflow_db(tmp_path / 'mlflow.db')}"])
     assert cfg.model.head.num_classes == 3 and cfg.name == "own" and cfg.tracking.experiment_name == "adatad-own"
     summary = run_training(RunPlan(cfg=cfg, run_name="own", storage=storage, resumed=False), quiet=True)
     history = json.loads(Path(summary["run_dir"], "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1] and 0.0 <= history[-1]["average_mAP"] <= 1.0
+    assert [h["epoch"] for h in history] == [0] and 0.0 <= history[-1]["average_mAP"] <= 1.0
 
     detections = tmp_path / "detections.json"
     assert detect.main(["--checkpoint", summary["run_dir"], "--videos", str(own_videos["videos"]),
@@ -280,6 +280,35 @@ def test_stratified_split_properties() -> None:
                            "class 'X' (2 videos) is in the training set only, none in the test set; no split of "
                            "these videos found puts it in both")
     with pytest.raises(ValueError, match="1 video"):
+        stratified_split({"a": {"X"}, "b": set()}, 0.5, 0)
+
+
+def test_two_videos_of_one_class_each_still_get_a_test_video(own_videos: dict, tmp_path: Path, capsys) -> None:
+    (tmp_path / "s.csv").write_text("video,start,end,label\nvideo_test_0000001.mp4,1.0,2.0,RotateBar\n"
+                                    "video_test_0000002.mp4,1.0,2.5,Blink\n")
+    out = tmp_path / "data" / "two"
+    assert _prepare(own_videos, out, "--test-fraction", "0.5", "--workers", "1", segments=tmp_path / "s.csv") == 0
+    captured = capsys.readouterr()
+    split = _split_rows(out)
+    assert sorted(r["split"] for r in split.values()) == ["test", "train"]
+    moved = next(v for v, r in split.items() if r["split"] == "test")
+    assert (f"note: no stratified split has a test video (every video carries a class found in no other video): "
+            f"video '{moved}' (") in captured.out
+    assert "in 1 video only, in the test set: the model never sees it in training" in captured.out
+
+
+def test_stratified_split_falls_back_to_one_test_video() -> None:
+    for seed in range(6):
+        split = stratified_split({"a": {"X"}, "b": {"Y"}, "bg": set()}, 0.5, seed)
+        assert len(split.test) >= 1 and len([v for v in split.test if v != "bg"]) == 1 and len(split.train) >= 1
+        assert split.notes[0].startswith("no stratified split has a test video")
+        assert split == stratified_split({"a": {"X"}, "b": {"Y"}, "bg": set()}, 0.5, seed)  # reproducible
+    # the video to test is the one whose move costs the fewest classes their only training video
+    split = stratified_split({"a": {"X", "S"}, "b": {"X", "T", "U"}, "c": {"Y", "Z"}}, 0.3, 0)
+    assert split.test == ("a",)
+    assert not stratified_split({"a": {"X"}, "b": {"X"}}, 0.5, 0).notes  # a class in 2 videos: stratified
+    with pytest.raises(ValueError, match=r"1 video\(s\) with segments: a train/test split needs at least 2 \(add "
+                                         r"labelled videos, or give each video its split with --split-column\)"):
         stratified_split({"a": {"X"}, "b": set()}, 0.5, 0)
 
 

@@ -17,6 +17,8 @@ from adatad.run_folder import RunFolder
 from pipelines import report as report_command
 from pipelines.ray_layer import reports as report
 
+MAP_KEYS = ("mAP_0.3", "mAP_0.4", "mAP_0.5", "mAP_0.6", "mAP_0.7", "average_mAP")  # THUMOS's thresholds
+
 FILES = RunFolder(Path("."))  # the file names of a run folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +36,7 @@ def make_history(epochs: int = 10, first_val: int = 3, every: int = 2) -> list[d
                "decode_failures": float(e == 4) * 2, "best_average_mAP": -1.0, "val_score": -1.0}
         if e >= first_val and (e - first_val) % every == 0:
             base = 0.30 + 0.04 * e
-            for k, off in zip(report.MAP_KEYS, (0.15, 0.11, 0.03, -0.07, -0.22, 0.0), strict=True):
+            for k, off in zip(MAP_KEYS, (0.15, 0.11, 0.03, -0.07, -0.22, 0.0), strict=True):
                 row[k] = base + off
             row["val_time_s"] = 3.0
         history.append(row)
@@ -89,7 +91,7 @@ def test_final_map_table_in_percent(written):
     history, _, paths = written
     md = paths["summary"].read_text()
     last = history[-1]
-    expected = " | ".join(f"{100 * last[k]:.2f}" for k in report.MAP_KEYS)
+    expected = " | ".join(f"{100 * last[k]:.2f}" for k in MAP_KEYS)
     assert expected == "83.50 | 79.55 | 73.42 | 61.95 | 46.94 | 68.67"
     assert expected in section(md, "Final mAP per tIoU")
     assert "average mAP **68.67%**" in md
@@ -113,7 +115,7 @@ def test_map_table_one_row_per_validated_epoch(written):
 def test_config_tables_grouped_with_values(written, config):
     md = section(written[2]["summary"].read_text(), "Configuration")
     headings = [ln[4:] for ln in md.splitlines() if ln.startswith("### ")]
-    assert headings == ["data", "model", "train", "runtime (ray)", "tracking"]
+    assert headings == ["data", "model", "train", "evaluation", "runtime (ray)", "tracking"]
     rows = {r[0]: r[1] for r in table_rows(section(md, "Configuration").split("### data")[1])}
     assert rows["crop_size"] == str(config["data"]["crop_size"]) == "64"
     assert rows["temporal_crop_ratio"] == "[0.9, 1.0]"
@@ -142,7 +144,7 @@ def test_key_statistics_computed_from_history(written):
 
 def test_single_epoch_without_validation(tmp_path, config):
     history = make_history(epochs=1, first_val=5)
-    for k in (*report.MAP_KEYS, "val_time_s"):
+    for k in (*MAP_KEYS, "val_time_s"):
         history[0].pop(k)
     fig = report.build_figure(history)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
@@ -176,19 +178,50 @@ def test_resumed_duplicate_epoch_keeps_latest_and_sorts():
     ({"epoch": 0}, "expected a list"),
     ([{"epoch": 0}], "missing key 'loss'"),
     ("missing_map", "validated epoch lacks mAP_0.7"),
+    ("other_thresholds", r"validated epoch has mAP_0.1 \(expected mAP_0.3"),
     ("nan_text", "expected a finite number"),
     ([dict(make_history(1, 5)[0], steps=float("nan"))], "steps: expected a finite number"),
     ([dict(make_history(1, 5)[0], epoch=1.5)], "epoch: expected a whole number"),
 ])
 def test_check_history_rejects_bad_records(bad, message):
+    thumos = [0.3, 0.4, 0.5, 0.6, 0.7]
     if bad == "missing_map":
         bad = make_history(epochs=2, first_val=1)
         del bad[1]["mAP_0.7"]
+    elif bad == "other_thresholds":
+        bad = make_history(epochs=2, first_val=1)
+        bad[1]["mAP_0.1"] = 0.5
     elif bad == "nan_text":
         bad = make_history(epochs=2, first_val=5)
         bad[1]["loss"] = "nan"
     with pytest.raises(report.ReportError, match=message):
-        report.check_history(bad)
+        report.check_history(bad, tiou_thresholds=thumos)
+
+
+def test_validated_epochs_of_one_run_have_the_same_thresholds():
+    history = make_history(epochs=6, first_val=1, every=2)  # validated epochs 1, 3, 5
+    assert report.tious(report.check_history(history)) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    del history[3]["mAP_0.5"]
+    with pytest.raises(report.ReportError, match=r"history\[3\] \(epoch 3\): validated epoch lacks mAP_0.5"):
+        report.check_history(history)
+
+
+def test_reports_follow_the_runs_thresholds(tmp_path, config):
+    """Multi-THUMOS is scored at 0.1:0.1:0.9: the summary's tables have those columns."""
+    history = make_history(epochs=4, first_val=1, every=2)
+    tiou = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    for row in history:
+        if "average_mAP" in row:
+            for t in (0.3, 0.4, 0.5, 0.6, 0.7):
+                del row[f"mAP_{t}"]
+            row.update({f"mAP_{t}": 0.5 - t / 2 for t in tiou})
+    cfg = dict(config, evaluation={"tiou_thresholds": tiou})
+    paths = report.write_reports(history, cfg, None, tmp_path)
+    md = paths["summary"].read_text()
+    assert "| tIoU | 0.1 | 0.2 | 0.3 | 0.4 | 0.5 | 0.6 | 0.7 | 0.8 | 0.9 | average |" in md
+    assert "mAP@0.9" in md and "mAP@0.7 |" in md
+    with pytest.raises(report.ReportError, match=r"has mAP_0.1, mAP_0.2.*\(expected mAP_0.3, average_mAP\)"):
+        report.write_reports(history, dict(config, evaluation={"tiou_thresholds": [0.3]}), None, tmp_path)
 
 
 # ---------------------------------------------------------------- command line

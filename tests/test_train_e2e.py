@@ -1,4 +1,7 @@
-"""A real short training run on a local Ray: checkpoint, MLflow metrics, reports, resume."""
+"""A real short training run on a local Ray: checkpoint, MLflow metrics, reports.
+
+Resuming a run (history, MLflow run, schedule and checkpoints continued; no epoch redone) is checked
+on a killed driver and `--resume` in tests/test_faults.py."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from adatad.engine.state import read_checkpoint
-from tests.conftest import tiny_config
 
 
 def _client(db: Path) -> MlflowClient:
@@ -48,24 +50,3 @@ def test_run_produces_checkpoint_metrics_and_reports(trained_run: dict) -> None:
     model_id = summary["stats"]["mlflow_model"].removeprefix("models:/")
     assert model_id in {o.model_id for o in run.outputs.model_outputs}
     assert client.get_logged_model(model_id).source_run_id == run.info.run_id
-
-
-def test_resume_continues_from_the_last_epoch(trained_run: dict) -> None:
-    from pipelines.ray_layer.training import RunPlan, run_training
-
-    first = trained_run["plan"]
-    cfg = tiny_config(trained_run["data"], trained_run["storage"], trained_run["mlflow_db"], epochs=3)
-    before = read_checkpoint(trained_run["summary"]["stats"]["checkpoint"])
-    summary = run_training(RunPlan(cfg=cfg, run_name=first.run_name, storage=first.storage, resumed=True),
-                           quiet=True)
-    history = json.loads(Path(summary["run_dir"], "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-    assert history[:2] == before["history"]  # the first two epochs were not re-run
-    assert summary["mlflow_run_id"] == trained_run["summary"]["mlflow_run_id"]
-    assert "mlflow_model" not in summary["stats"]  # tracking.log_model=false (tests' default)
-    client = _client(trained_run["mlflow_db"])
-    assert [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "loss")] == [0, 1, 2]
-    after = read_checkpoint(summary["stats"]["checkpoint"])
-    # The schedule continued: its step counter counts all three epochs' iterations.
-    steps = sum(int(h["steps"]) for h in history)
-    assert after["scheduler"]["last_epoch"] == steps

@@ -55,13 +55,15 @@ def tiny_sweep(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
     (work / "tiny_lr.yaml").write_text(TINY_SWEEP)
     overrides = tiny_overrides(trained_run["data"], work / "runs", trained_run["mlflow_db"], epochs=2)
     # Validation only at the last epoch: epoch 0 reports no average_mAP (Tune must accept it).
-    overrides += ["train.val_interval=2", f"tracking.experiment_name={SWEEP_EXPERIMENT}"]
+    overrides += ["train.val_interval=2", f"tracking.experiment_name={SWEEP_EXPERIMENT}",
+                  # one trial fits in 1 CPU (0.1 driver + 0.5 trainer + 2 x 0.2 decode actors): both run at once
+                  "runtime.cpus_per_worker=0.5", "runtime.decode_actor_cpus=0.2"]
     start = time.perf_counter()
     shown = io.StringIO()
     log = RunLog(work / "tune.log").attach()  # as tune.py: Ray's and Tune's own output goes to the log
     try:
         out = run_sweep(load_sweep(work / "tiny_lr.yaml"), str(CONFIG_DIR / "synthetic.yaml"), None, overrides,
-                        max_concurrent=1, sweep_name="sweep-tiny", out=str(work / "best.md"),
+                        max_concurrent=2, sweep_name="sweep-tiny", out=str(work / "best.md"),
                         console=Console(log, stream=shown))
     finally:
         log.close()

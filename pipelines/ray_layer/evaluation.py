@@ -106,7 +106,7 @@ def run_evaluation(plan: EvalPlan, console: Console | None = None) -> dict[str, 
         seconds = time.perf_counter() - start
         with result.checkpoint.as_directory() as directory:
             predictions = json.loads((Path(directory) / PREDICTIONS_FILE).read_text())
-    metrics = metrics_of(predictions, plan.records, plan.class_names)
+    metrics = metrics_of(predictions, plan.records, plan.class_names, cfg.evaluation.tiou_thresholds)
     return {"predictions": predictions, "metrics": metrics, "seconds": seconds,
             "device": f"cuda x {r.num_workers}" if use_gpu else f"cpu x {r.num_workers}"}
 

@@ -22,13 +22,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-TIOUS = ("0.3", "0.4", "0.5", "0.6", "0.7")
-MAP_KEYS = (*(f"mAP_{t}" for t in TIOUS), "average_mAP")
+MAP_PREFIX = "mAP_"  # mAP_<tIoU> per threshold of the run's evaluation.tiou_thresholds, plus average_mAP
 REQUIRED_KEYS = ("epoch", "loss", "cls_loss", "reg_loss", "lr_base", "lr_adapter", "epoch_time_s",
                  "clips_per_s", "data_wait_frac", "peak_memory_mb", "steps", "decode_failures")
 LOSS_KEYS = ("loss", "cls_loss", "reg_loss")
 # (key in Config.to_dict(), heading) in the order of the target run's summary.
-CONFIG_GROUPS = (("data", "data"), ("model", "model"), ("train", "train"), ("runtime", "runtime (ray)"),
+CONFIG_GROUPS = (("data", "data"), ("model", "model"), ("train", "train"), ("evaluation", "evaluation"),
+                 ("runtime", "runtime (ray)"),
                  ("tracking", "tracking"))
 FIGSIZE = (12.0, 4.5)  # inches; the PNG is FIGSIZE * DPI pixels
 DPI = 100
@@ -45,7 +45,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_history(history: Any, source: str = "history") -> list[dict[str, Any]]:
+def check_history(history: Any, source: str = "history",
+                  tiou_thresholds: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Validate the per-epoch records and return them sorted by epoch.
 
     A resumed run can record an epoch twice (it re-runs the epoch after the last checkpoint);
@@ -56,6 +57,9 @@ def check_history(history: Any, source: str = "history") -> list[dict[str, Any]]
     if not history:
         raise ReportError(f"{source}: empty history (no epoch finished yet), nothing to report")
     by_epoch: dict[int, dict[str, Any]] = {}
+    # Every validated epoch has the run's thresholds (evaluation.tiou_thresholds, when known).
+    expected = (tuple(f"{MAP_PREFIX}{float(t):g}" for t in tiou_thresholds) + ("average_mAP",)
+                if tiou_thresholds else None)
     for i, row in enumerate(history):
         if not isinstance(row, dict):
             raise ReportError(f"{source}[{i}]: expected a mapping, got {type(row).__name__}")
@@ -67,10 +71,15 @@ def check_history(history: Any, source: str = "history") -> list[dict[str, Any]]
                 raise ReportError(f"{source}[{i}].{key}: expected a finite number, got {row[key]!r}")
         if not float(row["epoch"]).is_integer() or row["epoch"] < 0:
             raise ReportError(f"{source}[{i}].epoch: expected a whole number >= 0, got {row['epoch']!r}")
-        present = [k for k in MAP_KEYS if k in row]
-        if present and len(present) != len(MAP_KEYS):
-            missing = [k for k in MAP_KEYS if k not in row]
-            raise ReportError(f"{source}[{i}] (epoch {row['epoch']}): validated epoch lacks {', '.join(missing)}")
+        present = tuple(k for k in row if k.startswith(MAP_PREFIX)) + (("average_mAP",) if "average_mAP" in row else ())
+        if present:
+            expected = expected or present
+            missing = [k for k in expected if k not in present]
+            extra = [k for k in present if k not in expected]
+            if missing or extra:
+                raise ReportError(f"{source}[{i}] (epoch {row['epoch']}): validated epoch "
+                                  + (f"lacks {', '.join(missing)}" if missing else f"has {', '.join(extra)}")
+                                  + f" (expected {', '.join(expected)})")
         for key in present:
             if not _is_number(row[key]):
                 raise ReportError(f"{source}[{i}].{key}: expected a number in [0, 1], got {row[key]!r}")
@@ -80,6 +89,16 @@ def check_history(history: Any, source: str = "history") -> list[dict[str, Any]]
 
 def _validated(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [row for row in history if "average_mAP" in row]
+
+
+def tious(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tIoU thresholds the run was scored at, as its records name them ("0.3", ...)."""
+    val = _validated(history)
+    return [k.removeprefix(MAP_PREFIX) for k in val[0] if k.startswith(MAP_PREFIX)] if val else []
+
+
+def map_keys(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [f"{MAP_PREFIX}{t}" for t in tious(history)] + ["average_mAP"]
 
 
 # ---------------------------------------------------------------- curves
@@ -110,7 +129,7 @@ def build_figure(history: list[dict[str, Any]], title: str | None = None) -> Fig
     map_title = "Validation mAP"
     if val:
         val_epochs = [row["epoch"] for row in val]
-        for t in TIOUS:
+        for t in tious(val):
             ax_map.plot(val_epochs, [100 * row[f"mAP_{t}"] for row in val], ".-" if few else "-", lw=0.9,
                         ms=4, alpha=0.75, label=t)
         ax_map.plot(val_epochs, [100 * row["average_mAP"] for row in val], "o-", color="black", lw=2.2,
@@ -224,7 +243,7 @@ def _result_lines(history: list[dict[str, Any]]) -> list[str]:
     val = _validated(history)
     if val:
         final = val[-1]
-        per = ", ".join(f"{t}: {_pct(final[f'mAP_{t}'])}" for t in TIOUS)
+        per = ", ".join(f"{t}: {_pct(final[f'mAP_{t}'])}" for t in tious(val))
         lines.append(f"- final validation (epoch {final['epoch']}): average mAP "
                      f"**{_pct(final['average_mAP'])}%** ({per})")
         best = max(val, key=lambda r: r["average_mAP"])
@@ -263,14 +282,15 @@ def _loss_table(history: list[dict[str, Any]]) -> str:
 
 
 def _map_table(val: list[Mapping[str, Any]]) -> str:
-    header = ("epoch", *(f"mAP@{t}" for t in TIOUS), "average", "val time (s)")
-    rows = [(row["epoch"], *(_pct(row[k]) for k in MAP_KEYS),
+    header = ("epoch", *(f"mAP@{t}" for t in tious(val)), "average", "val time (s)")
+    rows = [(row["epoch"], *(_pct(row[k]) for k in map_keys(val)),
              f"{row['val_time_s']:.1f}" if _is_number(row.get("val_time_s")) else "-") for row in val]
     return _table(header, rows)
 
 
 def _final_table(row: Mapping[str, Any]) -> str:
-    return _table(("tIoU", *TIOUS, "average"), [(f"mAP (%), epoch {row['epoch']}", *(_pct(row[k]) for k in MAP_KEYS))])
+    return _table(("tIoU", *tious([row]), "average"),
+                  [(f"mAP (%), epoch {row['epoch']}", *(_pct(row[k]) for k in map_keys([row])))])
 
 
 # stats keys the training driver records -> (label, formatter). The run's identity (RUN_FACTS) leads
@@ -378,8 +398,9 @@ def write_reports(history: list[dict[str, Any]], config: Mapping[str, Any] | Non
                   out_dir: str | Path) -> dict[str, Path]:
     """Curves and summary into `out_dir`; returns {"curves": png path, "summary": md path}."""
     folder = RunFolder(Path(out_dir))
-    history = check_history(history)
     config = _as_dict(config)
+    thresholds = ((config or {}).get("evaluation") or {}).get("tiou_thresholds")
+    history = check_history(history, tiou_thresholds=thresholds)
     name = (stats or {}).get("run_name") or (config or {}).get("name")
     return {
         "curves": plot_training_curves(history, folder.curves, title=name),

@@ -58,7 +58,8 @@ def _validate(model: torch.nn.Module, cfg: Config, rank: int, device: torch.devi
                                        prefetch_batches=cfg.runtime.prefetch_batches, device="cpu")
     failures = DecodeFailures([r.path for r in records], cfg.data.max_decode_failures, what="test windows")
     return validate(model, batches, device, amp=cfg.train.amp, inference=cfg.model.inference, records=records,
-                    class_names=class_names, failures=failures, on_warning=_warn(progress),
+                    class_names=class_names, tiou_thresholds=cfg.evaluation.tiou_thresholds, failures=failures,
+                    on_warning=_warn(progress),
                     on_windows=lambda n: progress.post("val", epoch=epoch, windows=n))
 
 
