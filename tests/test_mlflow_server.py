@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cluster import _free_ports
+from tests.cluster_bed import free_ports
 from tests.test_mlflow_model import logged_model
 from tests.test_tune import SWEEP_EXPERIMENT, tiny_sweep
 
@@ -41,7 +41,7 @@ def mlflow_server(trained_run: dict, tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp("mlflow_server")
     sweep = tiny_sweep(trained_run, tmp_path_factory)  # writes into the same store as trained_run
     model = logged_model(trained_run, tmp_path_factory)  # the train run's model, in that store too
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     server = subprocess.Popen(
         [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{trained_run['mlflow_db']}", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
