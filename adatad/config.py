@@ -43,6 +43,10 @@ WEIGHTS_FROM_TRAINED_FILE: dict[str, Any] = {
     "model": {"init_from": None, "backbone": {"checkpoint": None, "allow_random_init": True}}}
 
 
+# model.inference.external_classifier_type: OpenTAD's CUHKANETClassifier and StandardClassifier.
+EXTERNAL_CLASSIFIER_TYPES: tuple[str, ...] = ("cuhk", "standard")
+
+
 class ConfigError(ValueError):
     """A config problem, reported as one line naming the file and/or key path."""
 
@@ -77,6 +81,25 @@ class DataConfig:
     test_resize_short: int = 160
     decode_threads: int = 1
     max_decode_failures: int = 10
+    # ActivityNet and Charades (docs/recipe.md, "ActivityNet and Charades: data"):
+    # "sliding" = random truncation for training, overlapping windows for test (THUMOS, Charades);
+    # "resize" = every video read whole as one window of window_size positions x frames_per_position
+    # frames, in training and test (ActivityNet: 192 x 4).
+    sampling: str = "sliding"
+    video_prefix: str = ""  # file of video <id>: video_dir/<video_prefix><id>.<video_ext> (ActivityNet: "v_")
+    # A file of video ids (one per line, or a json list) left out of training, test and evaluation:
+    # OpenTAD's block_list (missing_files.txt) and ActivityNet's blocked.json.
+    block_list: str | None = None
+    # Frame rate that places windows and converts positions to seconds, frame count int(duration x
+    # fixed_fps), whatever the json or the decoder says (Charades: 30); null = the video's own.
+    fixed_fps: float | None = None
+    class_agnostic: bool = False  # train every segment as class 0 (a 1-class head; classes come from a classifier)
+    # Training drops segments no longer than this share of their video (OpenTAD's filter_gt on
+    # ActivityNet: 0.01); 0 drops only zero-length ones. Evaluation scores every segment.
+    min_segment_fraction: float = 0.0
+
+
+SAMPLING_MODES = ("sliding", "resize")
 
 
 @dataclass
@@ -122,17 +145,42 @@ class HeadConfig:
     focal_gamma: float = 2.0
     init_loss_norm: float = 100.0
     loss_norm_momentum: float = 0.9
+    # Training recipe of OpenTAD's ActivityNet / Charades rows (docs/recipe.md §6): label smoothing of
+    # the focal-loss targets, weight of the regression loss (<= 0: OpenTAD's adaptive weight), channel
+    # dropout of the projection's input, dropout inside its transformer blocks.
+    label_smoothing: float = 0.0
+    loss_weight: float = 1.0
+    input_pdrop: float = 0.0
+    proj_pdrop: float = 0.0
+    # Absolute position embedding after the embedding convs (Charades, ActivityNet, Ego4D). Not in any
+    # checkpoint: a model trained with it must be run with it (docs/recipe.md, ActivityNet and Charades).
+    use_abs_pe: bool = False
+    max_seq_len: int | None = None  # the table's positions; null = data.window_size
 
 
 @dataclass
 class InferenceConfig:
-    """Per-window decoding and per-video soft-NMS (docs/recipe.md §8)."""
+    """Per-window decoding and per-video soft-NMS (docs/recipe.md §8; ActivityNet's class-agnostic
+    path and the external video classifier: docs/recipe.md, ActivityNet and Charades)."""
 
-    pre_nms_thresh: float = 0.001
-    pre_nms_topk: int = 2000
+    pre_nms_thresh: float | None = 0.001  # null: no score threshold (OpenTAD's one-class rows)
+    pre_nms_topk: int | None = 2000  # null: every valid (position, class) pair
     nms_sigma: float = 0.7
     max_seg_num: int = 2000
     min_score: float = 0.0
+    # false: one soft-NMS over all labels, then segment voting (OpenTAD `multiclass=False`)
+    multiclass_nms: bool = True
+    # IoU of segment voting; 0 = off; ignored while multiclass_nms is true, as in OpenTAD (THUMOS sets 0.7)
+    voting_thresh: float = 0.0
+    # true: segments are clipped to the video before the NMS (sliding windows); false: after it and
+    # after voting (OpenTAD's whole-video datasets, ActivityNet)
+    clip_before_nms: bool = True
+    # Video-level classifier that names the classes of a one-class detector: a json file
+    # {"results": {video: [p, ...]}, "class" | "classes": [name, ...]}; "cuhk": score x p,
+    # "standard" (InternVideo, InternVideo2): sqrt(score x p); each detection once per top-k class.
+    external_classifier: str | None = None
+    external_classifier_type: str = "cuhk"
+    external_classifier_topk: int = 2
 
 
 @dataclass
@@ -430,8 +478,21 @@ def validate(cfg: Config) -> None:
     """Reject impossible values (one line, full key path) before any expensive work starts."""
     d, b, h, t, r, i = cfg.data, cfg.model.backbone, cfg.model.head, cfg.train, cfg.runtime, cfg.model.inference
     _check(d.frame_stride >= 1, "data.frame_stride", d.frame_stride, ">= 1")
-    _check(d.frames_per_position >= 1 and d.frame_stride % d.frames_per_position == 0, "data.frames_per_position",
-           d.frames_per_position, f">= 1 and dividing data.frame_stride ({d.frame_stride})")
+    _check(d.sampling in SAMPLING_MODES, "data.sampling", d.sampling, f"one of {', '.join(SAMPLING_MODES)}")
+    if d.sampling == "resize":  # frames spread over the whole video: no snippet stride to divide
+        _check(d.frames_per_position >= 1, "data.frames_per_position", d.frames_per_position, ">= 1")
+    else:
+        _check(d.frames_per_position >= 1 and d.frame_stride % d.frames_per_position == 0,
+               "data.frames_per_position", d.frames_per_position, f">= 1 and dividing data.frame_stride ({d.frame_stride})")
+    _check("/" not in d.video_prefix and "\\" not in d.video_prefix, "data.video_prefix", d.video_prefix,
+           "a file-name prefix without path separators (ActivityNet: v_)")
+    _check(d.block_list is None or d.block_list.strip() != "", "data.block_list", d.block_list,
+           "the path of a file of video ids, or null")
+    _check(d.fixed_fps is None or (math.isfinite(d.fixed_fps) and d.fixed_fps > 0), "data.fixed_fps", d.fixed_fps,
+           "a frame rate > 0 (Charades: 30), or null for each video's own")
+    _check(0.0 <= d.min_segment_fraction < 1.0, "data.min_segment_fraction", d.min_segment_fraction, "in [0, 1)")
+    _check(not d.class_agnostic or cfg.model.head.num_classes == 1, "data.class_agnostic", d.class_agnostic,
+           f"false with model.head.num_classes={cfg.model.head.num_classes} (a class-agnostic run trains a 1-class head)")
     # A window reads window_size x frames_per_position frames, cut into whole backbone chunks.
     multiple = b.chunk_frames // math.gcd(b.chunk_frames, d.frames_per_position)
     _check(d.window_size > 0 and d.window_size % multiple == 0, "data.window_size", d.window_size,
@@ -485,8 +546,27 @@ def validate(cfg: Config) -> None:
     tious = cfg.evaluation.tiou_thresholds
     _check(bool(tious) and all(0 < x <= 1 for x in tious) and list(tious) == sorted(set(tious)),
            "evaluation.tiou_thresholds", tious, "increasing values in (0, 1]")
-    _check(i.pre_nms_topk >= 1, "model.inference.pre_nms_topk", i.pre_nms_topk, ">= 1")
+    _check(i.pre_nms_topk is None or i.pre_nms_topk >= 1, "model.inference.pre_nms_topk", i.pre_nms_topk,
+           ">= 1, or null for every valid (position, class) pair")
+    _check(i.pre_nms_thresh is None or 0 <= i.pre_nms_thresh < 1, "model.inference.pre_nms_thresh",
+           i.pre_nms_thresh, "in [0, 1), or null for no threshold")
     _check(i.nms_sigma > 0, "model.inference.nms_sigma", i.nms_sigma, "> 0")
+    _check(0 <= i.voting_thresh <= 1, "model.inference.voting_thresh", i.voting_thresh,
+           "in [0, 1] (0 = no segment voting)")
+    _check(i.external_classifier is None or i.external_classifier.strip() != "", "model.inference.external_classifier",
+           i.external_classifier, "the path of a video classifier json, or null")
+    _check(i.external_classifier_type in EXTERNAL_CLASSIFIER_TYPES, "model.inference.external_classifier_type",
+           i.external_classifier_type, f"one of {', '.join(EXTERNAL_CLASSIFIER_TYPES)}")
+    _check(i.external_classifier_topk >= 1, "model.inference.external_classifier_topk",
+           i.external_classifier_topk, ">= 1")
+    _check(i.external_classifier is None or h.num_classes == 1, "model.inference.external_classifier",
+           i.external_classifier, f"null for a detector of {h.num_classes} classes (the classifier names the "
+           "class of a one-class detector: model.head.num_classes=1)")
+    for name in ("label_smoothing", "input_pdrop", "proj_pdrop"):
+        _check(0 <= getattr(h, name) < 1, f"model.head.{name}", getattr(h, name), "in [0, 1)")
+    _check(h.max_seq_len is None or 1 <= h.max_seq_len <= d.window_size, "model.head.max_seq_len", h.max_seq_len,
+           f"null (= data.window_size) or in [1, data.window_size={d.window_size}] (a longer table needs "
+           "OpenTAD's padding of the input to max_seq_len, which is not implemented)")
     # The ViT outside the adapters is frozen (docs/recipe.md §4, §7): no optimiser group trains it.
     _check(t.backbone_lr == 0, "train.backbone_lr", t.backbone_lr,
            "0 (the VideoMAE backbone is frozen; only adapters and the head are trained)")

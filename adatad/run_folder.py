@@ -85,9 +85,28 @@ class RunFolder:
     def read_mlflow_run_id(self) -> str | None:
         return self.mlflow_run_id.read_text().strip() if self.mlflow_run_id.is_file() else None
 
+    @property
+    def ray_snapshot(self) -> Path:
+        return self.path / "checkpoint_manager_snapshot.json"  # Ray Train's record of its checkpoints
+
+    def registered_checkpoint_names(self) -> set[str] | None:
+        """The checkpoint folders Ray Train finished and registered, or None without its record.
+
+        A folder Ray was still copying when its process died is not registered: a resumed run
+        never starts from it, and neither should anything that picks "the latest checkpoint".
+        """
+        try:
+            snapshot = json.loads(self.ray_snapshot.read_text())
+            return {str(r["checkpoint_dir_name"]) for r in snapshot["checkpoint_results"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def checkpoint_dirs(self) -> list[Path]:
-        """Ray's checkpoint folders holding a checkpoint file, oldest first."""
-        return sorted(p for p in self.path.glob(CHECKPOINT_DIR_GLOB) if (p / CHECKPOINT_FILE).is_file())
+        """Ray's checkpoint folders holding a checkpoint file (the registered ones where Ray's record
+        exists), oldest first."""
+        registered = self.registered_checkpoint_names()
+        return sorted(p for p in self.path.glob(CHECKPOINT_DIR_GLOB) if (p / CHECKPOINT_FILE).is_file()
+                      and (registered is None or p.name in registered))
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint file, or None."""

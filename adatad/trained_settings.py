@@ -23,7 +23,8 @@ from adatad.config import (
 
 # Key paths (a trailing dot: the whole group) whose value a trained file owns.
 TRAINED_FILE_OWNS: tuple[str, ...] = ("model.backbone.", "model.head.", "data.window_size", "data.frame_stride",
-                                      "data.frames_per_position", "data.crop_size", "data.test_resize_short")
+                                      "data.frames_per_position", "data.sampling", "data.crop_size",
+                                      "data.test_resize_short")
 
 
 def owned_by_trained_file(key_path: str) -> bool:

@@ -3,7 +3,9 @@
 Python puts the script's folder, `pipelines/`, first on sys.path. This swaps it for the project
 root, so `adatad` and `pipelines` import from this copy of the code (also an uploaded
 `ray job submit --working-dir` copy without the editable install) and no file in `pipelines/` can
-shadow an installed module. Imported as `pipelines.<command>` (tests), a command skips it.
+shadow an installed module. Imported as `pipelines.<command>` (tests), a command skips it; so does
+the copy a spawned worker process runs as `__mp_main__`, which inherits this sys.path already (and
+could not find this file any more, since `pipelines/` is no longer on it).
 """
 
 import sys

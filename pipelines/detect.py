@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.atomic import atomic_write_text
@@ -103,7 +103,7 @@ class DetectPlan:
 
 
 def plan_detection(args: argparse.Namespace) -> DetectPlan:
-    base = load_config(args.config) if args.config else None  # an OpenTAD file's architecture
+    base = load_config(args.config, args.overrides) if args.config else None  # an OpenTAD file's architecture
     try:
         file = read_trained(args.checkpoint, base, use_ema=not args.no_ema)
         model_from_checkpoint(file.state)  # fails here, not in an actor, if the weights do not fit

@@ -1,10 +1,14 @@
 """Write the synthetic THUMOS-like data set (real H.264 mp4 + THUMOS-layout json).
 
     python pipelines/make_synthetic.py --out data/synthetic --demo
+    python pipelines/make_synthetic.py --out data/synthetic_anet --anet-demo
     python pipelines/make_synthetic.py --out data/synth320 --num-train 20 --num-test 10 --seed 1
     python pipelines/make_synthetic.py --out data/mixed --fps 25 30 --csv data/mixed/segments.csv
 
---fps with several values gives the videos alternating frame rates. --csv also writes the
+--anet-demo writes the ActivityNet-like set of configs/synthetic_anet.yaml (videos of 20-90 s with
+few long actions of one class, v_<id>.mp4 files, a json without frame counts, a block list and a
+video classifier file; adatad/datasets/synthetic_anet.py). --fps with several values gives the
+videos alternating frame rates. --csv also writes the
 segments as the CSV that pipelines/prepare_dataset.py reads (video,start,end,label,split), so the
 "own videos" path can be tried on a fresh machine.
 
@@ -22,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.datasets.segments_csv import write_segments_csv
@@ -34,15 +38,21 @@ from adatad.datasets.synthetic import (
     saved_spec,
     segment_rows,
 )
-from adatad.datasets.synthetic_plan import DEMO_SPEC, SyntheticSpec
+from adatad.datasets.synthetic_plan import ANET_DEMO_SPEC, DEMO_SPEC, SyntheticSpec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--demo", action="store_true",
-                   help=f"built-in demo set ({DEMO_SPEC.num_train}+{DEMO_SPEC.num_test} videos, "
-                        f"{DEMO_SPEC.num_classes} classes, {DEMO_SPEC.width}x{DEMO_SPEC.height}); options below override it")
+    demo = p.add_mutually_exclusive_group()
+    demo.add_argument("--demo", action="store_true",
+                      help=f"built-in demo set ({DEMO_SPEC.num_train}+{DEMO_SPEC.num_test} videos, "
+                           f"{DEMO_SPEC.num_classes} classes, {DEMO_SPEC.width}x{DEMO_SPEC.height}); options below "
+                           "override it")
+    demo.add_argument("--anet-demo", action="store_true",
+                      help=f"ActivityNet-like demo set of configs/synthetic_anet.yaml ({ANET_DEMO_SPEC.num_train}+"
+                           f"{ANET_DEMO_SPEC.num_test} videos of 20-90 s, {ANET_DEMO_SPEC.num_classes} classes); "
+                           "options below override it")
     p.add_argument("--num-train", type=int)
     p.add_argument("--num-test", type=int)
     p.add_argument("--num-classes", type=int)
@@ -65,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_spec(args: argparse.Namespace) -> SyntheticSpec:
-    spec = DEMO_SPEC if args.demo else SyntheticSpec()
+    spec = ANET_DEMO_SPEC if args.anet_demo else DEMO_SPEC if args.demo else SyntheticSpec()
+    if args.anet_demo and args.csv is not None:
+        raise ValueError("--csv lists THUMOS-layout files; the --anet-demo set is read through its own json")
     changes = {
         name: getattr(args, name)
         for name in ("num_train", "num_test", "num_classes", "width", "height", "seed", "crf",

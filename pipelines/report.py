@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.run_folder import RunFolder

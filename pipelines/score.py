@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.atomic import atomic_write_text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.config import ConfigError
@@ -23,12 +23,17 @@ from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.console import Console
 from pipelines.ray_layer.run_log import RunLog
 from pipelines.ray_layer.training import (
+    RunStopped,
+    check_external_classifier,
     check_initial_weights,
     closing_lines,
     decode_failure_of,
     plan_run,
     run_training,
+    stop_on_sigterm,
 )
+
+EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with stop_on_sigterm():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     log: RunLog | None = None
     try:
         plan = plan_run(args.config, args.overrides, args.profile, args.storage, args.run_name, args.resume)
@@ -56,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
                 return 2
         check_initial_weights(cfg, plan.resumed)
+        check_external_classifier(cfg)
         log = RunLog(plan.folder.log, verbose=args.verbose).attach()
         console = Console(log)
         note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
@@ -77,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_training(plan, console=console)
     except (ConfigError, AnnotationError, UsageError, ClusterError) as exc:
         return fail(exc)
+    except RunStopped as exc:
+        print(f"stopped: {exc}; continue with: python pipelines/train.py --resume --run-name {exc.run_name}"
+              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        return EXIT_STOPPED
+    except KeyboardInterrupt as exc:  # before training started: nothing to keep
+        print(f"stopped ({exc or 'interrupted'}) before training started", file=sys.stderr)
+        return EXIT_STOPPED
     except Exception as exc:
         decode = decode_failure_of(exc)
         if decode is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-if __package__ in (None, ""):  # run as a script: see pipelines/_bootstrap.py
+if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT, ConfigError

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -67,6 +69,7 @@ class ClusterBed:
         self.nodes: dict[str, Node] = {}
         self.gcs_port = 0
         self.dashboard_port = 0
+        self._temp_dirs: list[str] = []
 
     @property
     def gcs_address(self) -> str:
@@ -105,7 +108,13 @@ class ClusterBed:
 
     def add_node(self, name: str, num_cpus: int, resources: dict[str, float] | None = None,
                  timeout_s: float = 120) -> Node:
-        node = self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}"], resources or {})
+        # A temp dir of its own, as on a separate machine: nodes sharing one would share (and garbage-
+        # collect) each other's runtime-env files, e.g. a job's uploaded working dir. Short path: the
+        # sockets under it must fit in 107 characters.
+        temp = tempfile.mkdtemp(prefix="rb-")
+        self._temp_dirs.append(temp)
+        node = self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}"],
+                           resources or {})
         self._wait(lambda: self._joined(node), timeout_s, node, f"node {name} to join")
         return node
 
@@ -132,6 +141,8 @@ class ClusterBed:
                 os.killpg(node.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        for temp in self._temp_dirs:
+            shutil.rmtree(temp, ignore_errors=True)
 
     # ---------------------------------------------------------------- state (the head's HTTP API)
 

@@ -421,3 +421,106 @@ def test_bad_fps_is_one_line(tmp_path, fps):
                                               r"positive frame rate") as info:
         load_annotations(ann, tmp_path, "Test")
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- ActivityNet and Charades conventions
+
+ANET = {
+    "version": "VERSION 1.3",
+    "taxonomy": [],
+    "database": {
+        "--1DO2V4K74": {"subset": "training", "duration": 211.53, "resolution": "1920x1080", "url": "u",
+                        "annotations": [{"segment": [30.0, 200.0], "label": "Rock climbing"},
+                                        {"segment": [205.0, 205.0], "label": "Rock climbing"},  # zero length
+                                        {"segment": [209.0, 211.6], "label": "Rock climbing"},  # short, past the end
+                                        {"segment": [212.0, 213.0], "label": "Rock climbing"}]},  # outside
+        "--6bJUbfpnQ": {"subset": "validation", "duration": 26.75, "resolution": "640x360", "url": "u",
+                        "annotations": [{"segment": [2.0, 27.1], "label": "Drinking beer"}]},
+        "-0RfMuKUKJc": {"subset": "validation", "duration": 50.0, "resolution": "640x360", "url": "u",
+                        "annotations": [{"segment": [5.0, 6.0], "label": "Drinking beer"}]},
+        "00Dk03Jr70M": {"subset": "testing", "duration": 100.0, "resolution": "640x360", "url": "u",
+                        "annotations": []},
+    },
+}
+
+
+def test_activitynet_json_loads_with_prefix_and_decoder_frames(tmp_path):
+    ann = write(tmp_path, ANET)
+    train, names = load_annotations(ann, tmp_path, "training", video_prefix="v_")
+    (rec,) = train
+    assert names == ["Drinking beer", "Rock climbing"]
+    assert rec.path == os.path.join(tmp_path, "v_--1DO2V4K74.mp4")
+    assert rec.num_frames == UNKNOWN_FRAMES and not rec.frames_known  # no frame / fps: the decoder's
+    # training: zero-length and outside dropped, past the end clipped to the json duration
+    np.testing.assert_allclose(rec.segments, [[30.0, 200.0], [209.0, 211.53]])
+    # evaluation: the file's segments, zero-length dropped (OpenTAD's evaluator: e - s <= 0)
+    np.testing.assert_allclose(rec.evaluation_ground_truth[0], [[30.0, 200.0], [209.0, 211.6], [212.0, 213.0]])
+    (test,) = [r for r in load_annotations(ann, tmp_path, "testing")[0]]
+    assert len(test.segments) == 0
+
+
+def test_min_segment_fraction_drops_short_training_segments_only(tmp_path):
+    ann = write(tmp_path, ANET)
+    (rec,), _ = load_annotations(ann, tmp_path, "training", min_segment_fraction=0.01)
+    # (211.6 - 209) / 211.53 = 0.0123 > 0.01 kept; a 0.01 share or less is dropped
+    np.testing.assert_allclose(rec.segments, [[30.0, 200.0], [209.0, 211.53]])
+    (rec,), _ = load_annotations(ann, tmp_path, "training", min_segment_fraction=0.0123)
+    np.testing.assert_allclose(rec.segments, [[30.0, 200.0]])
+    assert len(rec.evaluation_ground_truth[0]) == 3  # evaluation scores every segment
+
+
+def test_block_list_leaves_videos_out_of_every_subset(tmp_path):
+    ann = write(tmp_path, ANET)
+    test, _ = load_annotations(ann, tmp_path, "validation", blocked={"--6bJUbfpnQ", "not-in-the-file"})
+    assert [r.video_id for r in test] == ["-0RfMuKUKJc"]
+    with pytest.raises(AnnotationError, match=r"every video of subset 'training' \(1\) is in the block list"):
+        load_annotations(ann, tmp_path, "training", blocked={"--1DO2V4K74"})
+
+
+def test_block_list_files_text_and_json(tmp_path):
+    from adatad.data.block_list import read_block_list
+
+    text = write(tmp_path, "a\n\n b \nv_c\n", "missing_files.txt")
+    assert read_block_list(text) == {"a", "b", "v_c"}
+    assert read_block_list(write(tmp_path, '["x", "y"]', "blocked.json")) == {"x", "y"}
+    assert read_block_list(write(tmp_path, "", "empty.txt")) == frozenset()
+    with pytest.raises(AnnotationError, match=r"bad.json: expected a json list of video id strings .* found 3"):
+        read_block_list(write(tmp_path, '["x", 3]', "bad.json"))
+    with pytest.raises(AnnotationError, match=r"broken.json: invalid json at line 1"):
+        read_block_list(write(tmp_path, '["x",', "broken.json"))
+    with pytest.raises(AnnotationError, match=r"nope.txt: cannot read the block list \(data.block_list\)"):
+        read_block_list(tmp_path / "nope.txt")
+
+
+def test_block_list_and_prefix_through_the_config(tmp_path):
+    from adatad.config import CONFIG_DIR, load_config
+    from adatad.data.splits import load_splits
+
+    ann = write(tmp_path, ANET)
+    write(tmp_path, "--6bJUbfpnQ\n", "missing_files.txt")
+    cfg = load_config(CONFIG_DIR / "synthetic.yaml", [
+        f"data.annotation_file={ann}", f"data.video_dir={tmp_path}", "data.class_map_file=null",
+        f"data.block_list={tmp_path / 'missing_files.txt'}", "data.video_prefix=v_", "model.head.num_classes=2"])
+    train, test, names = load_splits(cfg)
+    assert [r.video_id for r in test] == ["-0RfMuKUKJc"] and test[0].path.endswith("/v_-0RfMuKUKJc.mp4")
+    assert len(train) == 1 and names == ["Drinking beer", "Rock climbing"]
+    # class-agnostic: a 1-class head with the data set's class names
+    agnostic = load_config(CONFIG_DIR / "synthetic.yaml", [
+        f"data.annotation_file={ann}", f"data.video_dir={tmp_path}", "data.class_map_file=null",
+        "data.class_agnostic=true", "model.head.num_classes=1"])
+    assert load_splits(agnostic)[2] == ["Drinking beer", "Rock climbing"]
+
+
+def test_fixed_fps_sizes_videos_from_the_duration(tmp_path):
+    """Charades: int(duration x 30) frames at 30 fps, whatever `frame` / `fps` the json has."""
+    data = copy.deepcopy(DB)
+    data["database"]["video_test_0000004"]["duration"] = 30.99
+    data["database"]["video_test_0000004"]["frame"] = 745  # 24 fps file: ignored
+    (rec,), _ = load_annotations(write(tmp_path, data), tmp_path, "validation", fixed_fps=30)
+    assert rec.num_frames == 929 and rec.fps == 30.0 and rec.frames_known  # int(929.7)
+    (own,), _ = load_annotations(write(tmp_path, data, "b.json"), tmp_path, "validation")
+    assert own.num_frames == 745 and own.fps == pytest.approx(745 / 30.99)
+    data["database"]["video_test_0000004"]["duration"] = 0.02
+    with pytest.raises(AnnotationError, match=r"video 'video_test_0000004': field 'duration': 0.02 s gives no "
+                                              r"frame at data.fixed_fps=30"):
+        load_annotations(write(tmp_path, data, "c.json"), tmp_path, "validation", fixed_fps=30)

@@ -261,3 +261,24 @@ def test_cluster_auto_without_a_cluster_says_how_to_start_one(monkeypatch) -> No
                                "`ray start --head --num-cpus=N`, or use --cluster local)")
     with pytest.raises(cluster.ClusterError, match="expected local, auto, host:port or ray://host:port"):
         cluster.connect("nonsense")
+
+
+def test_storage_must_be_a_filesystem_path(tiny_args, capsys) -> None:
+    """Run folders are written with file calls on every node: a cloud URI is refused in one line, before Ray."""
+    rc, out, err = _main([*tiny_args, "--storage", "s3://bucket/runs"], capsys)
+    assert rc == 2 and "local Ray" not in out
+    assert _one_line_error(err) == ("error: --storage s3://bucket/runs: cloud storage URIs are not supported; use a "
+                                    "filesystem path that every node mounts at the same place (e.g. NFS), see "
+                                    "README 'On a Ray cluster'")
+    rc, _, err = _main([*tiny_args, "--set", "runtime.storage_path=gs://bucket/runs"], capsys)
+    assert rc == 2 and _one_line_error(err).startswith("error: runtime.storage_path gs://bucket/runs: cloud storage")
+
+
+def test_a_missing_video_classifier_fails_before_ray(tiny_args, tmp_path, capsys) -> None:
+    missing = tmp_path / "classifier.json"
+    one_class = ["model.head.num_classes=1", "data.class_agnostic=true", "model.inference.multiclass_nms=false",
+                 f"model.inference.external_classifier={missing}"]
+    rc, out, err = _main([*tiny_args, "--skip-data-check", *_sets(one_class)], capsys)
+    assert rc == 2 and "local Ray" not in out
+    assert _one_line_error(err) == (f"error: model.inference.external_classifier: {missing}: video classifier file "
+                                    "(model.inference.external_classifier) does not exist")

@@ -162,3 +162,73 @@ def test_bad_backbone_geometry_names_the_key(override: str, message: str) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(THUMOS, [override, *extra])
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- ActivityNet / Charades keys
+
+
+def test_new_head_and_inference_keys_default_to_the_thumos_behaviour() -> None:
+    h, i = load_config(THUMOS).model.head, load_config(THUMOS).model.inference
+    assert (h.label_smoothing, h.loss_weight, h.input_pdrop, h.proj_pdrop, h.use_abs_pe, h.max_seq_len) == (
+        0.0, 1.0, 0.0, 0.0, False, None)
+    assert (i.pre_nms_thresh, i.pre_nms_topk, i.multiclass_nms, i.voting_thresh, i.clip_before_nms) == (
+        0.001, 2000, True, 0.0, True)
+    assert (i.external_classifier, i.external_classifier_type, i.external_classifier_topk) == (None, "cuhk", 2)
+
+
+def test_recipe_keys_reach_the_model() -> None:
+    """Each key of OpenTAD's ActivityNet / Charades rows, as build_model hands it on (meta device)."""
+    import torch
+
+    from adatad.models.build import build_model
+
+    cfg = load_config(THUMOS, ["model.backbone.checkpoint=null", "model.backbone.allow_random_init=true",
+                               "model.head.label_smoothing=0.1", "model.head.loss_weight=2.0",
+                               "model.head.input_pdrop=0.3", "model.head.proj_pdrop=0.2",
+                               "model.head.use_abs_pe=true", "model.head.max_seq_len=384"])
+    model = build_model(cfg, device="meta")
+    assert (model.criterion.label_smoothing, model.criterion.loss_weight) == (0.1, 2.0)
+    proj = model.head.projection
+    assert isinstance(proj.input_drop, torch.nn.Dropout1d) and proj.input_drop.p == 0.3
+    assert proj.stem[0].attn.proj_drop.p == 0.2 and proj.branch[0].mlp[2].p == 0.2
+    assert tuple(proj.pos_embed.shape) == (1, 512, 384)
+    default = build_model(load_config(THUMOS, ["model.backbone.checkpoint=null",
+                                               "model.backbone.allow_random_init=true",
+                                               "model.head.use_abs_pe=true"]), device="meta")
+    assert tuple(default.head.projection.pos_embed.shape) == (1, 512, 768)  # null: data.window_size
+
+
+def test_null_disables_the_pre_nms_threshold_and_top_k() -> None:
+    i = load_config(THUMOS, ["model.inference.pre_nms_thresh=null", "model.inference.pre_nms_topk=null"]).model.inference
+    assert i.pre_nms_thresh is None and i.pre_nms_topk is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.head.label_smoothing=1.0", "model.head.label_smoothing: 1.0 is invalid, expected in [0, 1)"),
+        ("model.head.input_pdrop=-0.1", "model.head.input_pdrop: -0.1 is invalid"),
+        ("model.head.proj_pdrop=1", "model.head.proj_pdrop: 1.0 is invalid"),
+        ("model.head.max_seq_len=1024", "model.head.max_seq_len: 1024 is invalid, expected null (= data.window_size) "
+                                        "or in [1, data.window_size=768]"),
+        ("model.head.use_abs_pe=yes please", "model.head.use_abs_pe: expected true/false"),
+        ("model.inference.pre_nms_topk=0", "model.inference.pre_nms_topk: 0 is invalid, expected >= 1, or null"),
+        ("model.inference.pre_nms_thresh=1.5", "model.inference.pre_nms_thresh: 1.5 is invalid"),
+        ("model.inference.voting_thresh=1.2", "model.inference.voting_thresh: 1.2 is invalid, expected in [0, 1]"),
+        ("model.inference.external_classifier_type=uniformer",
+         "model.inference.external_classifier_type: 'uniformer' is invalid, expected one of cuhk, standard"),
+        ("model.inference.external_classifier_topk=0", "model.inference.external_classifier_topk: 0 is invalid"),
+        ("model.inference.external_classifier=cuhk.json",
+         "model.inference.external_classifier: 'cuhk.json' is invalid, expected null for a detector of 20 classes"),
+    ],
+)
+def test_bad_new_keys_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(THUMOS, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_external_classifier_goes_with_a_one_class_head() -> None:
+    cfg = load_config(THUMOS, ["model.head.num_classes=1", "model.inference.external_classifier=c.json",
+                               "model.inference.external_classifier_type=standard"])
+    assert cfg.model.inference.external_classifier == "c.json"

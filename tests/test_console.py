@@ -105,3 +105,27 @@ def test_training_console_to_a_file_is_a_few_clean_lines(trained_run: dict) -> N
     for internal in ("TrainingReport(", "Execution plan", "Started a local Ray instance"):
         assert internal in full_log, internal  # routed to the file, not dropped
     assert len(re.findall(r"\) epoch 1: \{", full_log)) == 1  # the worker's own log line, once
+
+
+def test_a_cluster_error_is_one_console_line_and_whole_in_the_log(tmp_path: Path, capsys) -> None:
+    """Ray prints the GCS's cluster errors (a node marked dead) raw and coloured; the run log keeps
+    them whole and the console gets one line."""
+    log = RunLog(tmp_path / "run.log")
+    passed: list[dict] = []
+    log._error_hook = (None, lambda data, ignore_prefix: passed.append(data))  # what attach_ray installs
+    log.attach()
+    try:
+        log._cluster_error_lines({"pid": "raylet", "is_err": False, "lines": [
+            "\x1b[33m(raylet)\x1b[0m The node with node id: 869afbd9251b03b27a3bd9ac0d006e3b9c600ca8 and address: "
+            "192.0.2.2 has been marked dead because the detector has missed too many heartbeats from it.",
+            "\t(2) raylet has lagging heartbeats due to slow network or busy workload."]})
+        log._cluster_error_lines({"pid": 123, "lines": ["worker output"], "is_err": False})
+    finally:
+        log._error_hook = None
+        log.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: Ray marked node 869afbd9 dead (it stopped answering); the work it held is retried "
+                   f"on other nodes (details in {tmp_path / 'run.log'})"]
+    text = (tmp_path / "run.log").read_text()
+    assert "missed too many heartbeats" in text and "lagging heartbeats" in text and "\x1b" not in text
+    assert passed == [{"pid": 123, "lines": ["worker output"], "is_err": False}]  # anything else: Ray's printer

@@ -83,6 +83,28 @@ def test_ema_follows_formula_including_buffers() -> None:
         torch.testing.assert_close(got[k].float(), v)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_torch_ema_of_an_unchanged_weight_is_that_weight_exactly(dtype) -> None:
+    """The fact the shared EMA rests on (adatad/engine/ema.py): torch's EMA rule, lerp(ema, w, 1 - decay),
+    never moves an entry whose weight stays put, at any magnitude (subnormal to near overflow)."""
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    update = get_ema_multi_avg_fn(0.999)
+    g = torch.Generator().manual_seed(0)
+    info = torch.finfo(dtype)
+    scales = torch.logspace(math.log10(info.tiny) - 2, math.log10(info.max) - 1, 4096, dtype=torch.float64)
+    frozen = (torch.randn(4096, generator=g, dtype=torch.float64) * scales).to(dtype)
+    frozen = frozen[torch.isfinite(frozen)]
+    assert (frozen != 0).sum() > 3000 and frozen.abs().min() < info.tiny  # subnormals included
+    trained = torch.randn(64, generator=g).to(dtype)
+    ema_frozen, ema_trained = frozen.clone(), trained.clone()  # the first update is a copy
+    for step in range(300):
+        trained = trained + 0.01  # a weight the optimiser moves
+        update([ema_frozen, ema_trained], [frozen, trained], torch.tensor(step + 1))
+    assert torch.equal(ema_frozen, frozen)
+    assert not torch.equal(ema_trained, trained)  # the rule does move what changes
+
+
 # ---------------------------------------------------------------- trained model files and init_from
 
 

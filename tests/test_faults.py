@@ -1,5 +1,7 @@
 """Faults injected into real short training runs on a local Ray: what survives, what is lost.
 
+Whole nodes lost on a multi-node cluster are measured by benchmarks/bench_node_faults.py.
+
 Processes are found by their Ray process title among the descendants (or the session) of the
 process that started them, so a test only ever kills processes it started, never another Ray on
 the machine. Timings are kept small: tiny model, 64-position windows, 2-3 epochs.
@@ -100,6 +102,7 @@ def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: 
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(epochs))
     for h in history:  # every clip of every epoch trained exactly once (none lost, none repeated)
+        assert (h["clips_lost"], h["clips_repeated"]) == (0, 0), h
         assert h["steps"] == 3 and round(h["clips_per_s"] * h["epoch_time_s"]) == clips_per_epoch, h
     client = MlflowClient(f"sqlite:///{db}")
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
@@ -179,32 +182,40 @@ def _session_processes(session: int) -> list[int]:
     return [pid for pid, (_, sid, _) in _processes().items() if sid == session]
 
 
-def test_killed_driver_resumes_with_resume_flag(tiny_data: Path, tmp_path: Path) -> None:
-    """SIGKILL the whole `train.py` process group mid-epoch 1, then rerun the command with --resume.
+def test_sigterm_stops_the_driver_cleanly_and_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGTERM to `train.py` mid-epoch 1 (a preempted head, `ray job stop`): it stops within seconds,
+    writes what it has (history and reports of its last checkpoint, MLflow run KILLED) and says how
+    to continue; then the same command with --resume finishes the run.
 
     The first run also shows that `--verbose` keeps Ray's own output on the console."""
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
     sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + FAST for a in ("--set", o)]
-    command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "killed",
+    command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "stopped",
                "--skip-data-check", *sets]
-    run_dir = storage / "killed"
+    run_dir = storage / "stopped"
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([*command, "--verbose"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
     try:
         _wait_for(lambda: 0 in _registered_epochs(run_dir), 400, "the checkpoint of epoch 0",
                   alive=lambda: first.poll() is None)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-        # Ray's own processes share the driver's fate (nothing of the killed run keeps running).
-        _wait_for(lambda: not _session_processes(first.pid), 60, "the killed run's processes to exit")
+        os.kill(first.pid, signal.SIGTERM)  # the driver alone, as `ray job stop` or a scheduler does
+        assert first.wait(timeout=90) == 143
+        # Ray's own processes share the driver's fate (nothing of the stopped run keeps running).
+        _wait_for(lambda: not _session_processes(first.pid), 60, "the stopped run's processes to exit")
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
         log.close()
-    assert not (run_dir / "history.json").exists()  # the killed run never finished
-    verbose = (tmp_path / "first.log").read_text()
-    assert "Execution plan of Dataset" in verbose and "(RayTrainWorker pid=" in verbose  # Ray's own lines
+    output = (tmp_path / "first.log").read_text()
+    assert "Execution plan of Dataset" in output and "(RayTrainWorker pid=" in output  # --verbose: Ray's lines
+    stopped = [line for line in output.splitlines() if line.startswith("stopped: ")]
+    assert stopped == ["stopped: run stopped stopped (SIGTERM) after 1 finished epoch(s); continue with: "
+                       "python pipelines/train.py --resume --run-name stopped"], output[-3000:]
+    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [0]
+    assert (run_dir / "TRAINING_SUMMARY.md").is_file() and (run_dir / "training_curves.png").is_file()
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert MlflowClient(f"sqlite:///{db}").get_run(run_id).info.status == "KILLED"
 
     second = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

@@ -70,7 +70,7 @@ def test_two_frames_per_position_train_and_predict_on_cpu():
     assert len(dets[2]) < len(dets[1]) == len(dets[0])  # the masked position gives no candidates
     for i, d in enumerate(dets):
         start = int(batch["window_start_frame"][i])
-        secs = window_to_seconds(d, start, int(batch["frame_stride"][i]), 30.0, RECORD.duration)
+        secs = window_to_seconds(d, start, int(batch["frame_stride"][i]), 30.0, RECORD.duration, clip=True)
         expected = ((d.segments.double() * 4 + start) / 30.0).clamp(0, RECORD.duration).float()
         torch.testing.assert_close(secs.segments, expected)
     assert [int(s) for s in batch["window_start_frame"]] == [0, 64, 104]

@@ -120,3 +120,26 @@ def test_batch_size_mismatch_raises():
     loss, logits, offsets, mask = single_level_case()
     with pytest.raises(ValueError, match="batch of 1"):
         loss([logits], [offsets], [mask], [], [])
+
+
+def test_loss_weight_scales_the_regression_loss_only():
+    loss, logits, offsets, mask = single_level_case()
+    loss.eval()
+    args = ([logits], [offsets], [mask], [torch.tensor([[2.0, 6.0]])], [torch.tensor([1])])
+    plain = loss(*args)
+    loss.loss_weight = 2.0  # OpenTAD's ActivityNet rows
+    weighted = loss(*args)
+    torch.testing.assert_close(weighted["cls_loss"], plain["cls_loss"])
+    torch.testing.assert_close(weighted["reg_loss"], 2.0 * plain["reg_loss"])
+    torch.testing.assert_close(weighted["loss"], plain["cls_loss"] + 2.0 * plain["reg_loss"])
+    loss.loss_weight = 0.0  # OpenTAD's adaptive weight: the regression loss rescaled to the cls loss
+    adaptive = loss(*args)
+    torch.testing.assert_close(adaptive["reg_loss"], plain["cls_loss"])
+    # the adaptive weight itself carries no gradient: d(reg_loss)/d(offsets) = weight x d(plain reg)/d(offsets)
+    grad_offsets = offsets.clone().requires_grad_(True)
+    loss([logits], [grad_offsets], *args[2:])["reg_loss"].backward()
+    plain_offsets = offsets.clone().requires_grad_(True)
+    loss.loss_weight = 1.0
+    loss([logits], [plain_offsets], *args[2:])["reg_loss"].backward()
+    weight = float(plain["cls_loss"] / plain["reg_loss"])
+    torch.testing.assert_close(grad_offsets.grad, weight * plain_offsets.grad)

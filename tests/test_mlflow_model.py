@@ -96,7 +96,8 @@ def test_model_signature_metadata_and_link_to_its_run(logged: dict, monkeypatch:
     assert run.info.status == "FINISHED"  # logging into the finished run left its status alone
     assert logged["model_id"] in {o.model_id for o in run.outputs.model_outputs}  # the UI's run -> model link
     model = client.get_logged_model(logged["model_id"])
-    assert (model.name, model.source_run_id, str(model.status)) == ("model", logged["run_id"], "READY")
+    # named after the run's config (configs/synthetic.yaml: "synthetic")
+    assert (model.name, model.source_run_id, str(model.status)) == (cfg["name"], logged["run_id"], "READY")
     assert model.experiment_id == run.info.experiment_id
     assert {m.key for m in model.metrics if m.step == state["epoch"]} >= {"loss", "average_mAP"}
     folder = Path(urlparse(model.artifact_location).path)

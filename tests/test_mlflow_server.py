@@ -115,4 +115,4 @@ def test_server_links_the_train_run_to_its_model(mlflow_server: dict) -> None:
     run = _get(base, "/api/2.0/mlflow/runs/get", run_id=mlflow_server["train_run_id"])["run"]
     assert model_id in {o["model_id"] for o in run["outputs"]["model_outputs"]}
     model = _get(base, f"/api/2.0/mlflow/logged-models/{model_id}")["model"]
-    assert model["info"]["source_run_id"] == mlflow_server["train_run_id"] and model["info"]["name"] == "model"
+    assert model["info"]["source_run_id"] == mlflow_server["train_run_id"] and model["info"]["name"] == "synthetic"

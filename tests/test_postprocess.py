@@ -11,9 +11,11 @@ import torch
 
 from adatad.postprocess import (
     Detections,
+    clip_to_duration,
     decode_window,
     detections_to_entries,
     merge_video,
+    segment_voting,
     soft_nms,
     to_results_json,
     window_to_seconds,
@@ -62,13 +64,33 @@ def test_decode_window_threshold_and_topk():
     torch.testing.assert_close(d.scores, all_scores.sort(descending=True).values[:20])
 
 
+def test_decode_window_without_threshold_or_topk_keeps_every_valid_position():
+    """OpenTAD's one-class rows: no pre-NMS threshold or top-k; padded positions still never enter."""
+    strides = [1, 2]
+    cls = [torch.full((1, 8, 1), -30.0), torch.full((1, 4, 1), -30.0)]  # sigmoid ~1e-13: below 0.001
+    cls[0][0, 3, 0] = 1.0
+    reg = [torch.ones(1, 8, 2), torch.ones(1, 4, 2)]
+    masks = [torch.ones(1, 8, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool)]
+    masks[0][0, 6:] = False
+    masks[1][0, 3:] = False
+    d = decode_window(cls, reg, masks, strides, pre_nms_thresh=None, pre_nms_topk=None)[0]
+    assert len(d) == 6 + 3
+    assert d.scores[0] == torch.sigmoid(torch.tensor(1.0)) and torch.all(d.scores[:-1] >= d.scores[1:])
+    assert len(decode_window(cls, reg, masks, strides)[0]) == 1  # the defaults drop the near-zero ones
+    assert len(decode_window(cls, reg, masks, strides, pre_nms_thresh=0.0, pre_nms_topk=None)[0]) == 9
+
+
 def test_window_to_seconds():
     d = Detections(torch.tensor([[-3.0, 10.0], [100.0, 900.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]))
-    s = window_to_seconds(d, window_start_frame=60, frame_stride=4, fps=30.0, duration=50.0)
+    s = window_to_seconds(d, window_start_frame=60, frame_stride=4, fps=30.0, duration=50.0, clip=True)
     torch.testing.assert_close(s.segments, torch.tensor([[(-12 + 60) / 30, (40 + 60) / 30], [(400 + 60) / 30, 50.0]]))
-    s = window_to_seconds(d, window_start_frame=0, frame_stride=4, fps=30.0, duration=50.0)
+    s = window_to_seconds(d, window_start_frame=0, frame_stride=4, fps=30.0, duration=50.0, clip=True)
     assert s.segments[0, 0] == 0.0  # clamped at 0
     assert s.scores.tolist() == d.scores.tolist() and s.labels.tolist() == [0, 1]
+    # unclipped by default: where the clipping happens is merge_video's choice
+    raw = window_to_seconds(d, window_start_frame=0, frame_stride=4, fps=30.0, duration=50.0)
+    torch.testing.assert_close(raw.segments, torch.tensor([[-12 / 30, 40 / 30], [400 / 30, 3600 / 30]]))
+    torch.testing.assert_close(clip_to_duration(raw, 50.0).segments, s.segments)
 
 
 # ------------------------------------------------------------------------------------------ soft-NMS
@@ -83,7 +105,7 @@ def reference_soft_nms(segs, scores, labels, sigma=0.7, max_seg_num=2000, min_sc
         while boxes:
             i = max(range(len(boxes)), key=lambda k: boxes[k][2])
             s, e, sc = boxes.pop(i)
-            if sc < min_score:
+            if picked and sc < min_score:  # the reference's C++ never tests a class's first pick
                 break
             picked.append((s, e, sc, c))
             for b in boxes:
@@ -110,7 +132,8 @@ def random_dets(n, num_classes, seed):
 
 
 @pytest.mark.parametrize("n,num_classes,max_seg_num,min_score", [
-    (300, 5, 2000, 0.0), (300, 5, 50, 0.0), (200, 1, 100, 0.0), (250, 3, 2000, 0.2), (1, 1, 10, 0.0)])
+    (300, 5, 2000, 0.0), (300, 5, 50, 0.0), (200, 1, 100, 0.0), (250, 3, 2000, 0.2), (1, 1, 10, 0.0),
+    (40, 6, 2000, 0.99)])
 def test_soft_nms_matches_plain_python_reference(n, num_classes, max_seg_num, min_score):
     dets = random_dets(n, num_classes, seed=n + num_classes + max_seg_num)
     got = soft_nms(dets, sigma=0.7, max_seg_num=max_seg_num, min_score=min_score)
@@ -161,6 +184,64 @@ def test_merge_video_concatenates_windows():
     assert len(merge_video([])) == 0
 
 
+def test_first_pick_of_a_class_is_kept_below_min_score_as_in_the_reference():
+    dets = Detections(torch.tensor([[0.0, 1.0], [5.0, 6.0], [0.0, 1.0]]), torch.tensor([0.0005, 0.0004, 0.5]),
+                      torch.tensor([0, 0, 1]))
+    out = soft_nms(dets, min_score=0.001)
+    assert out.labels.tolist() == [1, 0] and out.scores.tolist() == pytest.approx([0.5, 0.0005])
+
+
+# ------------------------------------------------------------------------------------------ class-agnostic
+
+def voting_example() -> Detections:
+    """A and B overlap (IoU 10 / 10.5), C stands alone; labels differ to show they are ignored."""
+    return Detections(torch.tensor([[0.0, 10.0], [0.0, 10.5], [20.0, 30.0]]), torch.tensor([0.9, 0.6, 0.5]),
+                      torch.tensor([0, 1, 0]))
+
+
+def test_class_agnostic_soft_nms_decays_across_labels():
+    out = soft_nms(voting_example(), sigma=0.7, class_agnostic=True)
+    decayed = 0.6 * math.exp(-((10 / 10.5) ** 2) / 0.7)
+    assert out.scores.tolist() == pytest.approx([0.9, 0.5, decayed])
+    assert out.labels.tolist() == [0, 0, 1]  # labels kept
+    assert soft_nms(voting_example(), sigma=0.7).scores.tolist() == pytest.approx([0.9, 0.6, 0.5])  # per class
+
+
+def test_segment_voting_averages_neighbours_weighted_by_raw_scores():
+    pool = voting_example()
+    picked = soft_nms(pool, sigma=0.7, class_agnostic=True)
+    voted = segment_voting(picked, pool, iou_thresh=0.9)
+    end = (0.9 * 10.0 + 0.6 * 10.5) / 1.5  # A and B vote for both A and B; C votes alone
+    torch.testing.assert_close(voted.segments, torch.tensor([[0.0, end], [20.0, 30.0], [0.0, end]]))
+    assert voted.scores.tolist() == picked.scores.tolist() and voted.labels.tolist() == picked.labels.tolist()
+    # above the pair's IoU nobody else votes
+    torch.testing.assert_close(segment_voting(picked, pool, iou_thresh=0.96).segments, picked.segments)
+    # a zero-length segment (IoU undefined) keeps its place
+    lone = Detections(torch.tensor([[3.0, 3.0]]), torch.tensor([0.4]), torch.tensor([0]))
+    assert segment_voting(lone, lone, 0.9).segments.tolist() == [[3.0, 3.0]]
+
+
+def test_class_agnostic_merge_votes_over_every_proposal_then_clips():
+    merged = merge_video([voting_example()], sigma=0.7, max_seg_num=1, min_score=0.001, multiclass=False,
+                         voting_thresh=0.9, duration=8.0, clip_before_nms=False)
+    # B is not kept (top 1) but still votes; the voted end 10.2 is clipped to the duration afterwards
+    assert merged.segments.tolist() == [[0.0, 8.0]] and merged.scores.tolist() == pytest.approx([0.9])
+    # multi-class merging never votes (OpenTAD ignores voting_thresh there)
+    plain = merge_video([voting_example()], sigma=0.7, multiclass=True, voting_thresh=0.9)
+    assert sorted(plain.segments.tolist()) == sorted(voting_example().segments.tolist())
+
+
+def test_clipping_before_or_after_the_nms_changes_overlaps():
+    dets = Detections(torch.tensor([[0.0, 10.0], [-2.0, 10.0]]), torch.tensor([0.9, 0.8]), torch.tensor([0, 0]))
+    after = merge_video([dets], sigma=0.7, multiclass=False, duration=20.0, clip_before_nms=False)
+    before = merge_video([dets], sigma=0.7, multiclass=False, duration=20.0, clip_before_nms=True)
+    assert after.scores.tolist() == pytest.approx([0.9, 0.8 * math.exp(-((10 / 12) ** 2) / 0.7)])
+    assert before.scores.tolist() == pytest.approx([0.9, 0.8 * math.exp(-1 / 0.7)])  # identical once clipped
+    assert after.segments.tolist() == before.segments.tolist() == [[0.0, 10.0], [0.0, 10.0]]
+    unclipped = merge_video([dets], sigma=0.7)
+    assert unclipped.segments.tolist() == [[0.0, 10.0], [-2.0, 10.0]]
+
+
 # ------------------------------------------------------------------------------------------ results json
 
 def test_results_json_layout_and_rounding():
@@ -176,3 +257,18 @@ def test_results_json_layout_and_rounding():
 def test_detections_shape_check():
     with pytest.raises(ValueError, match="inconsistent"):
         Detections(torch.zeros(3, 2), torch.zeros(2), torch.zeros(3, dtype=torch.long))
+
+
+def test_sliding_windows_are_merged_on_rounded_numbers() -> None:
+    """OpenTAD's cross-window soft-NMS sees seconds rounded to 2 decimals and scores to 4."""
+    from adatad.postprocess import round_as_results
+
+    window = Detections(torch.tensor([[1.004, 2.996], [0.123456, 0.5]]), torch.tensor([0.123456, 0.99999]),
+                        torch.tensor([0, 1]))
+    rounded = round_as_results(window)
+    assert rounded.segments.tolist() == [[pytest.approx(1.0), pytest.approx(3.0)], [pytest.approx(0.12), 0.5]]
+    assert rounded.scores.tolist() == [pytest.approx(0.1235), pytest.approx(1.0)]
+    merged = merge_video([window], duration=10.0, clip_before_nms=True)
+    assert sorted(merged.scores.tolist()) == [pytest.approx(0.1235), pytest.approx(1.0)]
+    whole_video = merge_video([window], duration=10.0, clip_before_nms=False, multiclass=False)
+    assert max(whole_video.scores.tolist()) == pytest.approx(0.99999)  # no rounding on the whole-video path

@@ -12,6 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adatad.config import CONFIG_DIR, load_config
@@ -258,6 +259,55 @@ def test_thumos_json_inputs_keep_or_redo_the_split(own_videos: dict, tmp_path: P
     assert _prepare(own_videos, tmp_path / "c" / "x", "--subset", "validation", "--workers", "1", segments=af) == 2
     assert "--subset 'validation': no video has it (subsets present: ['Test', 'Validation']; names match exactly)" \
         in capsys.readouterr().err
+
+
+def _activitynet(truth: dict, with_frames: bool) -> dict:
+    """The own videos' json in ActivityNet-1.3's layout: ids without the files' `v_`, no frame / fps (or
+    both), a `testing` subset, a zero-length segment and a segment past the video's end."""
+    database = {}
+    for vid, info in truth.items():
+        entry = {"subset": info["subset"], "duration": info["duration"], "resolution": "112x64", "url": "u",
+                 "annotations": [dict(a) for a in info["annotations"]]}
+        if with_frames:
+            entry.update(frame=info["frame"], fps=info["frame"] / info["duration"])
+        database[vid] = entry
+    first = sorted(v for v, i in truth.items() if i["annotations"])[0]
+    start = database[first]["annotations"][0]["segment"][0]
+    database[first]["annotations"].append({"segment": [start, start], "label": truth[first]["annotations"][0]["label"]})
+    last = database[first]["annotations"][-2]
+    last["segment"] = [last["segment"][0], truth[first]["duration"] + 2.0]
+    database["unlisted_test_video"] = {"subset": "testing", "duration": 10.0, "annotations": []}
+    return {"version": "VERSION 1.3", "taxonomy": [], "database": database}, first
+
+
+@pytest.mark.parametrize("with_frames", [False, True])
+def test_activitynet_json_with_v_prefixed_files(own_videos: dict, tmp_path: Path, capsys, with_frames: bool) -> None:
+    truth = own_videos["truth"]
+    videos = tmp_path / "anet_videos"
+    videos.mkdir()
+    for path in own_videos["videos"].glob("*.mp4"):
+        (videos / f"v_{path.name}").symlink_to(path)
+    data, first = _activitynet(truth, with_frames)
+    anet = tmp_path / "activity_net.v1-3.min.json"
+    anet.write_text(json.dumps(data))
+    out = tmp_path / "data" / "anet"
+    assert prepare_dataset.main(["--videos", str(videos), "--segments", str(anet), "--out", str(out),
+                                 "--config-out", str(tmp_path / "data" / "configs" / "anet.yaml"), "--base", BASE,
+                                 "--split-column", "subset", "--subset", "training", "--subset", "validation",
+                                 "--keep-unlabelled", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(truth)} video(s) of {anet} were found as v_<id> files" in printed
+    assert "1 zero-length segment(s) dropped" in printed
+    assert "1 segment(s) ending after their decoded video were clipped to its end" in printed
+    database = json.loads((out / "annotations.json").read_text())["database"]
+    assert sorted(database) == sorted(f"v_{v}" for v in truth)  # ids are the file names
+    assert {v: i["subset"] for v, i in database.items()} == {f"v_{v}": i["subset"] for v, i in truth.items()}
+    for vid, info in truth.items():
+        got = [a["segment"] for a in database[f"v_{vid}"]["annotations"]]
+        want = sorted(a["segment"] for a in info["annotations"])
+        if vid == first:  # the zero-length one dropped, the one past the end clipped to the decoded video
+            want[-1] = [want[-1][0], database[f"v_{vid}"]["duration"]]
+        np.testing.assert_allclose(np.asarray(got).reshape(-1, 2), np.asarray(want).reshape(-1, 2), err_msg=vid)
 
 
 def test_stratified_split_properties() -> None:

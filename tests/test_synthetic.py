@@ -200,3 +200,65 @@ def test_fps_cycle_gives_per_video_rates_and_keeps_old_specs(tmp_path):
     assert {r["video"] for r in rows} == {f"{v}.mp4" for v in db}
     assert sorted(float(r["start"]) for r in rows) == sorted(a["segment"][0] for v in db.values()
                                                             for a in v["annotations"])
+
+
+def test_activitynet_layout(tmp_path):
+    """layout="anet": v_<id> files, a json without frame counts, a block list naming the two videos that
+    have no file, a zero-length segment, one class per video, and a CUHK-layout video classifier."""
+    from adatad.data.block_list import read_block_list
+    from adatad.data.check import check_videos, fill_frame_counts
+    from adatad.datasets import synthetic_anet
+    from adatad.video_classifier import load_video_classifier
+
+    spec = SyntheticSpec(num_train=2, num_test=1, num_classes=3, duration_s=(6.0, 8.0), fps=10, width=64, height=48,
+                         action_duration_s=(2.0, 4.0), gap_s=(0.5, 1.0), seed=3, layout="anet", single_class=True)
+    generate_from_spec(tmp_path, spec)
+    db = json.loads((tmp_path / "annotations.json").read_text())["database"]
+    assert sorted(db) == ["anet_train_00001", "anet_train_00002", "anet_train_missing", "anet_val_00001",
+                          "anet_val_missing"]
+    assert sorted(p.name for p in (tmp_path / "videos").glob("*.mp4")) == [
+        "v_anet_train_00001.mp4", "v_anet_train_00002.mp4", "v_anet_val_00001.mp4"]
+    blocked = read_block_list(tmp_path / "videos" / synthetic_anet.BLOCK_LIST_FILE)
+    assert blocked == {"anet_train_missing", "anet_val_missing"}
+    assert all("frame" not in info and "fps" not in info for info in db.values())
+    segments = [a["segment"] for a in db["anet_val_00001"]["annotations"]]
+    assert segments[-1][0] == segments[-1][1] and segments[0][0] == segments[-1][0]  # the zero-length one
+    names = load_class_names(tmp_path / "annotations.json", tmp_path / "category_idx.txt")
+    records = []
+    for subset in ("training", "validation"):
+        records += load_annotations(tmp_path / "annotations.json", tmp_path / "videos", subset, names,
+                                    video_prefix="v_", blocked=blocked)[0]
+    assert len(records) == 3 and check_videos(records) == []
+    for rec in fill_frame_counts(records):
+        assert rec.fps == pytest.approx(10.0) and len(set(rec.labels.tolist())) == 1
+        assert (np.diff(rec.segments, axis=1) > 0).all()  # the zero-length segment is not trained on
+    classifier = load_video_classifier(str(tmp_path / synthetic_anet.CLASSIFIER_FILE), "cuhk")
+    assert classifier.class_names == names
+    for rec in records:
+        assert classifier.of_video(rec.video_id).sum() == pytest.approx(1.0, abs=1e-5)
+    assert dataset_is_complete(tmp_path, spec)
+    assert spec.to_json()["layout"] == "anet" and "layout" not in SyntheticSpec().to_json()
+    (tmp_path / synthetic_anet.CLASSIFIER_FILE).unlink()
+    assert not dataset_is_complete(tmp_path, spec)
+    with pytest.raises(ValueError, match="layout must be one of thumos, anet"):
+        SyntheticSpec(layout="hacs").validate()
+
+
+def test_cli_anet_demo_refuses_a_csv(tmp_path, capsys):
+    assert load_cli().main(["--out", str(tmp_path), "--anet-demo", "--csv", str(tmp_path / "s.csv")]) == 2
+    assert "--csv lists THUMOS-layout files" in capsys.readouterr().err
+    assert not (tmp_path / "annotations.json").exists()
+
+
+def test_cli_as_a_script_with_spawned_workers(tmp_path):
+    """`python pipelines/make_synthetic.py` with worker processes: each spawned worker re-runs the
+    script as `__mp_main__`, which must not need the bootstrap (make data does exactly this)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "pipelines/make_synthetic.py", "--out", str(tmp_path / "s"), "--num-train",
+                           "2", "--num-test", "1", "--num-classes", "2", "--duration", "3", "--width", "112",
+                           "--height", "64", "--workers", "2", "--quiet"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "s" / "videos").glob("*.mp4"))) == 3

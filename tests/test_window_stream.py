@@ -213,6 +213,44 @@ def test_stream_jumps_to_keyframes_over_unneeded_frames(files, monkeypatch):
     np.testing.assert_array_equal(again, truth[[131, 199, 199]])
 
 
+# Whole-video (resize) sampling: a video shorter than the window's frames (frames repeat), about
+# as long, and longer (frames spread); the short-GOP file; an annotation count past the file's end.
+RESIZE_CASES = [("synthetic", 50), ("synthetic", 298), ("short_gop", 197), ("synthetic", 310)]
+
+
+@pytest.mark.parametrize("frames_per_position", [1, 4])
+@pytest.mark.parametrize(("name", "num_frames"), RESIZE_CASES)
+def test_resized_stream_example_equals_per_window_example(files, monkeypatch, name, num_frames, frames_per_position):
+    """The one resized window from the decode-once stream equals the per-window path's, bytes and
+    bookkeeping, and the stream passes each frame through the decoder once, front to back."""
+    data = _data(sampling="resize", frames_per_position=frames_per_position)
+    record = _record(files[name], num_frames)
+    loader = ClipLoader(data, train=False)
+    rows = window_rows([record], data)
+    assert len(rows) == count_windows(record, data) == 1 and rows[0]["window_start_frame"] == 0
+    want = loader.load(rows[0], np.random.default_rng(1))
+    monkeypatch.setattr(video.decord, "VideoReader", _RecordingReader)
+    monkeypatch.setattr(_RecordingReader, "batches", [])
+    monkeypatch.setattr(_RecordingReader, "seeks", [])
+    (got,) = list(loader.iter_video_windows(record_to_row(record, 0)))
+    _assert_same_example(got, want, f"resize {name} {num_frames} s {frames_per_position}")
+    assert got["frames"].shape == (WINDOW * frames_per_position, 32, 32, 3) and got["masks"].all()
+    assert got["fps"] == pytest.approx(WINDOW / record.duration) and got["frame_stride"] == 1
+    asked = np.concatenate(_RecordingReader.batches)
+    assert (np.diff(asked) > 0).all() and _RecordingReader.seeks == []
+
+
+def test_resized_stream_holds_one_window(files):
+    record = _record(files["synthetic"], 300)
+    transform = build_test_transform(resize_short=40, crop_size=32)
+    stream = WindowStream(record, 16, 4, 0.5, lambda clip: transform(clip, None), chunk_positions=3,
+                          frames_per_position=4, sampling="resize")
+    ((plan, frames),) = list(stream)
+    assert frames.shape == (64, 32, 32, 3) and stream.peak_cached == 64 and plan.mask.all()
+    with pytest.raises(ValueError, match="sampling must be 'sliding' or 'resize'"):
+        WindowStream(record, 16, 4, 0.5, lambda clip: clip, sampling="whole")
+
+
 @pytest.mark.parametrize("frames_per_position", [1, 2])
 def test_memory_held_is_bounded_by_one_window_and_a_chunk(files, frames_per_position):
     """However long the video, at most (window_size + chunk_positions) * s - 1 frames are cached."""

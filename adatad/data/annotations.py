@@ -18,6 +18,11 @@ validation videos) is the TRAINING set, OpenTAD's "validation" (THUMOS'14 test v
 set. Subsets therefore never match case-insensitively; OpenTAD's names are translated only when
 they are absent and the file's subsets are exactly ActionFormer's (:func:`resolve_subset`).
 
+ActivityNet-1.3's json (``activity_net.v1-3.min.json``: ``duration``, ``subset``, ``url``,
+``resolution``, no ``frame`` / ``fps``) loads as it is; :func:`load_annotations` also takes the file
+prefix (``v_``), a block list, a fixed frame rate (Charades) and the training filter of short
+segments (docs/recipe.md, "ActivityNet and Charades: data").
+
 Every problem is reported as one :class:`AnnotationError` line that names the file, the video id
 and the field, because a silently dropped or mis-indexed segment is the classic cause of a
 collapsed mAP.
@@ -36,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,8 +193,18 @@ def load_class_names(
     return names
 
 
-def _frame_count(path: str, vid: str, info: dict[str, Any], duration: float) -> int:
-    """`frame` (OpenTAD), else round(duration * `fps`) (ActionFormer), else UNKNOWN_FRAMES (decoder)."""
+def _frame_count(path: str, vid: str, info: dict[str, Any], duration: float, fixed_fps: float | None = None) -> int:
+    """`frame` (OpenTAD), else round(duration * `fps`) (ActionFormer), else UNKNOWN_FRAMES (decoder).
+
+    With `fixed_fps` (Charades: 30): int(duration * fixed_fps) whatever the json says, as OpenTAD's
+    fixed-fps datasets size their windows (`SlidingWindowDataset.split_video_to_windows`).
+    """
+    if fixed_fps is not None:
+        frame = int(duration * fixed_fps)
+        if frame < 1:
+            raise AnnotationError(f"{path}: video '{vid}': field 'duration': {duration!r} s gives no frame at "
+                                  f"data.fixed_fps={fixed_fps:g}")
+        return frame
     if "frame" in info:
         frame = info["frame"]
         if isinstance(frame, float) and frame.is_integer():
@@ -237,12 +252,14 @@ def _parse_video(
     class_index: dict[str, int] | None,
     skip: set[str],
     tolerance: float,
+    fixed_fps: float | None = None,
+    min_fraction: float = 0.0,
 ) -> _ParsedVideo:
     duration = _number(path, f"video '{vid}': field 'duration'", _field(path, vid, info, "duration"),
                        "a positive number of seconds")
     if duration <= 0:
         raise AnnotationError(f"{path}: video '{vid}': field 'duration': expected > 0, got {duration!r}")
-    frame = _frame_count(path, vid, info, duration)
+    frame = _frame_count(path, vid, info, duration, fixed_fps)
     annos = _field(path, vid, info, "annotations")
     if not isinstance(annos, list):
         raise AnnotationError(f"{path}: video '{vid}': field 'annotations': expected a list, got {type(annos).__name__}")
@@ -281,7 +298,9 @@ def _parse_video(
         if kind == ZERO_LENGTH:
             continue
         parsed.file.append((start, end, label))
-        if kind != OUTSIDE:
+        # OpenTAD's filter_gt (AnetResizeDataset.get_gt): a training segment must cover more than
+        # `min_fraction` of its video, measured on the file's segment.
+        if kind != OUTSIDE and not (min_fraction > 0 and (end - start) / duration <= min_fraction):
             parsed.train.append((train_start, train_end, label))
     return parsed
 
@@ -392,9 +411,18 @@ def load_annotations(
     video_ext: str = "mp4",
     skip_labels: Sequence[str] = ("Ambiguous",),
     segment_tolerance_s: float = SEGMENT_TOLERANCE_S,
+    video_prefix: str = "",
+    blocked: Collection[str] = (),
+    fixed_fps: float | None = None,
+    min_segment_fraction: float = 0.0,
 ) -> tuple[list[VideoRecord], list[str]]:
     """Validated records of the videos whose ``subset`` equals one of ``subset`` (exact match,
     after :func:`resolve_subset`'s OpenTAD -> ActionFormer translation).
+
+    ActivityNet and Charades (docs/recipe.md, "ActivityNet and Charades: data"): a video's file is
+    ``video_dir/<video_prefix><id>.<video_ext>`` (ActivityNet: ``v_``); ids in ``blocked`` (a block
+    list) are left out; ``fixed_fps`` gives every video that fps and ``int(duration * fixed_fps)``
+    frames; training drops segments no longer than ``min_segment_fraction`` of their video.
 
     A video whose json has neither ``frame`` nor ``fps`` gets ``num_frames == UNKNOWN_FRAMES`` and
     ``fps == 0.0`` (``record.frames_known`` is False); ``adatad.data.check.check_videos`` accepts
@@ -409,6 +437,12 @@ def load_annotations(
     path = os.fspath(annotation_file)
     database = _read_json(path)
     selected = _selected(path, database, subset)
+    if blocked:
+        kept = [vid for vid in selected if vid not in blocked]
+        if not kept:
+            raise AnnotationError(f"{path}: every video of subset {subset!r} ({len(selected)}) is in the block list "
+                                  "(data.block_list)")
+        selected = kept
 
     skip = set(skip_labels)
     if class_names is None:
@@ -423,17 +457,22 @@ def load_annotations(
     records: list[VideoRecord] = []
     for vid in selected:
         info = database[vid]
-        parsed = _parse_video(path, vid, info, class_index, skip, segment_tolerance_s)
+        parsed = _parse_video(path, vid, info, class_index, skip, segment_tolerance_s, fixed_fps,
+                              min_segment_fraction)
         segments, labels = _segment_array(parsed.train, index)
         eval_segments, eval_labels = _segment_array(parsed.file, index)
+        if fixed_fps is not None:
+            fps = float(fixed_fps)
+        else:
+            fps = parsed.frame / parsed.duration if parsed.frame != UNKNOWN_FRAMES else 0.0
         records.append(
             VideoRecord(
                 video_id=vid,
-                path=os.path.join(root, f"{vid}.{video_ext}"),
+                path=os.path.join(root, f"{video_prefix}{vid}.{video_ext}"),
                 subset=info["subset"],
                 duration=parsed.duration,
                 num_frames=parsed.frame,
-                fps=parsed.frame / parsed.duration if parsed.frame != UNKNOWN_FRAMES else 0.0,
+                fps=fps,
                 segments=segments,
                 labels=labels,
                 eval_segments=eval_segments,

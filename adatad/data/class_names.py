@@ -5,7 +5,8 @@ is found depends on what is at hand, so the sources are tried in one fixed order
 user names; the config's `data.class_map_file`; the labels of annotations the user names; the
 labels of the config's `data.annotation_file` (sorted, as OpenTAD writes its `category_idx.txt`).
 The training's own files come before user-named annotations because they define the order the
-model learnt. The count must equal the model's `model.head.num_classes`.
+model learnt. The count must equal the model's `model.head.num_classes`, except for a class-agnostic
+run (`data.class_agnostic`: a 1-class head whose detections get their classes from a video classifier).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def resolve_class_names(cfg: Config, class_map: str | None = None, annotations: 
                               f"({d.annotation_file}) do not exist here" + (f"; {hint}" if hint else ""))
     source, annotation_file, map_file = candidates[0]
     names = load_class_names(annotation_file, map_file)
+    if d.class_agnostic:  # a 1-class head (config-checked); the names are what a video classifier assigns
+        return ClassNames(names, source)
     if len(names) != cfg.model.head.num_classes:
         raise ClassNamesError(f"{source}: {len(names)} classes, but the model has "
                               f"model.head.num_classes={cfg.model.head.num_classes}")

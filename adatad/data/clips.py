@@ -21,6 +21,7 @@ import numpy as np
 from adatad.config import DataConfig
 from adatad.data.annotations import VideoRecord
 from adatad.data.batch import clip_to_example
+from adatad.data.resize_sampling import resize_window
 from adatad.data.sampling import ClipPlan, sample_train_window, sliding_windows
 from adatad.data.transforms import (
     CenterCrop,
@@ -72,9 +73,21 @@ def row_to_record(row: dict[str, Any]) -> VideoRecord:
 
 
 def plan_test_windows(record: VideoRecord, data: DataConfig) -> list[ClipPlan]:
-    """The sliding test windows of one video under ``data`` (every key that places them)."""
+    """The test windows of one video under ``data`` (every key that places them): its sliding
+    windows, or its one resized window (``data.sampling``)."""
+    if data.sampling == "resize":
+        return [resize_window(record, data.window_size, data.frames_per_position)]
     return sliding_windows(record, data.window_size, data.frame_stride, data.test_window_overlap,
                            data.frames_per_position)
+
+
+def seconds_bookkeeping(record: VideoRecord, data: DataConfig) -> tuple[float, int]:
+    """(fps, frame_stride) of a test window's bookkeeping, which `window_to_seconds` turns positions into
+    seconds with: the video's fps and the snippet stride; a resized video's positions per second of its
+    json duration and 1 (adatad.data.resize_sampling)."""
+    if data.sampling == "resize":
+        return data.window_size / record.duration, 1
+    return record.fps, data.frame_stride
 
 
 def window_rows(records: list[VideoRecord], data: DataConfig) -> list[dict[str, Any]]:
@@ -135,10 +148,17 @@ class ClipLoader:
         record = row_to_record(row)
         d = self.data
         if self.train:
-            return sample_train_window(
-                record, d.window_size, d.frame_stride, d.trunc_thresh, tuple(d.temporal_crop_ratio), rng,
-                frames_per_position=d.frames_per_position,
-            )
+            if d.sampling == "resize":
+                plan = resize_window(record, d.window_size, d.frames_per_position)
+            else:
+                plan = sample_train_window(
+                    record, d.window_size, d.frame_stride, d.trunc_thresh, tuple(d.temporal_crop_ratio), rng,
+                    frames_per_position=d.frames_per_position,
+                )
+            if d.class_agnostic:  # OpenTAD's class_agnostic datasets: every segment is class 0
+                plan = replace(plan, labels=np.zeros_like(plan.labels))
+            return plan
+        fps, frame_stride = seconds_bookkeeping(record, d)
         plan = ClipPlan(
             video_id=record.video_id,
             path=record.path,
@@ -147,9 +167,9 @@ class ClipLoader:
             segments=_NO_SEGMENTS,
             labels=_NO_LABELS,
             window_start_frame=int(row["window_start_frame"]),
-            fps=record.fps,
+            fps=fps,
             duration=record.duration,
-            frame_stride=d.frame_stride,
+            frame_stride=frame_stride,
         )
         return plan
 
@@ -171,7 +191,8 @@ class ClipLoader:
         return self._example(plan, frames, row["video_index"])
 
     def iter_video_windows(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every sliding window of the video in ``row`` (a `record_to_row` row), in order.
+        """Every test window of the video in ``row`` (a `record_to_row` row), in order: its sliding
+        windows, or its one resized window (``data.sampling``).
 
         Each example equals what `load` gives for that window's `window_rows` row, but the video
         is decoded once, front to back (each frame once instead of about twice). If decoding
@@ -185,7 +206,8 @@ class ClipLoader:
         d = self.data
         stream = WindowStream(record, d.window_size, d.frame_stride, d.test_window_overlap,
                               lambda clip: self.transform(clip, rng), per_frame=is_per_frame(self.transform),
-                              num_threads=d.decode_threads, frames_per_position=d.frames_per_position)
+                              num_threads=d.decode_threads, frames_per_position=d.frames_per_position,
+                              sampling=d.sampling)
         windows = iter(stream)
         failed = False
         try:

@@ -14,7 +14,8 @@ truncates on the read grid (window of ``N * s`` read frames, any start on that g
 At ``s = 1`` the read grid is the positions and nothing changes.
 
 Training uses random truncation (``sample_train_window``), testing uses overlapping sliding
-windows (``sliding_windows``). Both return :class:`ClipPlan`, which carries no pixels: decoding is
+windows (``sliding_windows``); ActivityNet's whole-video sampling (``data.sampling: resize``) is
+:mod:`adatad.data.resize_sampling`. Both return :class:`ClipPlan`, which carries no pixels: decoding is
 a separate step so the plans can be shipped cheaply to decode workers.
 """
 

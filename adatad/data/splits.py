@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from adatad.config import Config
 from adatad.data.annotations import VideoRecord, load_annotations
+from adatad.data.block_list import read_block_list
 from adatad.data.class_names import resolve_class_names
 
 
 def load_subset(cfg: Config, subset: str, class_names: list[str]) -> list[VideoRecord]:
-    """The videos of `subset` in the config's annotation file, labels indexed by `class_names`."""
+    """The videos of `subset` in the config's annotation file, labels indexed by `class_names`, minus
+    the config's block list; file names, frame rate and training segments as the data keys say."""
     d = cfg.data
+    blocked = read_block_list(cfg.resolve_path(d.block_list)) if d.block_list else frozenset()
     records, _ = load_annotations(cfg.resolve_path(d.annotation_file), cfg.resolve_path(d.video_dir), subset,
-                                  class_names, d.video_ext)
+                                  class_names, d.video_ext, video_prefix=d.video_prefix, blocked=blocked,
+                                  fixed_fps=d.fixed_fps, min_segment_fraction=d.min_segment_fraction)
     return records
 
 

@@ -10,6 +10,10 @@ cache plus the window being assembled) however long the video is.
 With ``frames_per_position = s > 1`` the unit of the cache is a frame of the read grid
 (``frame_stride / s`` raw frames apart) instead of a position; at ``s = 1`` the two are the same.
 
+With ``sampling="resize"`` (ActivityNet, :mod:`adatad.data.resize_sampling`) the video is one
+window of frames spread over all of it; it is read front to back in chunks of its (non-decreasing)
+frame indices, each chunk transformed as it arrives, so only the transformed window is held.
+
 Windows, masks and frames equal the per-window path's (``sliding_windows`` plans, decoded with
 ``read_frames`` and transformed as a whole clip) exactly, provided the transform maps each frame
 on its own (``per_frame=True``; the test transform, resize short side + center crop, does). For
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from adatad.data.annotations import VideoRecord
+from adatad.data.resize_sampling import resize_window
 from adatad.data.sampling import ClipPlan, frame_step, read_grid_length, sliding_windows
 from adatad.data.video import VideoStream
 
@@ -75,15 +80,19 @@ class WindowStream:
 
     def __init__(self, record: VideoRecord, window_size: int, frame_stride: int, overlap_ratio: float,
                  transform: FrameTransform, per_frame: bool = True, num_threads: int = 1,
-                 chunk_positions: int = 64, frames_per_position: int = 1) -> None:
+                 chunk_positions: int = 64, frames_per_position: int = 1, sampling: str = "sliding") -> None:
         if chunk_positions < 1:
             raise ValueError(f"video '{record.video_id}': chunk_positions must be >= 1, got {chunk_positions}")
-        self.record = record
-        self.plans: list[ClipPlan] = sliding_windows(record, window_size, frame_stride, overlap_ratio,
-                                                     frames_per_position)
+        if sampling not in ("sliding", "resize"):
+            raise ValueError(f"video '{record.video_id}': sampling must be 'sliding' or 'resize', got {sampling!r}")
+        self.record, self.resize = record, sampling == "resize"
         self.window_frames = window_size * frames_per_position
-        self.step = frame_step(frame_stride, frames_per_position)  # raw frames between read frames
-        self.num_read = read_grid_length(record.num_frames, frame_stride, frames_per_position)
+        if self.resize:
+            self.plans: list[ClipPlan] = [resize_window(record, window_size, frames_per_position)]
+        else:
+            self.plans = sliding_windows(record, window_size, frame_stride, overlap_ratio, frames_per_position)
+            self.step = frame_step(frame_stride, frames_per_position)  # raw frames between read frames
+            self.num_read = read_grid_length(record.num_frames, frame_stride, frames_per_position)
         self.transform, self.per_frame = transform, per_frame
         self.num_threads, self.chunk_frames = num_threads, chunk_positions * frames_per_position
         self.peak_cached = 0
@@ -92,6 +101,9 @@ class WindowStream:
         return len(self.plans)
 
     def __iter__(self) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+        if self.resize:
+            yield from self._resized()
+            return
         cache = _FrameCache()
         decoded_to = 0  # read-grid frames before this one have been decoded (or were never needed)
         with VideoStream(self.record.path, self.num_threads) as stream:
@@ -110,3 +122,15 @@ class WindowStream:
                     decoded_to = end
                 window = cache.window(start, stop, self.window_frames)
                 yield plan, window if self.per_frame else self.transform(window)
+
+    def _resized(self) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+        """The one window of a resized video: its frame indices read in ascending chunks."""
+        plan = self.plans[0]
+        parts = []
+        with VideoStream(self.record.path, self.num_threads) as stream:
+            for at in range(0, len(plan.frame_indices), self.chunk_frames):
+                frames = stream.read(plan.frame_indices[at:at + self.chunk_frames])
+                parts.append(self.transform(frames) if self.per_frame else frames)
+                self.peak_cached = max(self.peak_cached, sum(len(p) for p in parts))
+        window = np.concatenate(parts)
+        yield plan, window if self.per_frame else self.transform(window)

@@ -1,6 +1,6 @@
 """Own videos + a segment table -> a data set the THUMOS recipe trains on (`pipelines/prepare_dataset.py`).
 
-Steps: read the table (CSV, or a THUMOS json in either layout) -> find every video file -> probe
+Steps: read the table (CSV, or a THUMOS / ActivityNet json) -> find every video file -> probe
 every video with the real decoder (worker processes: frame count, fps, first and last frame) ->
 check each segment against its video's decoded length -> split the videos -> build the outputs
 in memory -> load them back with the project's own loaders (`load_annotations`, `load_config`)
@@ -46,6 +46,7 @@ DEFAULT_BASE = "configs/thumos_videomae_s_768x1_160_adapter.yaml"
 ANNOTATION_FILE, CLASS_MAP_FILE, SPLIT_FILE, LINK_DIR = "annotations.json", "category_idx.txt", "split.csv", \
     "video_links"
 SUBSET_OF = {"train": "training", "test": "validation"}  # OpenTAD's names, which the THUMOS recipe reads
+ACTIVITYNET_PREFIX = "v_"  # ActivityNet's video files are v_<id>.mp4
 SKIP_LABELS = ("Ambiguous",)  # THUMOS's "ambiguous" marks: kept in the json, never a class (as the loader)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -169,11 +170,20 @@ def _read_table(req: PrepareRequest) -> SegmentTable:
 
 
 def _find_videos(req: PrepareRequest, table: SegmentTable, problems: list[str]) -> dict[str, tuple[VideoRows, Path]]:
-    """Video id -> (its rows, its file); every unresolvable or doubled name is a problem."""
+    """Video id -> (its rows, its file); every unresolvable or doubled name is a problem.
+
+    A released json's id without a file of its own finds `v_<id>` (ActivityNet's file names, which
+    OpenTAD reads with `PrepareVideoInfo(prefix="v_")`); the video id is then the file's stem.
+    """
     index = index_video_dir(req.videos) if req.videos.is_dir() else {}
     found: dict[str, tuple[VideoRows, Path]] = {}
+    prefixed = 0
     for rows in table.videos.values():
         path = find_video(req.videos, rows.name, index)
+        if isinstance(path, str) and table.released:
+            other = find_video(req.videos, ACTIVITYNET_PREFIX + rows.name, index)
+            if not isinstance(other, str):
+                path, prefixed = other, prefixed + 1
         if isinstance(path, str):
             problems.append(f"{rows.where}: video {rows.name!r}: {path}")
             continue
@@ -191,26 +201,47 @@ def _find_videos(req: PrepareRequest, table: SegmentTable, problems: list[str]) 
                             "--keep-unlabelled to keep it as a background video (or remove the row)")
             continue
         found[path.stem] = (rows, path)
+    if prefixed:
+        table.notes.append(f"{prefixed} video(s) of {table.source} were found as {ACTIVITYNET_PREFIX}<id> files "
+                           f"(ActivityNet's names); their ids in {ANNOTATION_FILE} are the file names, with the prefix")
     return found
 
 
-def _check_segments(videos: list[Video], problems: list[str]) -> None:
-    """Segments must lie in the decoded video; up to one frame past the end is clipped (rounding)."""
+def _check_segments(videos: list[Video], problems: list[str], released: bool = False) -> list[str]:
+    """Segments must lie in the decoded video; up to one frame past the end is clipped (rounding).
+
+    `released` (a released json, e.g. ActivityNet-1.3, whose durations and the re-encoded videos
+    differ): a segment past the end is clipped to the video, one starting at or after the end is
+    dropped, each counted in the returned notes, as the loaders treat them for training.
+    """
+    clipped = dropped = 0
     for video in videos:
         info = video.inspection.info
         duration = video.inspection.duration
         kept = []
         for seg in video.rows.segments:
-            if seg.end > duration + 1.0 / info.fps:
-                problems.append(f"{seg.where}: segment [{seg.start:g}, {seg.end:g}] of video '{video.video_id}' ends "
-                                f"after the video ({duration:.3f} s: {info.num_frames} frames at {info.fps:g} fps)")
+            if released and seg.start >= duration:
+                dropped += 1
                 continue
+            if seg.end > duration + 1.0 / info.fps:
+                if not released:
+                    problems.append(f"{seg.where}: segment [{seg.start:g}, {seg.end:g}] of video '{video.video_id}' "
+                                    f"ends after the video ({duration:.3f} s: {info.num_frames} frames at "
+                                    f"{info.fps:g} fps)")
+                    continue
+                clipped += 1
             kept.append(seg if seg.end <= duration else type(seg)(seg.start, duration, seg.label, seg.where))
         video.rows.segments = kept
         for seg in kept:
             if seg.start >= seg.end:  # the start lies in the last frame: nothing left after clipping
                 problems.append(f"{seg.where}: segment [{seg.start:g}, ...] of video '{video.video_id}' starts at "
                                 f"the end of the video ({duration:.3f} s)")
+    notes = []
+    if clipped:
+        notes.append(f"{clipped} segment(s) ending after their decoded video were clipped to its end")
+    if dropped:
+        notes.append(f"{dropped} segment(s) starting at or after the end of their decoded video were dropped")
+    return notes
 
 
 def _split(req: PrepareRequest, videos: list[Video], problems: list[str]) -> Split | None:
@@ -337,11 +368,11 @@ def prepare_dataset(req: PrepareRequest, say: Callable[[str], None] | None = Non
             problems.append(f"{rows.where}: video {rows.name!r}: {inspection.problem}")
         else:
             videos.append(Video(rows, path, inspection))
-    _check_segments(videos, problems)
+    segment_notes = _check_segments(videos, problems, table.released)
     if problems:
         raise PrepareError(problems)
 
-    notes = list(table.notes)
+    notes = list(table.notes) + segment_notes
     split = _split(req, videos, problems)
     classes = [c for c in table.labels() if c not in SKIP_LABELS]
     if not classes:

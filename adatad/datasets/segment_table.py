@@ -32,6 +32,7 @@ class VideoRows:
     unlabelled_at: str | None = None  # a row listing the video without a segment
     split: str | None = None  # "train" / "test" from the split column (or the json's subset)
     rejected: int = 0  # its rows already reported as problems (so "no segments" is not said again)
+    zero_length: int = 0  # segments with start = end, dropped (a released json has them)
 
 
 @dataclass
@@ -39,6 +40,9 @@ class SegmentTable:
     """Videos in input order, plus the problems (one line each) and notes met while reading."""
 
     source: str
+    # A released annotation file (json), not the user's own table: segments outside the decoded video
+    # are clipped or dropped with a note, as the loaders do, instead of refused.
+    released: bool = False
     videos: dict[str, VideoRows] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

@@ -1,10 +1,19 @@
-"""A THUMOS json (OpenTAD's or ActionFormer's layout) as the input of `pipelines/prepare_dataset.py`.
+"""A THUMOS or ActivityNet json as the input of `pipelines/prepare_dataset.py`.
 
-Why: a user re-splitting THUMOS, or keeping only some subsets of it, starts from one of the two
-common files rather than a CSV. Only labels and segments are read: frame counts, fps and
-durations come from the decoder when the videos are probed. The json's subset becomes the split
-`subset` of the table (OpenTAD "training" / ActionFormer "Validation" -> train, OpenTAD
-"validation" / ActionFormer "Test" -> test), used with `--split-column subset`.
+Why: a user re-splitting THUMOS or ActivityNet, or keeping only some subsets of it, starts from the
+released file rather than a CSV. Layouts: OpenTAD's and ActionFormer's THUMOS json, and
+ActivityNet-1.3's (`activity_net.v1-3.min.json`: `duration`, `subset`, `url`, `resolution`, no
+`frame` or `fps`). Only labels and segments are read: frame counts, fps and durations come from
+the decoder when the videos are probed, so `frame` / `fps` may be there or not. The json's subset
+becomes the split `subset` of the table (OpenTAD and ActivityNet "training" / ActionFormer
+"Validation" -> train, OpenTAD and ActivityNet "validation" / ActionFormer "Test" -> test), used
+with `--split-column subset`; ActivityNet's "testing" videos have no segments (leave them out with
+`--subset training --subset validation`).
+
+Released files hold segments a hand-written table would not (ActivityNet-1.3 has zero-length
+segments and segments past their video's end, as OpenTAD's loaders accept): a zero-length segment
+is dropped with a note here, and the table is marked `released`, so segments outside the decoded
+video are clipped or dropped with a note (`adatad.datasets.prepare`) instead of refused.
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ def _seconds(value: object) -> float | None:
 
 def read_thumos_json(path: str | os.PathLike, subsets: Sequence[str] = (), split_column: str | None = None
                      ) -> SegmentTable:
-    """Videos (optionally only those of `subsets`, exact names) with their segments; problems collected."""
+    """Videos (optionally only those of `subsets`, exact names) with their segments; problems collected,
+    zero-length segments dropped with a note."""
     source = os.fspath(path)
-    table = SegmentTable(source=source)
+    table = SegmentTable(source=source, released=True)
     try:
         with open(source, encoding="utf-8") as f:
             data = json.load(f)
@@ -44,7 +54,7 @@ def read_thumos_json(path: str | os.PathLike, subsets: Sequence[str] = (), split
         return table
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
-        table.problems.append(f"{source}: missing object 'database' (expected the THUMOS layout "
+        table.problems.append(f"{source}: missing object 'database' (expected the THUMOS / ActivityNet layout "
                               '{"database": {video_id: {"subset", "annotations": [...]}}})')
         return table
     if split_column not in (None, SPLIT_COLUMN):
@@ -67,11 +77,16 @@ def read_thumos_json(path: str | os.PathLike, subsets: Sequence[str] = (), split
         if split_column == SPLIT_COLUMN:
             entry.split = SUBSET_SPLITS.get(subset) if isinstance(subset, str) else None
             if entry.split is None:
-                table.problems.append(f"{where}: field 'subset': {subset!r} is not a THUMOS subset "
-                                      f"({', '.join(SUBSET_SPLITS)}), so --split-column subset cannot place it")
+                table.problems.append(f"{where}: field 'subset': {subset!r} is not a training or test subset "
+                                      f"({', '.join(SUBSET_SPLITS)}), so --split-column subset cannot place it "
+                                      "(--subset keeps only the named subsets)")
         _read_annotations(table, entry, info.get("annotations", []), where)
     if not table.videos and not table.problems:
         table.problems.append(f"{source}: no videos (subsets present: {present})")
+    dropped = sum(v.zero_length for v in table.videos.values())
+    if dropped:
+        table.notes.append(f"{source}: {dropped} zero-length segment(s) dropped (start = end; OpenTAD's evaluator "
+                           "drops them too)")
     return table
 
 
@@ -96,8 +111,10 @@ def _read_annotations(table: SegmentTable, entry: VideoRows, annotations: object
             table.problems.append(f"{at}: field 'segment': expected numbers of seconds, got {segment!r}")
         elif start < 0:
             table.problems.append(f"{at}: field 'segment': start {start} < 0")
-        elif start >= end:
-            table.problems.append(f"{at}: field 'segment': start {start} >= end {end}")
+        elif start == end:
+            entry.zero_length += 1
+        elif start > end:
+            table.problems.append(f"{at}: field 'segment': start {start} > end {end}")
         elif (start, end, label) not in seen:  # exact duplicates dropped, as the loader does
             seen.add((start, end, label))
             entry.segments.append(Segment(start, end, label.strip(), at))

@@ -12,6 +12,8 @@ Layout written (OpenTAD THUMOS layout, docs/recipe.md section 1)::
 
 Every file goes through `adatad/atomic.py` (temp file beside it, rename). The json states each
 video's own ``frame`` and ``duration`` (videos may differ in frame rate, see ``fps_cycle``).
+``SyntheticSpec(layout="anet")`` follows ActivityNet's conventions instead (``v_<id>.mp4`` files,
+no ``frame`` in the json, a block list and a video classifier file: :mod:`adatad.datasets.synthetic_anet`).
 :func:`segment_rows` lists the segments as rows of the CSV that ``pipelines/prepare_dataset.py``
 reads.
 """
@@ -31,6 +33,7 @@ from typing import IO
 import av
 
 from adatad.atomic import atomic_open, atomic_write_text
+from adatad.datasets import synthetic_anet
 from adatad.datasets.synthetic_plan import ACTION_CLASSES, SyntheticSpec, VideoLayout, plan_dataset
 from adatad.datasets.synthetic_render import render_frames
 
@@ -98,7 +101,13 @@ def dataset_is_complete(out_dir: str | os.PathLike, spec: SyntheticSpec | None =
         return False
     if spec is not None and saved != spec.to_json():
         return False
-    return all((root / VIDEO_DIR / f"{vid}.mp4").is_file() for vid in database)
+    anet = saved.get("layout") == "anet"
+    spec_of_files = SyntheticSpec(layout="anet") if anet else SyntheticSpec()
+    blocked = set(synthetic_anet.missing_entries(SyntheticSpec(layout="anet"))) if anet else set()
+    if anet and not (root / synthetic_anet.CLASSIFIER_FILE).is_file():
+        return False
+    return all((root / VIDEO_DIR / synthetic_anet.video_file_name(spec_of_files, vid)).is_file()
+               for vid in database if vid not in blocked)
 
 
 def saved_spec(out_dir: str | os.PathLike) -> dict | None:
@@ -135,7 +144,7 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
     names = [c.name for c in ACTION_CLASSES[: spec.num_classes]]
     database: dict[str, dict] = {}
     layouts = plan_dataset(spec)
-    jobs = [(spec, layout, videos / f"{layout.video_id}.mp4") for layout in layouts]
+    jobs = [(spec, layout, videos / synthetic_anet.video_file_name(spec, layout.video_id)) for layout in layouts]
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(jobs) > 1:
             # spawn, not fork: the caller may hold threads (torch, Ray) that fork would break
@@ -145,24 +154,21 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
         else:
             counts = (write_video(*job) for job in jobs)
         for i, (layout, frames) in enumerate(zip(layouts, counts, strict=True)):
-            database[layout.video_id] = {
-                "subset": layout.subset,
-                "duration": frames / layout.fps,
-                "frame": frames,
-                "annotations": [
-                    {"segment": [inst.start_frame / layout.fps, inst.end_frame / layout.fps],
-                     "label": names[inst.label]}
-                    for inst in layout.instances
-                ],
-            }
+            database[layout.video_id] = synthetic_anet.json_entry(spec, layout, frames, names)
             if progress is not None:
                 progress(f"[{i + 1}/{len(layouts)}] {layout.video_id}: {frames} frames, "
                          f"{len(layout.instances)} actions")
 
-    keep = {f"{vid}.mp4" for vid in database}
+    keep = {synthetic_anet.video_file_name(spec, vid) for vid in database}
     for stale in videos.glob("*.mp4"):
         if stale.name not in keep:
             stale.unlink()
+    if synthetic_anet.is_anet(spec):
+        missing = synthetic_anet.missing_entries(spec)
+        database.update(missing)
+        atomic_write_text(videos / synthetic_anet.BLOCK_LIST_FILE, "".join(f"{vid}\n" for vid in missing))
+        atomic_write_text(root / synthetic_anet.CLASSIFIER_FILE,
+                          json.dumps(synthetic_anet.classifier_results(spec, layouts, names)) + "\n")
     atomic_write_text(root / CLASS_MAP_FILE, "".join(f"{n}\n" for n in names))
     atomic_write_text(root / SPEC_FILE, json.dumps(spec.to_json(), indent=1) + "\n")
     atomic_write_text(ann_path, json.dumps({"database": database}, indent=1) + "\n")

@@ -63,6 +63,9 @@ class SyntheticSpec:
     noise: int = 16  # per-pixel uniform noise amplitude (+-noise grey levels per channel); 16 at crf 23
     # gives ~3.7 MB per minute at 320x180, close to a real 320x180 THUMOS video (about 3.5 MB per minute)
     fps_cycle: tuple[int, ...] = ()  # per-video frame rates (video i: fps_cycle[i % len]); () = all at fps
+    # "thumos": THUMOS names and json; "anet": ActivityNet's conventions (adatad.datasets.synthetic_anet)
+    layout: str = "thumos"
+    single_class: bool = False  # every action of a video has one class (ActivityNet: one activity per video)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad parameter."""
@@ -81,17 +84,19 @@ class SyntheticSpec:
             (0 <= self.gap_s[0] <= self.gap_s[1], "gap_s must be (min, max) with 0 <= min <= max"),
             (0 <= self.noise <= 64, "noise must be in [0, 64]"),
             (all(isinstance(f, int) and f >= 1 for f in self.fps_cycle), "fps_cycle values must be integers >= 1"),
+            (self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"synthetic data set: {message}; got {self}")
 
     def to_json(self) -> dict:
-        """Parameters as saved in synthetic_spec.json; an empty fps_cycle is left out, so data sets
-        generated before it existed still match their spec."""
+        """Parameters as saved in synthetic_spec.json; an empty fps_cycle and the THUMOS defaults of
+        layout and single_class are left out, so data sets generated before they existed still match."""
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        if not self.fps_cycle:
-            del out["fps_cycle"]
+        for key, default in (("fps_cycle", []), ("layout", "thumos"), ("single_class", False)):
+            if out[key] == default:
+                del out[key]
         return out
 
     def video_fps(self, idx: int) -> int:
@@ -103,6 +108,13 @@ class SyntheticSpec:
 # in minutes. 4 classes, 24 train + 8 test videos of 20-30 s, 160x96 at 30 fps.
 DEMO_SPEC = SyntheticSpec(num_train=24, num_test=8, num_classes=4, duration_s=(20.0, 30.0),
                           fps=30, width=160, height=96)
+
+
+# Whole-video demo (configs/synthetic_anet.yaml): ActivityNet-like videos of 20-90 s at 15 fps (OpenTAD's
+# re-encoded ActivityNet videos are 15 fps), few long actions of one class each, 6 classes.
+ANET_DEMO_SPEC = SyntheticSpec(num_train=40, num_test=12, num_classes=6, duration_s=(20.0, 90.0), fps=15,
+                               width=160, height=96, action_duration_s=(8.0, 40.0), gap_s=(2.0, 15.0),
+                               layout="anet", single_class=True)
 
 
 def demo_spec() -> SyntheticSpec:
@@ -130,7 +142,13 @@ class VideoLayout:
     fps: int
 
 
-def _video_id(split: str, idx: int) -> tuple[str, str]:
+LAYOUTS = ("thumos", "anet")
+
+
+def _video_id(split: str, idx: int, layout: str = "thumos") -> tuple[str, str]:
+    if layout == "anet":
+        return f"anet_{'train' if split == 'train' else 'val'}_{idx + 1:05d}", "training" if split == "train" \
+            else "validation"
     if split == "train":
         return f"video_validation_{idx + 1:07d}", "training"
     return f"video_test_{idx + 1:07d}", "validation"
@@ -165,9 +183,10 @@ def plan_video(spec: SyntheticSpec, split: str, idx: int) -> VideoLayout:
         f0 = round(s * fps)
         f1 = min(max(round(e * fps), f0 + 1), num_frames)
         instances.append(Instance(label, f0, f1, tuple(rng.random(4).tolist())))
-        if spec.num_classes > 1:  # next action: a uniformly drawn *different* class
+        if spec.num_classes > 1 and not spec.single_class:  # next action: a uniformly drawn *different* class
             label = (label + int(rng.integers(1, spec.num_classes))) % spec.num_classes
-    return VideoLayout(*_video_id(split, idx), num_frames, int(rng.integers(2**31)), tuple(instances), fps)
+    return VideoLayout(*_video_id(split, idx, spec.layout), num_frames, int(rng.integers(2**31)), tuple(instances),
+                       fps)
 
 
 def plan_dataset(spec: SyntheticSpec) -> list[VideoLayout]:

@@ -141,6 +141,25 @@ def predict_windows(model: torch.nn.Module, batches: Iterable[Batch], device: to
     return collector
 
 
+def clip_accounting(delivered: list[int], num_videos: int) -> dict[str, float]:
+    """How an epoch's input compares with its plan (one clip per training video): `clips_lost`
+    videos that no process received, `clips_repeated` extra receptions. `delivered` holds the video
+    index of every clip this process received (trained on or failed to decode); under
+    torch.distributed the counts cover every process (each gets the same numbers).
+
+    Why: a lost node can take clips with it (Ray Data re-executes what it can); what it cannot
+    recover must show up in the history instead of silently shrinking an epoch.
+    """
+    everything: list[int] = list(delivered)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, list(delivered))
+        everything = [i for part in gathered for i in part]
+    received = set(everything)
+    return {"clips_lost": float(sum(1 for i in range(num_videos) if i not in received)),
+            "clips_repeated": float(len(everything) - len(received))}
+
+
 def gather_across_processes(collector: WindowCollector) -> WindowCollector:
     """Every process's windows in one collector, when torch.distributed runs several processes
     (each validates its own videos); the collector itself otherwise."""

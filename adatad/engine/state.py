@@ -17,11 +17,12 @@ from torch.optim.swa_utils import AveragedModel
 
 from adatad.atomic import atomic_open
 from adatad.config import Config
-from adatad.engine.ema import build_ema, unwrap
+from adatad.engine.ema import build_ema, frozen_parameter_names, unwrap
 from adatad.engine.param_groups import build_param_groups
 from adatad.engine.schedule import build_scheduler
 from adatad.engine.step import build_scaler
 from adatad.models.build import build_model
+from adatad.models.checkpoint_ema import EMA_FROM_MODEL, complete_ema, leave_out_shared
 from adatad.models.trained import is_project_checkpoint, read_trained
 from adatad.models.weights import WeightsError, load_weights, read_torch_file
 from adatad.run_folder import CHECKPOINT_FILE
@@ -43,10 +44,17 @@ class TrainingState:
         return unwrap(self.ema) if self.ema is not None else unwrap(self.model)
 
     def state_dict(self, cfg: Config, class_names: list[str] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds; the EMA without the frozen entries, which 'model' holds already
+        (`adatad.models.checkpoint_ema`; readers get the whole EMA back from `complete_ema`)."""
+        model = unwrap(self.model).state_dict()
+        ema, shared = None, []
+        if self.ema is not None:
+            ema, shared = leave_out_shared(self.ema.state_dict(), model, frozen_parameter_names(self.model))
         return {
             "class_names": list(class_names or []),
-            "model": unwrap(self.model).state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "model": model,
+            "ema": ema,
+            EMA_FROM_MODEL: shared,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -57,8 +65,9 @@ class TrainingState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(state["model"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+        ema = complete_ema(state, "checkpoint")  # old checkpoints hold the whole EMA; new ones share
+        if self.ema is not None and ema is not None:
+            self.ema.load_state_dict(ema)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -119,8 +128,10 @@ def save_checkpoint(state: TrainingState, cfg: Config, directory: str | os.PathL
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training checkpoint file (or a directory holding one) safely (`read_torch_file`).
 
-    Everything it holds is returned as saved (to resume: optimizer, scheduler, EMA); a file that is
-    not this project's checkpoint, or cannot be read, is a one-line WeightsError.
+    Everything it holds is returned as saved (to resume: optimizer, scheduler, EMA), except that the
+    EMA comes back whole: the frozen entries the file stores once, under 'model', are put back in it
+    (`complete_ema`; the same tensors, no copy). A file that is not this project's checkpoint, or
+    cannot be read, is a one-line WeightsError.
     """
     path = Path(path)
     if path.is_dir():
@@ -133,4 +144,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: not an adatad training checkpoint ({exc.reason})") from None
     if not is_project_checkpoint(state):
         raise WeightsError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")
+    if EMA_FROM_MODEL in state:
+        state["ema"] = complete_ema(state, str(path))
+        del state[EMA_FROM_MODEL]
     return state

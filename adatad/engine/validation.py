@@ -13,10 +13,12 @@ from adatad.config import InferenceConfig
 from adatad.data.annotations import VideoRecord
 from adatad.evaluation import DEFAULT_TIOU_THRESHOLDS, evaluate_map
 from adatad.postprocess import Detections, merge_video, to_results_json, window_to_seconds
+from adatad.video_classifier import load_video_classifier
 
 
 class WindowCollector:
-    """Accumulates per-window detections (already in seconds) under their video index."""
+    """Accumulates per-window detections (already in seconds, not yet clipped to the video) under
+    their video index."""
 
     def __init__(self) -> None:
         self.by_video: dict[int, list[Detections]] = defaultdict(list)
@@ -41,14 +43,24 @@ class WindowCollector:
             self.by_video[key].extend(dets)
 
     def results(self, records: list[VideoRecord], class_names: list[str], inference: InferenceConfig) -> dict:
-        """{"results": {video_id: [...]}} after merging windows and soft-NMS per video."""
+        """{"results": {video_id: [...]}} after merging windows per video: soft-NMS (per class, or
+        class-agnostic with segment voting), clipping to the video, and, with an external video
+        classifier, its classes and fused scores (labels are then the classifier's class names)."""
+        classifier = (load_video_classifier(inference.external_classifier, inference.external_classifier_type)
+                      if inference.external_classifier else None)
         merged = {}
         for index, windows in sorted(self.by_video.items()):
-            merged[records[index].video_id] = merge_video(
+            record = records[index]
+            dets = merge_video(
                 windows, sigma=inference.nms_sigma, max_seg_num=inference.max_seg_num,
-                min_score=inference.min_score,
+                min_score=inference.min_score, multiclass=inference.multiclass_nms,
+                voting_thresh=inference.voting_thresh, duration=record.duration,
+                clip_before_nms=inference.clip_before_nms,
             )
-        return to_results_json(merged, class_names)
+            if classifier is not None:
+                dets = classifier.fuse(dets, record.video_id, inference.external_classifier_topk)
+            merged[record.video_id] = dets
+        return to_results_json(merged, classifier.class_names if classifier is not None else class_names)
 
 
 def ground_truth_of(records: list[VideoRecord], class_names: list[str]) -> dict[str, list[dict[str, Any]]]:

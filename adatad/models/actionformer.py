@@ -20,6 +20,7 @@ from adatad.models.layers_1d import (
     TransformerBlock,
     init_conv_,
 )
+from adatad.models.position_embedding import position_table_for, sinusoid_position_table
 
 # Regression range of each pyramid level, in grid units of that level's input positions.
 DEFAULT_REGRESSION_RANGES: tuple[tuple[float, float], ...] = (
@@ -31,14 +32,25 @@ class Conv1DTransformerProj(nn.Module):
     """arch = (#embedding convs, #stem blocks at stride 1, #branch blocks each halving T).
 
     Returns one feature map per level: 1 + arch[2] levels (768, 384, ..., 24 for T=768).
+    use_abs_pe adds a fixed sinusoid table of `max_seq_len` positions after the embedding convs
+    (`pos_embed`, a non-persistent buffer: OpenTAD's checkpoints do not hold it either);
+    input_pdrop drops whole input channels (Dropout1d) while training.
     """
 
     def __init__(self, in_channels: int, out_channels: int = 512, arch: Sequence[int] = (2, 2, 5),
                  n_head: int = 4, mha_win_size: int | Sequence[int] = -1, path_pdrop: float = 0.1,
-                 proj_pdrop: float = 0.0, kernel_size: int = 3):
+                 proj_pdrop: float = 0.0, kernel_size: int = 3, use_abs_pe: bool = False,
+                 max_seq_len: int = 768, input_pdrop: float = 0.0):
         super().__init__()
         if len(arch) != 3:
             raise ValueError(f"arch must have 3 entries (convs, stem, branch), got {tuple(arch)}")
+        self.use_abs_pe = use_abs_pe
+        self.max_seq_len = max_seq_len
+        self.input_drop = nn.Dropout1d(input_pdrop) if input_pdrop > 0 else None
+        if use_abs_pe:
+            # Built on the CPU (the float32 division as OpenTAD's), then moved to the device being built on.
+            table = sinusoid_position_table(max_seq_len, out_channels)
+            self.register_buffer("pos_embed", table.to(torch.empty(0).device), persistent=False)
         n_levels = 1 + arch[2]
         win = [mha_win_size] * n_levels if isinstance(mha_win_size, int) else list(mha_win_size)
         if len(win) != n_levels:
@@ -62,8 +74,12 @@ class Conv1DTransformerProj(nn.Module):
         # positions through the k=3 embedding convs (and from there, through global attention, every
         # output of the window) -- which OpenTAD's trained weights expect. Padded positions
         # themselves are zero after the first conv and masked out of attention as keys.
+        if self.input_drop is not None:
+            x = self.input_drop(x)
         for layer in self.embed:
             x, mask = layer(x, mask)
+        if self.use_abs_pe:  # after the embedding convs, zero at padding (OpenTAD)
+            x = x + position_table_for(self.pos_embed, x.shape[-1], self.training) * mask[:, None].to(x.dtype)
         for block in self.stem:
             x, mask = block(x, mask)
         feats, masks = [x], [mask]
@@ -124,25 +140,29 @@ class ActionFormerHead(nn.Module):
 
     Outputs per level l (stride 2**l): cls logits (B, T_l, K), regression offsets (B, T_l, 2) >= 0 in
     stride units (distance to start, distance to end), and the level mask (B, T_l) bool.
-    All state is in parameters (no buffers, no caches), so EMA copies and state dicts are complete.
+    All learnt state is in parameters; the only buffer is the optional position table, a constant
+    rebuilt from its formula (not saved), so EMA copies and state dicts are complete.
     """
 
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 512, arch: Sequence[int] = (2, 2, 5),
                  n_head: int = 4, mha_win_size: int | Sequence[int] = -1, max_seq_len: int = 768,
                  path_pdrop: float = 0.1, feat_channels: int = 512, head_num_convs: int = 2,
                  cls_prior_prob: float = 0.01,
-                 regression_ranges: Sequence[tuple[float, float]] | None = None):
+                 regression_ranges: Sequence[tuple[float, float]] | None = None,
+                 use_abs_pe: bool = False, input_pdrop: float = 0.0, proj_pdrop: float = 0.0):
         super().__init__()
         num_levels = 1 + arch[2]
         self.num_classes = num_classes
-        self.max_seq_len = max_seq_len  # kept for config parity; no absolute position embedding is used
+        self.max_seq_len = max_seq_len  # the position table's length (only used with use_abs_pe)
         self.strides: list[int] = [2**i for i in range(num_levels)]
         ranges = DEFAULT_REGRESSION_RANGES if regression_ranges is None else regression_ranges
         if len(ranges) != num_levels:
             raise ValueError(f"regression_ranges needs {num_levels} entries for arch {tuple(arch)}, got {len(ranges)}")
         self.regression_ranges: list[tuple[float, float]] = [(float(lo), float(hi)) for lo, hi in ranges]
         self.projection = Conv1DTransformerProj(in_channels, embed_dim, arch, n_head=n_head,
-                                                mha_win_size=mha_win_size, path_pdrop=path_pdrop)
+                                                mha_win_size=mha_win_size, path_pdrop=path_pdrop,
+                                                proj_pdrop=proj_pdrop, use_abs_pe=use_abs_pe,
+                                                max_seq_len=max_seq_len, input_pdrop=input_pdrop)
         self.neck = FPNIdentity(embed_dim, num_levels)
         self.heads = ClsRegHeads(embed_dim, num_classes, num_levels, feat_channels=feat_channels,
                                  num_convs=head_num_convs, cls_prior_prob=cls_prior_prob)

@@ -55,12 +55,15 @@ def _build(cfg: Config, load_backbone: bool) -> AdaTAD:
         arch=h.arch,
         n_head=h.n_head,
         mha_win_size=h.mha_win_size,
-        max_seq_len=cfg.data.window_size,
+        max_seq_len=position_table_length(cfg),
         path_pdrop=h.path_pdrop,
         feat_channels=h.feat_channels,
         head_num_convs=h.num_convs,
         cls_prior_prob=h.cls_prior_prob,
         regression_ranges=h.regression_ranges,
+        use_abs_pe=h.use_abs_pe,
+        input_pdrop=h.input_pdrop,
+        proj_pdrop=h.proj_pdrop,
     )
     criterion = DetectionLoss(
         num_classes=h.num_classes,
@@ -71,8 +74,16 @@ def _build(cfg: Config, load_backbone: bool) -> AdaTAD:
         focal_gamma=h.focal_gamma,
         init_loss_norm=h.init_loss_norm,
         loss_norm_momentum=h.loss_norm_momentum,
+        label_smoothing=h.label_smoothing,
+        loss_weight=h.loss_weight,
     )
     return AdaTAD(encoder, head, criterion)
+
+
+def position_table_length(cfg: Config) -> int:
+    """Positions of the projection's absolute position table: model.head.max_seq_len, else the window."""
+    h = cfg.model.head
+    return h.max_seq_len if h.max_seq_len is not None else cfg.data.window_size
 
 
 def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Config]:
@@ -85,10 +96,12 @@ def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Co
     included.
     """
     from adatad.config import WEIGHTS_FROM_TRAINED_FILE, config_from_dict, deep_merge
+    from adatad.models.checkpoint_ema import complete_ema
 
     cfg = config_from_dict(deep_merge(state["config"], WEIGHTS_FROM_TRAINED_FILE))
     model = build_model(cfg)
-    weights = unwrap_ema(state["ema"]) if use_ema and state.get("ema") else state["model"]
+    ema = complete_ema(state, "checkpoint") if use_ema else None  # frozen entries come from 'model'
+    weights = unwrap_ema(ema) if ema is not None else state["model"]
     reference = shapes_of(model)
     problem = describe_misfit(reference, weights)
     if problem:

@@ -68,9 +68,10 @@ class AdaTAD(nn.Module):
         return self.criterion(cls_logits, reg_offsets, level_masks, gt_segments, gt_labels)
 
     @torch.no_grad()
-    def predict(self, frames: Tensor, masks: Tensor, pre_nms_thresh: float = 0.001,
-                pre_nms_topk: int = 2000) -> list[Detections]:
-        """Per-window detections in window positions (call `eval()` first for deterministic output)."""
+    def predict(self, frames: Tensor, masks: Tensor, pre_nms_thresh: float | None = 0.001,
+                pre_nms_topk: int | None = 2000) -> list[Detections]:
+        """Per-window detections in window positions (call `eval()` first for deterministic output);
+        None for the threshold or the top-k keeps every valid (position, class) pair."""
         cls_logits, reg_offsets, level_masks = self._heads(frames, masks)
         return decode_window(cls_logits, reg_offsets, level_masks, self.head.strides,
                              pre_nms_thresh=pre_nms_thresh, pre_nms_topk=pre_nms_topk)

@@ -37,11 +37,15 @@ class DetectionLoss(nn.Module):
     `loss_normalizer` is a buffer (saved with the model, averaged by EMA) holding an EMA of
     max(#positive points, 1); it is updated on every training-mode forward. In eval mode the
     batch's own max(#pos, 1) is used, as in the reference.
+    `label_smoothing` s turns targets t into t (1 - s) + s / (K + 1); `loss_weight` multiplies the
+    regression loss (the returned "reg_loss" is the weighted one, as OpenTAD logs it); a weight
+    <= 0 means OpenTAD's adaptive weight cls_loss / max(reg_loss, 0.01), without gradient.
     """
 
     def __init__(self, num_classes: int, strides: Sequence[int], regression_ranges: Sequence[tuple[float, float]],
                  center_sample_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
-                 init_loss_norm: float = 100.0, loss_norm_momentum: float = 0.9, label_smoothing: float = 0.0):
+                 init_loss_norm: float = 100.0, loss_norm_momentum: float = 0.9, label_smoothing: float = 0.0,
+                 loss_weight: float = 1.0):
         super().__init__()
         if len(strides) != len(regression_ranges):
             raise ValueError(f"{len(strides)} strides but {len(regression_ranges)} regression ranges")
@@ -53,6 +57,7 @@ class DetectionLoss(nn.Module):
         self.focal_gamma = focal_gamma
         self.loss_norm_momentum = loss_norm_momentum
         self.label_smoothing = label_smoothing
+        self.loss_weight = loss_weight
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
 
     def forward(self, cls_logits: list[Tensor], reg_offsets: list[Tensor], level_masks: list[Tensor],
@@ -90,4 +95,8 @@ class DetectionLoss(nn.Module):
         pred_seg = decode_offsets(pts, offsets[pos])
         gt_seg = decode_offsets(pts, gt_reg[pos])
         reg_loss = diou_loss_1d(pred_seg, gt_seg).sum() / normalizer  # 0 (with a graph) when no positives
+        if self.loss_weight > 0:
+            reg_loss = reg_loss * self.loss_weight
+        else:
+            reg_loss = reg_loss * (cls_loss.detach() / reg_loss.detach().clamp(min=0.01))
         return {"loss": cls_loss + reg_loss, "cls_loss": cls_loss, "reg_loss": reg_loss}

@@ -20,6 +20,10 @@ Quirks handled here:
 - `rpn_head.loss_normalizer` is int64 in `state_dict_ema` (OpenTAD's EMA copies into the buffer as
   first built, `torch.tensor(100)`) and float32 in `state_dict`; the caller casts it to our float
   buffer `criterion.loss_normalizer`.
+- The projection's absolute position embedding (Charades, ActivityNet, Ego4D) is a non-persistent
+  buffer: no file holds it, so nothing in a file says its model used one. `check_abs_pe` recognises
+  the detectors of OpenTAD's zoo by their head (`OPENTAD_ZOO_HEADS`) and refuses a config that runs
+  one without its table, or with a table of another length, or one that adds a table it never had.
 """
 
 from __future__ import annotations
@@ -58,6 +62,58 @@ PREFIX_MAP: tuple[tuple[str, str], ...] = (
 # The saved table may differ from ours by float rounding (or an fp16 re-save, ~5e-4); a table of
 # another grid, frame count or a learnt embedding differs by O(1).
 POS_EMBED_ATOL = 1e-3
+
+
+@dataclass(frozen=True)
+class ZooHead:
+    """What OpenTAD's AdaTAD zoo detectors of one dataset share: the head that identifies them, and
+    whether their projection adds an absolute position embedding (of how many positions)."""
+
+    dataset: str
+    embed_dim: int  # projection / neck width
+    levels: int  # FPN levels (arch[2] + 1)
+    num_classes: int
+    use_abs_pe: bool
+    max_seq_len: int | None  # the table's positions when use_abs_pe
+
+
+# Every published AdaTAD row (configs/adatad/*/ at 3dd7b03; tests/fixtures/opentad_zoo_keys/README.md).
+OPENTAD_ZOO_HEADS: tuple[ZooHead, ...] = (
+    ZooHead("THUMOS-14", 512, 6, 20, False, None),
+    ZooHead("Multi-THUMOS", 512, 6, 65, False, None),
+    ZooHead("EPIC-KITCHENS-100 noun", 512, 6, 293, False, None),
+    ZooHead("EPIC-KITCHENS-100 verb", 512, 6, 97, False, None),
+    ZooHead("Charades", 512, 8, 157, True, 512),
+    ZooHead("ActivityNet-1.3 (class-agnostic)", 256, 6, 1, True, 192),
+    ZooHead("ActivityNet-1.3 (200-class head)", 512, 6, 200, True, 192),
+    ZooHead("Ego4D-MQ", 512, 10, 110, True, 2048),
+)
+
+
+def zoo_head_of(embed_dim: int, levels: int, num_classes: int) -> ZooHead | None:
+    """The zoo's detectors with this head, or None for a head none of them has (a user's own model)."""
+    return next((z for z in OPENTAD_ZOO_HEADS
+                 if (z.embed_dim, z.levels, z.num_classes) == (embed_dim, levels, num_classes)), None)
+
+
+def check_abs_pe(embed_dim: int, levels: int, num_classes: int, use_abs_pe: bool, max_seq_len: int) -> None:
+    """A file that fits a zoo detector's head must be run with that detector's position embedding.
+
+    `max_seq_len`: the config's table length (model.head.max_seq_len, or data.window_size when unset).
+    Heads no zoo row has are not checked: their config is all there is to go by.
+    """
+    zoo = zoo_head_of(embed_dim, levels, num_classes)
+    if zoo is None:
+        return
+    head = f"{embed_dim}-d projection, {levels} levels, {num_classes} class{'es' if num_classes != 1 else ''}"
+    if zoo.use_abs_pe and (not use_abs_pe or max_seq_len != zoo.max_seq_len):
+        have = f"max_seq_len={max_seq_len}" if use_abs_pe else "model.head.use_abs_pe=false"
+        raise WeightsError(f"OpenTAD's {zoo.dataset} detectors ({head}) add an absolute position embedding "
+                           f"of {zoo.max_seq_len} positions that no checkpoint holds, but the config has {have}; "
+                           f"set model.head.use_abs_pe=true and model.head.max_seq_len={zoo.max_seq_len}")
+    if not zoo.use_abs_pe and use_abs_pe:
+        raise WeightsError(f"OpenTAD's {zoo.dataset} detectors ({head}) have no absolute position embedding, "
+                           "but the config adds one; set model.head.use_abs_pe=false")
 
 
 @dataclass

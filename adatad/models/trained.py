@@ -24,9 +24,11 @@ import torch
 from torch import Tensor
 
 from adatad.config import WEIGHTS_FROM_TRAINED_FILE, Config, config_from_dict, deep_merge
-from adatad.models.build import build_model
+from adatad.models.build import build_model, position_table_length
+from adatad.models.checkpoint_ema import complete_ema
 from adatad.models.opentad_keys import (
     WEIGHT_ENTRIES,
+    check_abs_pe,
     check_pos_embed,
     convert_opentad_state_dict,
     is_opentad_checkpoint,
@@ -108,8 +110,9 @@ def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) 
     except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError
         raise WeightsError(f"{path}: its config is not valid here ({exc})") from None
     weights, which = raw["model"], "model"
-    if use_ema and isinstance(raw.get("ema"), Mapping) and raw["ema"]:
-        weights = unwrap_ema(raw["ema"])
+    ema = complete_ema(raw, str(path)) if use_ema else None  # frozen entries are stored once, under 'model'
+    if ema is not None:
+        weights = unwrap_ema(ema)
         which = "ema"
     if not isinstance(weights, Mapping):
         raise WeightsError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict")
@@ -132,6 +135,8 @@ def _read_opentad_checkpoint(path: Path, raw: Mapping[str, Any], cfg: Config, us
             raise WeightsError(f"OpenTAD '{WEIGHT_ENTRIES[which]}' does not fit the model of config "
                                f"'{cfg.name}': {problem}")
         check_pos_embed(conversion.pos_embed, pos_table)
+        h = cfg.model.head
+        check_abs_pe(h.embed_dim, h.arch[2] + 1, h.num_classes, h.use_abs_pe, position_table_length(cfg))
     except WeightsError as exc:  # the OpenTAD checks do not know the path
         raise WeightsError(f"{path}: {exc}") from None
     state_out = {"model": cast_like(reference, conversion.weights), "ema": None, "config": cfg.to_dict(),

@@ -43,8 +43,9 @@ class DecodeClips:
 
 class DecodeVideoWindows:
     """Ray Data callable class for test rows (one row = one video): decodes the video once, front
-    to back, and yields its sliding windows one output batch each (`ClipLoader.iter_video_windows`),
-    so the actor holds about two windows, never the whole video."""
+    to back, and yields its test windows one output batch each (`ClipLoader.iter_video_windows`):
+    its sliding windows, holding about two at a time, never the whole video; or, with
+    `data.sampling: resize`, its one window of frames spread over the whole video."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         import cv2
@@ -91,8 +92,9 @@ def train_dataset(cfg: Config, records: list[VideoRecord]) -> Dataset:
 
 def test_dataset(cfg: Config, records: list[VideoRecord], indices: list[int] | None = None,
                  actors: int | None = None) -> Dataset:
-    """One input row per video (`indices` into `records`, default all), one output row per sliding
-    window: each video is decoded once and its windows are cut from that stream, in order."""
+    """One input row per video (`indices` into `records`, default all), one output row per test
+    window (sliding windows, or one resized window): each video is decoded once and its windows are
+    cut from that stream, in order."""
     chosen = range(len(records)) if indices is None else indices
     rows = [record_to_row(records[i], i) for i in chosen]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))

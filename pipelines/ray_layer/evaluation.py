@@ -27,6 +27,7 @@ from adatad.run_folder import PREDICTIONS_FILE, EvalFolder
 from adatad.trained_settings import config_for_trained_file
 from pipelines.ray_layer.cli import UsageError
 from pipelines.ray_layer.console import Console, format_duration
+from pipelines.ray_layer.training import check_external_classifier
 
 
 @dataclass
@@ -51,6 +52,7 @@ def plan_evaluation(checkpoint: str, config: str | None, overrides: list[str], p
         raise UsageError(f"--checkpoint: {exc}") from None
     own = trained.state["config"] if trained.kind == "adatad" else None
     cfg = config_for_trained_file(own, config, overrides, profile)
+    check_external_classifier(cfg)
     records, class_names = load_test_split(cfg)
     stored = list(trained.state.get("class_names") or [])
     if stored and stored != class_names:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-MODEL_NAME = "model"
+MODEL_NAME = "model"  # the name of a run whose config name has no usable character
 # What unpickling the detector imports (the adatad code itself travels with the model).
 MODEL_REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "numpy")
 
@@ -55,6 +56,15 @@ def _quiet_pickle_warning() -> Iterator[None]:
         logger.removeFilter(dropped)
 
 
+def model_name(config_name: str) -> str:
+    """The MLflow model name of a run: its config's `name`, so that the models of different configs
+    (e.g. configs/opentad/<OpenTAD stem>.yaml) are told apart in a store. MLflow refuses
+    `/ : . % " '` in a logged model's name; every character but letters, digits, `_` and `-`
+    becomes `_`."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", config_name.strip())
+    return name if name.strip("_") else MODEL_NAME
+
+
 def _requirements() -> list[str]:
     """Pinned versions of what loading the model imports (no pip-requirement inference: slow, noisy)."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
@@ -64,7 +74,8 @@ def log_trained_model(uri: str, run_id: str, checkpoint_dir: str | Path,
                       class_names: list[str] | None = None) -> str:
     """Log the checkpoint's EMA detector (the weights validation scored) as the run's MLflow model.
 
-    Returns the model URI (`models:/<model id>`). The pytorch flavour fits: the detector is an
+    Returns the model URI (`models:/<model id>`); the model is named after the run's config
+    (`model_name`). The pytorch flavour fits: the detector is an
     nn.Module, and `mlflow.pytorch.load_model(uri)` gives it back ready for
     `.predict(frames, masks)`: frames uint8 (B, T x s, H, W, 3) RGB, masks bool (B, T) with
     T = data.window_size, s = data.frames_per_position, H = W = data.crop_size, returning one `Detections` per window
@@ -99,7 +110,7 @@ def log_trained_model(uri: str, run_id: str, checkpoint_dir: str | Path,
                 "config": state["config"]}  # in MLmodel: extra_files would print a download progress bar
     with _active_run(uri, run_id), _quiet_pickle_warning():
         info = mlflow.pytorch.log_model(
-            model, name=MODEL_NAME, signature=signature, metadata=metadata,
+            model, name=model_name(cfg.name), signature=signature, metadata=metadata,
             code_paths=[str(Path(adatad.__file__).parent)], pip_requirements=_requirements(),
             serialization_format="pickle", step=max(int(state.get("epoch", 0)), 0),
         )

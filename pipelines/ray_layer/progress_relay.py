@@ -5,8 +5,9 @@ possibly from several processes, and into the log file by `run_log.RunLog`). Ins
 they post small events to a `ProgressRelay` actor (0 CPU) and the driver draws one progress bar
 per epoch and one summary line per epoch from them (`TrainingProgressView`).
 
-Events (dicts with "kind"): epoch_start (epoch, steps), step (epoch, step, steps, loss, lr,
-clips_per_s, wait_frac), val (epoch, rank, windows so far), epoch (the epoch's metrics), note /
+Events (dicts with "kind"): start (resumed_epoch: a worker group started; a second one means
+Ray Train restarted it after a failure), epoch_start (epoch, steps), step (epoch, step, steps, loss,
+lr, clips_per_s, wait_frac), val (epoch, rank, windows so far), epoch (the epoch's metrics), note /
 warning (text).
 """
 
@@ -71,6 +72,9 @@ def epoch_summary(metrics: dict[str, Any], last_epoch: int) -> str:
     failures = int(metrics.get("decode_failures", 0))
     if failures:
         line += f"  {failures} clip(s) skipped"
+    lost, repeated = int(metrics.get("clips_lost", 0)), int(metrics.get("clips_repeated", 0))
+    if lost or repeated:  # a node or actor failed mid-epoch and Ray Data could not recover every clip
+        line += f"  {lost} clip(s) lost, {repeated} repeated"
     return line
 
 
@@ -84,6 +88,7 @@ class TrainingProgressView:
         self._bar: ProgressBar | None = None
         self._bar_key: tuple[str, int] | None = None
         self._val_counts: dict[int, int] = {}
+        self._starts = 0  # training worker groups started: more than one means Ray Train restarted them
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="adatad-progress", daemon=True)
 
@@ -146,6 +151,16 @@ class TrainingProgressView:
         elif kind == "epoch":
             self._close_bar()
             self.console.say(epoch_summary(event["metrics"], self.last_epoch))
+        elif kind == "start":  # a training worker group started (again, after a failure)
+            self._starts += 1
+            epoch = event.get("resumed_epoch")
+            where = f"the checkpoint of epoch {epoch}" if epoch is not None else "the start (no checkpoint yet)"
+            if self._starts > 1:
+                self._close_bar()
+                self.console.warn(f"a training worker failed (node lost or process killed); Ray Train restarted "
+                                  f"the workers from {where}")
+            elif epoch is not None:
+                self.console.say(f"resumed from {where}")
         elif kind == "note":
             self.console.say(str(event["text"]))
         elif kind == "warning":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ class RunLog:
         self._handler: logging.Handler | None = None
         self._saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
         self._ray_hook: tuple[Any, str] | None = None
+        self._error_hook: tuple[Any, Any] | None = None  # (ray._private.worker, its print_to_stdstream)
         self._lock = threading.Lock()
         self._fd2: int | None = None  # the console's fd 2 while native stderr goes to the file
         self._saved_stderr: TextIO | None = None
@@ -133,6 +135,26 @@ class RunLog:
         self._ray_hook = (dispatcher, dict(dispatcher.handlers)["ray_print_logs"])
         dispatcher.remove_handler("ray_print_logs")
         dispatcher.add_handler("adatad_run_log", self._worker_lines)
+        # Cluster errors the GCS publishes to the driver (e.g. a node marked dead) bypass the
+        # dispatcher: Ray prints them with `print_to_stdstream`, several raw lines with colour codes.
+        import ray._private.worker as ray_worker
+
+        self._error_hook = (ray_worker, ray_worker.print_to_stdstream)
+        ray_worker.print_to_stdstream = self._cluster_error_lines
+
+    def _cluster_error_lines(self, data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        """A cluster error: the whole text to the file, one line on the console."""
+        if data.get("pid") != "raylet" or self._error_hook is None:
+            if self._error_hook is not None:
+                self._error_hook[1](data, ignore_prefix)
+            return
+        lines = [strip_ansi(line) for line in data.get("lines", []) if line.strip()]
+        self.write_lines(f"(raylet) {line}" for line in lines)
+        text = " ".join(" ".join(lines).split())
+        dead = re.search(r"node id: ([0-9a-f]{8})\w* .*has been marked dead", text)
+        summary = (f"Ray marked node {dead.group(1)} dead (it stopped answering); the work it held is retried "
+                   "on other nodes" if dead else text[:200])
+        print(f"warning: {summary} (details in {self.path})", file=sys.stderr, flush=True)
 
     def _worker_lines(self, data: dict[str, Any]) -> None:
         """One batch of forwarded worker output -> the file, prefixed like Ray's console."""
@@ -175,6 +197,10 @@ class RunLog:
             os.dup2(self._fd2, 2)
             os.close(self._fd2)
             self._fd2 = None
+        if self._error_hook is not None:
+            module, printer = self._error_hook
+            module.print_to_stdstream = printer
+            self._error_hook = None
         if self._ray_hook is not None:
             dispatcher, handler = self._ray_hook
             dispatcher.remove_handler("adatad_run_log")

@@ -116,9 +116,13 @@ def concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
 
 def sweep_folder(spec: SweepSpec, cfg: Config, storage: str | None, name: str | None) -> SweepFolder:
     """<storage>/<sweep name>: the trials' run folders, Tune's state, the results and tune.log."""
-    base_storage = Path(storage or cfg.resolve_path(cfg.runtime.storage_path))
-    if not base_storage.is_absolute():
-        raise SweepError(f"--storage {storage}: expected an absolute path (Ray workers change directory)")
+    from pipelines.ray_layer.cli import UsageError
+    from pipelines.ray_layer.training import storage_folder
+
+    try:
+        base_storage = storage_folder(storage, cfg)
+    except UsageError as exc:
+        raise SweepError(str(exc)) from None
     return SweepFolder(base_storage / (name or f"sweep-{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"))
 
 

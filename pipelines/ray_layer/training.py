@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,13 +44,26 @@ class RunPlan:
         return RunFolder(self.run_dir)
 
 
+def storage_folder(storage: str | None, cfg: Config) -> Path:
+    """The folder that holds the run folders: `--storage`, else `runtime.storage_path` (relative to
+    the project). It must be a filesystem path: on a multi-node cluster one that every node mounts at
+    the same place (NFS), because Ray Train writes checkpoints there from the worker's node while the
+    driver writes the run's history, reports and MLflow run id beside them with plain file calls."""
+    where, value = ("--storage", storage) if storage else ("runtime.storage_path", cfg.runtime.storage_path)
+    if "://" in value:
+        raise UsageError(f"{where} {value}: cloud storage URIs are not supported; use a filesystem path that "
+                         "every node mounts at the same place (e.g. NFS), see README 'On a Ray cluster'")
+    folder = Path(storage) if storage else Path(cfg.resolve_path(value))
+    if not folder.is_absolute():
+        raise UsageError(f"--storage {storage}: expected an absolute path (Ray workers change directory)")
+    return folder
+
+
 def plan_run(config: str | None, overrides: list[str], profile: str | None, storage: str | None,
              run_name: str | None, resume: bool) -> RunPlan:
     """Config + run folder, with the resume rules checked before anything expensive starts."""
     base = load_config(config or PROJECT_ROOT / DEFAULT_CONFIG, overrides, profile)
-    storage_dir = Path(storage or base.resolve_path(base.runtime.storage_path))
-    if not storage_dir.is_absolute():
-        raise UsageError(f"--storage {storage}: expected an absolute path (Ray workers change directory)")
+    storage_dir = storage_folder(storage, base)
     if resume and run_name is None:
         latest = latest_run(storage_dir)
         if latest is None:
@@ -89,6 +106,19 @@ def check_initial_weights(cfg: Config, resumed: bool = False) -> None:
             build_model(cfg)
         except WeightsError as exc:
             raise UsageError(f"model.backbone.checkpoint: {exc}") from None
+
+
+def check_external_classifier(cfg: Config) -> None:
+    """Read the video classifier file (`model.inference.external_classifier`) here, before Ray starts:
+    validation would otherwise meet a missing or malformed file only at the first validated epoch."""
+    from adatad.video_classifier import VideoClassifierError, load_video_classifier
+
+    i = cfg.model.inference
+    if i.external_classifier:
+        try:
+            load_video_classifier(i.external_classifier, i.external_classifier_type)
+        except VideoClassifierError as exc:
+            raise UsageError(f"model.inference.external_classifier: {exc}") from None
 
 
 def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
@@ -159,7 +189,18 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         view = TrainingProgressView(console, relay, cfg.train.epochs, windows).start()
     start = time.perf_counter()
     try:
-        result = trainer.fit()
+        with stop_on_sigterm():  # ray.init installed its own handler (sys.exit): ours stops the run cleanly
+            result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM (`stop_on_sigterm`) or Ctrl-C (Ray aborts the run)
+        if view is not None:
+            view.stop()
+            view = None
+        # The run's controller and workers belong to this driver: disconnecting ends them, so nothing
+        # else is written while the files below are; a local Ray stops altogether.
+        ray.shutdown()
+        stopped = save_stopped_run(plan, uri, run_id)
+        why = _received[-1] if _received else (str(exc) or type(exc).__name__)
+        raise RunStopped(plan.run_name, stopped, why) from exc
     except Exception:
         finish_run(uri, run_id, [], status="FAILED")
         raise
@@ -221,6 +262,64 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, de
     finish_run(uri, run_id, [folder.config, folder.history, folder.stats, *reports.values()])
     return {"final": history[-1], "stats": stats, "reports": {k: str(v) for k, v in reports.items()},
             "run_dir": str(folder.path), "mlflow_run_id": run_id}
+
+
+_received: list[str] = []  # signals `stop_on_sigterm` turned into an interruption, newest last
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a preempted node, `ray job stop`, a scheduler's kill) turned into an interruption."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Meanwhile SIGTERM interrupts the driver like Ctrl-C, so a run stops cleanly (`save_stopped_run`)."""
+    def terminate(signum: int, frame) -> None:
+        _received.append(signal.Signals(signum).name)  # Ray may re-raise the interruption as its own
+        raise Terminated(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RunStopped(Exception):
+    """The driver was stopped (SIGTERM, Ctrl-C) after `epochs` finished epochs; `--resume` continues."""
+
+    def __init__(self, run_name: str, epochs: int, why: str) -> None:
+        super().__init__(f"run {run_name} stopped ({why}) after {epochs} finished epoch(s)")
+        self.run_name, self.epochs, self.why = run_name, epochs, why
+
+
+def save_stopped_run(plan: RunPlan, uri: str, run_id: str) -> int:
+    """What a stopped run has, written whole: the history and reports of its last registered checkpoint
+    (a checkpoint Ray was still copying is ignored), MLflow epochs it had not logged, and the MLflow run
+    marked KILLED (a resumed run reopens it). Returns the number of finished epochs."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.ray_layer.reports import write_reports
+    from pipelines.ray_layer.tracking import finish_run, log_epoch, logged_epochs
+
+    folder = plan.folder
+    latest = folder.latest_checkpoint()
+    if latest is None:
+        finish_run(uri, run_id, [folder.config], status="KILLED")
+        return 0
+    history = json.loads((latest.parent / HISTORY_FILE).read_text())
+    client = MlflowClient(uri)
+    logged = logged_epochs(client, run_id)
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            log_epoch(client, run_id, metrics)
+    atomic_write_text(folder.history, json.dumps(history, indent=1))
+    reports = write_reports(history, plan.cfg.to_dict(), {"run_name": plan.run_name}, folder.path)
+    finish_run(uri, run_id, [folder.config, folder.history, *reports.values()], status="KILLED")
+    return len(history)
 
 
 def decode_failure_of(exc: BaseException) -> Exception | None:

@@ -23,7 +23,7 @@ from adatad.atomic import atomic_write_text
 from adatad.config import Config, config_from_dict
 from adatad.data.check import DecodeFailures
 from adatad.data.clips import row_to_record
-from adatad.engine.epoch import StepProgress, train_one_epoch, validate
+from adatad.engine.epoch import StepProgress, clip_accounting, train_one_epoch, validate
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.models.build import model_from_checkpoint
 from adatad.run_folder import HISTORY_FILE, PREDICTIONS_FILE
@@ -89,11 +89,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             seen: list[int] = []
             batches = train_shard.iter_torch_batches(batch_size=cfg.train.batch_size // world, device="cpu",
                                                      prefetch_batches=cfg.runtime.prefetch_batches, drop_last=False)
+            failures = DecodeFailures(loop_config.get("train_paths") or [], cfg.data.max_decode_failures)
             metrics: dict[str, Any] = train_one_epoch(
                 state, batches, device, clip_grad_norm=cfg.train.clip_grad_norm, amp=cfg.train.amp,
-                failures=DecodeFailures(loop_config.get("train_paths") or [], cfg.data.max_decode_failures),
-                where=f"epoch {epoch} rank {rank}", on_warning=_warn(progress), seen=seen,
+                failures=failures, where=f"epoch {epoch} rank {rank}", on_warning=_warn(progress), seen=seen,
                 on_step=_step_events(progress, epoch, steps) if rank == 0 else None)
+            metrics.update(clip_accounting(seen + failures.failed, loop_config["num_train_videos"]))
+            if rank == 0 and (metrics["clips_lost"] or metrics["clips_repeated"]):
+                log.warning("epoch %d: %d training clip(s) lost, %d repeated (a node or actor failed mid-epoch)",
+                            epoch, metrics["clips_lost"], metrics["clips_repeated"])
             metrics["epoch"] = epoch
             results = None
             if _validates(cfg, epoch):
@@ -124,9 +128,9 @@ def _start_state(cfg: Config, steps: int, device: torch.device, rank: int, world
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state.load_state_dict(read_checkpoint(directory))
-        if rank == 0:
-            log.info("resumed from the checkpoint of epoch %d", state.epoch)
-            progress.post("note", wait=True, text=f"resumed from the checkpoint of epoch {state.epoch}")
+        log.info("resumed from the checkpoint of epoch %d", state.epoch)
+    if rank == 0:  # the driver tells a user's --resume from Ray Train's restart after a failure
+        progress.post("start", wait=True, resumed_epoch=state.epoch if checkpoint is not None else None)
     kwargs = {"parallel_strategy_kwargs": {"static_graph": True}} if world > 1 else {}
     state.model = ray.train.torch.prepare_model(state.model, **kwargs)
     return state

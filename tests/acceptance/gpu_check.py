@@ -11,6 +11,10 @@ Parts (full size: VideoMAE-S, adapters in all 12 blocks, 768 frames x 160 px, ra
            them (AMP fp16 + GradScaler, AdamW param groups, EMA, grad clipping), batch 1/4/8 with
            activation checkpointing and batch 1 without; host->device copy of the uint8 batch included;
   eval     `AdaTAD.predict` under autocast (validation's call), batch 1/4;
+  backbone one training step per backbone of OpenTAD's zoo at batch 1 (S, B, L, H and VideoMAEv2-g at
+           768 x 160 px; the g at 224 px with 2 frames per position, 1536 frames, adapters in blocks
+           20-39), with activation checkpointing and AMP, random weights: peak memory and step time,
+           the figures docs/recipe.md "Memory and checkpoints" estimates;
   decode   N spawned processes, one thread each, running `ClipLoader(train=True).load` (sample a
            random window, decode with decord, full train augmentation) on a pre-made THUMOS-like video;
   ratio    CPU clips/s at N processes against the GPU's training clips/s at its best batch.
@@ -48,7 +52,20 @@ if str(REPO) not in sys.path:  # run as a script on a machine where adatad is no
 
 RECIPE = REPO / "configs" / "thumos_videomae_s_768x1_160_adapter.yaml"
 GIB = 2**30
-PARTS = ("train", "eval", "decode")
+PARTS = ("train", "eval", "backbone", "decode")
+
+# The backbone rows: name -> (`VIDEOMAE_VARIANTS` size, data overrides, backbone overrides beyond the size).
+# "g-224x2" is OpenTAD's e2e_thumos_videomaev2_g_768x2_224_adapter.py: 768 positions x 2 frames at 224 px,
+# adapters (and so the backward) in blocks 20-39 only.
+BACKBONES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "S": ("S", {}, {}),
+    "B": ("B", {}, {}),
+    "L": ("L", {}, {}),
+    "H": ("H", {}, {}),
+    "g": ("g", {}, {}),
+    "g-224x2": ("g", {"crop_size": 224, "frames_per_position": 2, "train_resize_short": 256, "test_resize_short": 224},
+                {"adapter_layers": list(range(20, 40))}),
+}
 
 
 def ensure_yaml_importable() -> bool:
@@ -96,6 +113,40 @@ def shrink_for_dry_run(cfg: Any) -> Any:
     h.embed_dim, h.feat_channels, h.n_head = 64, 64, 4
     validate(cfg)
     return cfg
+
+
+def backbone_config(cfg: Any, name: str, dry: bool) -> Any:
+    """The recipe with backbone `name` (`BACKBONES`), batch 1, activation checkpointing on.
+
+    The dry run keeps each size's heads, patch, MLP ratio, adapter placement and frames per position,
+    with 2 blocks of 8 channels per head on the dry run's tiny window (the g-224x2 adapter in block 1).
+    """
+    from adatad.config import validate
+    from adatad.models.videomae import VIDEOMAE_VARIANTS
+
+    variant, data, extra = BACKBONES[name]
+    cfg = copy.deepcopy(cfg)
+    b = cfg.model.backbone
+    for key, value in {**VIDEOMAE_VARIANTS[variant], **extra}.items():
+        setattr(b, key, value)
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    b.activation_checkpointing = True
+    cfg.train.batch_size = 1
+    if dry:
+        ratio = b.mlp_hidden_dim / b.embed_dim if b.mlp_hidden_dim else None
+        b.embed_dim, b.depth = 8 * b.num_heads, 2
+        b.mlp_hidden_dim = round(ratio * b.embed_dim) if ratio else None
+        b.adapter_layers = [1] if b.adapter_layers is not None else None
+        cfg.data.crop_size = cfg.data.test_resize_short = 32
+        cfg.data.train_resize_short = 36
+    validate(cfg)
+    return cfg
+
+
+def backbone_setting(cfg: Any, name: str) -> str:
+    d = cfg.data
+    return f"{name}: {d.window_size}x{d.frames_per_position} frames, {d.crop_size} px, batch 1"
 
 
 # ------------------------------------------------------------------------------------ results table
@@ -146,11 +197,12 @@ def first_line(exc: BaseException) -> str:
 
 
 def synthetic_frames(cfg: Any, batch: int, seed: int = 0) -> Any:
-    """Random uint8 clips (B, T, H, W, 3) on the CPU: what the data pipeline hands the train loop."""
+    """Random uint8 clips (B, T x s, H, W, 3) on the CPU (s = frames per position): what the data
+    pipeline hands the train loop."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    t, s = cfg.data.window_size, cfg.data.crop_size
+    t, s = cfg.data.window_size * cfg.data.frames_per_position, cfg.data.crop_size
     return torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g)
 
 
@@ -158,7 +210,7 @@ def synthetic_batch(cfg: Any, frames: Any) -> dict[str, Any]:
     """A training batch in `adatad.data.batch` layout: 4 ground-truth actions per window, THUMOS-sized."""
     import torch
 
-    b, t = frames.shape[:2]
+    b, t = frames.shape[0], cfg.data.window_size  # positions (frames.shape[1] = t x frames per position)
     m = cfg.data.max_segments
     segments = torch.zeros(b, m, 2)
     labels = torch.full((b, m), -1, dtype=torch.int64)
@@ -214,8 +266,8 @@ def timed_loop(step: Callable[[], None], device: Any, warmup: int, iters: int, c
     return times
 
 
-def measure_train(cfg: Any, frames: Any, batch: int, checkpointing: bool, device: Any, args: argparse.Namespace
-                  ) -> Row:
+def measure_train(cfg: Any, frames: Any, batch: int, checkpointing: bool, device: Any, args: argparse.Namespace,
+                  warmup: int | None = None, iters: int | None = None) -> Row:
     import torch
 
     from adatad.engine.state import build_training_state
@@ -236,14 +288,26 @@ def measure_train(cfg: Any, frames: Any, batch: int, checkpointing: bool, device
         results.append(train_step(state.model, on_device, state.optimizer, state.scheduler, state.scaler,
                                   state.ema, cfg.train.clip_grad_norm, device, cfg.train.amp))
 
-    times = timed_loop(step, device, args.warmup, args.iters, args.part_cap_s)
+    warmup = args.warmup if warmup is None else warmup
+    times = timed_loop(step, device, warmup, args.iters if iters is None else iters, args.part_cap_s)
     memory, mem_values = peak_text(device)
     med = statistics.median(times)
-    skipped = sum(r.skipped for r in results[args.warmup:])
+    skipped = sum(r.skipped for r in results[warmup:])
     note = f", {skipped} skipped by GradScaler" if skipped else ""
     return Row("train", setting, f"{med * 1e3:.1f} ms/step (median of {len(times)}{note})",
                f"{batch / med:.2f} clips/s", memory,
                values={"clips_per_s": batch / med, "step_s": med, "loss": results[-1].loss, **mem_values})
+
+
+def measure_backbone(cfg: Any, name: str, device: Any, args: argparse.Namespace) -> Row:
+    """One backbone's training step at batch 1 (`measure_train`: AMP, GradScaler, AdamW, EMA, clipping),
+    with its parameter count; fewer iterations than the train part (`--backbone-iters`)."""
+    cfg = backbone_config(cfg, name, args.dry_run)
+    row = measure_train(cfg, synthetic_frames(cfg, 1), 1, True, device, args, warmup=args.backbone_warmup,
+                        iters=args.backbone_iters)
+    row.part = "backbone"
+    row.values["window_frames"] = cfg.data.window_size * cfg.data.frames_per_position
+    return row
 
 
 def measure_eval(cfg: Any, frames: Any, batch: int, device: Any, args: argparse.Namespace) -> Row:
@@ -418,6 +482,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-batches", type=int, nargs="+", default=[1, 4, 8], help="with activation checkpointing")
     p.add_argument("--no-checkpointing-batches", type=int, nargs="*", default=[1])
     p.add_argument("--eval-batches", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--backbones", nargs="*", choices=list(BACKBONES), default=list(BACKBONES),
+                   help="backbone rows (batch 1, checkpointing, AMP); g-224x2 = the g at 224 px, 768 x 2 frames")
+    p.add_argument("--backbone-warmup", type=int, default=1, help="untimed steps per backbone row")
+    p.add_argument("--backbone-iters", type=int, default=None, help="timed steps per backbone row (default 3; dry run 1)")
     p.add_argument("--procs", type=int, nargs="*", default=None, help="decode processes (default 4 8 16; dry run 1 2)")
     p.add_argument("--decode-seconds", type=float, default=None, help="timed seconds per N (default 20; dry run 1)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations per part (default 3; dry run 1)")
@@ -434,6 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.decode_seconds = args.decode_seconds if args.decode_seconds is not None else (1.0 if dry else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (1 if dry else 3)
     args.iters = args.iters if args.iters is not None else (2 if dry else 10)
+    args.backbone_iters = args.backbone_iters if args.backbone_iters is not None else (1 if dry else 3)
     return args
 
 
@@ -472,7 +541,7 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
     have_yaml = ensure_yaml_importable()
     import torch
 
-    gpu_parts = {"train", "eval"} & set(args.parts)
+    gpu_parts = {"train", "eval", "backbone"} & set(args.parts)
     if gpu_parts and not args.dry_run and not torch.cuda.is_available():
         print(f"error: no CUDA device visible to torch {torch.__version__} (built for CUDA {torch.version.cuda}); "
               "gpu_check measures a GPU: run it on the GPU machine, or pass --dry-run for the tiny CPU check",
@@ -497,6 +566,10 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
     header.append(f"timing: {args.warmup} warm-up + up to {args.iters} timed iterations per part (median; a part's "
                   f"timed loop stops after {args.part_cap_s:g} s), synchronised; peak = max_memory_allocated "
                   "(max_memory_reserved in brackets), reset per part; train includes the host->device copy")
+    header.append(f"backbone rows: the train part's step (model, EMA sharing the frozen ViT, AdamW, AMP, "
+                  f"activation checkpointing) at batch 1 per size of OpenTAD's zoo, {args.backbone_warmup} warm-up + "
+                  f"{args.backbone_iters} timed steps; the peak includes building the state"
+                  + (" (dry run: 2 blocks, 8 channels per head, 32 px)" if args.dry_run else ""))
     header.append(f"started {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; budget {args.budget_s:g} s")
     report = Report(args.out, header)
     if not have_yaml:
@@ -520,6 +593,9 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
                       lambda bs=batch: measure_train(cfg, frames(), bs, False, device, args)))
     for batch in args.eval_batches:
         parts.append(("eval", f"batch {batch}", lambda bs=batch: measure_eval(cfg, frames(), bs, device, args)))
+    for name in args.backbones:  # each its own part: an out-of-memory g leaves the smaller rows standing
+        parts.append(("backbone", backbone_setting(backbone_config(cfg, name, args.dry_run), name),
+                      lambda name=name: measure_backbone(cfg, name, device, args)))
     video = args.video
     if video is None and args.dry_run and importable("av"):
         video = make_video(Path(scratch) / "tiny.mp4", 12.0, width=160, height=96)
@@ -561,7 +637,7 @@ def run_parts(args: argparse.Namespace, scratch: str) -> int:
                       status=("FAILED: out of GPU memory" if oom else f"FAILED: {first_line(exc)}"))
         finally:
             reset_peak(device)  # frees what a failed part left behind before the next one
-        row.setting = setting
+        row.part, row.setting = part, setting
         report.rows.append(row)
         print(f"           -> {row.time} | {row.throughput} | {row.memory} | {row.status} "
               f"({time.perf_counter() - start:.1f} s)", flush=True)

@@ -1,0 +1,214 @@
+"""What survives on a multi-node cluster when a node goes away: the real train.py on a real Ray cluster.
+
+    python benchmarks/bench_node_faults.py                      # all faults, ~8 min on 2 cores
+    python benchmarks/bench_node_faults.py --faults data-node   # one of data-node, train-node, sigterm
+
+The cluster (tests/cluster_bed.py): a head (1 CPU) that runs the driver, a "GPU" node (1 CPU +
+gpu_node) for the Ray Train worker, and two CPU-only data nodes (1 CPU + data_node each) for the
+decode actors; every node is a `ray start` process group on this machine. Each fault gets a fresh
+cluster and a 3-epoch run on synthetic videos (`runtime.max_failures=2`, every checkpoint kept):
+
+- data-node:  mid-epoch 1, SIGKILL a data node's raylet and every process on it; training goes on
+              with the other data node.
+- train-node: mid-epoch 1, SIGKILL the node of the training worker; a replacement node with the same
+              resources joins 10 s later and Ray Train restarts the worker from the last checkpoint.
+- sigterm:    mid-epoch 1, SIGTERM to the driver (a preempted head, `ray job stop`); it stops, writes
+              what it has, and `--resume` finishes the run.
+
+One line per fault: `fault <name>: survived <yes|no>, epochs <completed>/<planned>, clips lost <n>,
+clips repeated <n>, recovery <s> s`. Survived: the run (for sigterm: the resumed run) ends with exit
+code 0, a continuous history and a FINISHED MLflow run. Clips lost/repeated: summed over the epochs
+of history.json (each epoch's plan is one clip per training video). Recovery: data-node, the extra
+time of the affected epoch over the median of the others; train-node, from the kill to the console's
+"a training worker failed ... restarted" line; sigterm, from the signal to the driver's exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from adatad.run_folder import RunFolder  # noqa: E402
+from tests.cluster_bed import ClusterBed  # noqa: E402
+from tests.conftest import fresh_mlflow_db, tiny_overrides  # noqa: E402
+
+EPOCHS = 3
+PLACEMENT = ["runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
+             "runtime.decode_actors=2", "runtime.max_failures=2", "train.checkpoints_to_keep=10",
+             "train.val_start_epoch=2"]
+
+
+@dataclass
+class Outcome:
+    survived: bool
+    epochs: int
+    lost: int
+    repeated: int
+    recovery_s: float
+    detail: str = ""
+
+    def line(self, name: str) -> str:
+        return (f"fault {name}: survived {'yes' if self.survived else 'no'}, epochs {self.epochs}/{EPOCHS}, "
+                f"clips lost {self.lost}, clips repeated {self.repeated}, recovery {self.recovery_s:.1f} s")
+
+
+def make_data(root: Path) -> Path:
+    from adatad.datasets.synthetic import generate_dataset
+
+    if not (root / "annotations.json").is_file():
+        generate_dataset(root, num_train=10, num_test=2, num_classes=3, duration_s=(10.0, 12.0), fps=30,
+                         width=112, height=64, seed=5, action_duration_s=(1.5, 3.0), gap_s=(1.0, 3.0))
+    return root
+
+
+def registered_epochs(run: RunFolder) -> list[int]:
+    try:
+        snapshot = json.loads(run.ray_snapshot.read_text())
+    except (OSError, ValueError):
+        return []
+    return sorted(int(r["metrics"]["epoch"]) for r in snapshot.get("checkpoint_results", []))
+
+
+def wait_for(condition, timeout_s: float, what: str, alive=lambda: True) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline or not alive():
+            raise RuntimeError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+def start_bed(work: Path) -> ClusterBed:
+    bed = ClusterBed(work)
+    bed.start_head(num_cpus=1)
+    bed.add_node("gpu", num_cpus=1, resources={"gpu_node": 1})
+    for i in range(2):
+        bed.add_node(f"data-{i}", num_cpus=1, resources={"data_node": 100})
+    return bed
+
+
+def train_command(data: Path, work: Path, bed: ClusterBed, name: str) -> list[str]:
+    db = fresh_mlflow_db(work / "mlflow.db")
+    sets = [a for o in tiny_overrides(data, work / "runs", db, epochs=EPOCHS) + PLACEMENT for a in ("--set", o)]
+    return [sys.executable, "pipelines/train.py", "--cluster", bed.gcs_address, "--run-name", name,
+            "--skip-data-check", *sets]
+
+
+def summarise(run: RunFolder, work: Path, recovery_s: float, rc: int, detail: str = "") -> Outcome:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        history = json.loads(run.history.read_text())
+    except (OSError, ValueError):
+        history = []
+    epochs = [int(h["epoch"]) for h in history]
+    status = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(run.read_mlflow_run_id()).info.status \
+        if run.read_mlflow_run_id() else "?"
+    survived = rc == 0 and epochs == list(range(EPOCHS)) and status == "FINISHED"
+    return Outcome(survived, len(history), int(sum(h.get("clips_lost", 0) for h in history)),
+                   int(sum(h.get("clips_repeated", 0) for h in history)), recovery_s,
+                   detail or f"exit {rc}, MLflow {status}")
+
+
+def fault_data_node(data: Path, work: Path) -> Outcome:
+    bed = start_bed(work / "bed")
+    try:
+        run = RunFolder(work / "runs" / "data-node")
+        with open(work / "console.txt", "w") as sink:
+            proc = subprocess.Popen(train_command(data, work, bed, "data-node"), cwd=REPO, env=bed.env,
+                                    stdout=sink, stderr=subprocess.STDOUT)
+            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
+            time.sleep(1.0)  # into epoch 1's clips
+            bed.kill_node("data-0")
+            rc = proc.wait(timeout=900)
+        history = json.loads(run.history.read_text()) if run.history.is_file() else []
+        times = {int(h["epoch"]): h["epoch_time_s"] for h in history}
+        extra = times.get(1, 0.0) - statistics.median([t for e, t in times.items() if e != 1] or [0.0])
+        return summarise(run, work, max(extra, 0.0), rc)
+    finally:
+        bed.stop()
+
+
+def fault_train_node(data: Path, work: Path) -> Outcome:
+    bed = start_bed(work / "bed")
+    try:
+        run = RunFolder(work / "runs" / "train-node")
+        console = work / "console.txt"
+        with open(console, "w") as sink:
+            proc = subprocess.Popen(train_command(data, work, bed, "train-node"), cwd=REPO, env=bed.env,
+                                    stdout=sink, stderr=subprocess.STDOUT)
+            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
+            time.sleep(1.0)
+            killed = time.monotonic()
+            bed.kill_node("gpu")
+            time.sleep(10.0)  # the node is gone for a while; then a replacement with the same resources joins
+            bed.add_node("gpu-2", num_cpus=1, resources={"gpu_node": 1})
+            wait_for(lambda: "a training worker failed" in console.read_text(), 600, "the restart line",
+                     lambda: proc.poll() is None)
+            recovery = time.monotonic() - killed
+            rc = proc.wait(timeout=900)
+        return summarise(run, work, recovery, rc)
+    finally:
+        bed.stop()
+
+
+def fault_sigterm(data: Path, work: Path) -> Outcome:
+    bed = start_bed(work / "bed")
+    try:
+        run = RunFolder(work / "runs" / "sigterm")
+        command = train_command(data, work, bed, "sigterm")
+        with open(work / "console.txt", "w") as sink:
+            proc = subprocess.Popen(command, cwd=REPO, env=bed.env, stdout=sink, stderr=subprocess.STDOUT)
+            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
+            time.sleep(1.0)
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            first_rc = proc.wait(timeout=120)
+            stop_s = time.monotonic() - sent
+        stopped_clean = first_rc == 143 and run.history.is_file()
+        resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=bed.env, capture_output=True, text=True,
+                                 timeout=900)
+        (work / "console_resumed.txt").write_text(resumed.stdout + resumed.stderr)
+        outcome = summarise(run, work, stop_s, resumed.returncode if stopped_clean else 1,
+                            f"first run exit {first_rc}, resumed exit {resumed.returncode}")
+        return outcome
+    finally:
+        bed.stop()
+
+
+FAULTS = {"data-node": fault_data_node, "train-node": fault_train_node, "sigterm": fault_sigterm}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {', '.join(FAULTS)}")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new temp folder)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_node_faults_"))
+    data = make_data(work / "data")
+    print(f"work folder: {work}", flush=True)
+    for name in args.faults.split(","):
+        start = time.monotonic()
+        try:
+            outcome = FAULTS[name](data, work / name)
+        except Exception as exc:  # noqa: BLE001 - a fault the run did not survive is a result too
+            outcome = Outcome(False, 0, 0, 0, 0.0, f"{type(exc).__name__}: {exc}")
+        print(outcome.line(name) + f"   ({outcome.detail}; {time.monotonic() - start:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
