@@ -42,8 +42,8 @@ def read_json(path: Path) -> Any:
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    """A training run: `<storage>/<run name>`."""
+class _Folder:
+    """A folder of known files (`path` may be given as a string)."""
 
     path: Path
 
@@ -53,6 +53,11 @@ class RunFolder:
     @property
     def name(self) -> str:
         return self.path.name
+
+
+@dataclass(frozen=True)
+class RunFolder(_Folder):
+    """A training run: `<storage>/<run name>`."""
 
     @property
     def config(self) -> Path:
@@ -121,13 +126,8 @@ def latest_run(storage: Path) -> RunFolder | None:
 
 
 @dataclass(frozen=True)
-class EvalFolder:
+class EvalFolder(_Folder):
     """The output of `pipelines/test.py` (a checkpoint evaluated on the test subset)."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
 
     @property
     def predictions(self) -> Path:
@@ -147,17 +147,8 @@ class EvalFolder:
 
 
 @dataclass(frozen=True)
-class SweepFolder:
+class SweepFolder(_Folder):
     """The output of `pipelines/tune.py`: results, log, Tune's state and the trials' run folders."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def results(self) -> Path:

@@ -106,6 +106,14 @@ def train_command(data: Path, work: Path, bed: ClusterBed, name: str) -> list[st
             "--skip-data-check", *sets]
 
 
+def start_and_wait_for_epoch_0(command: list[str], bed: ClusterBed, run: RunFolder, sink) -> subprocess.Popen:
+    """Start train.py and return once epoch 0's checkpoint is registered and epoch 1 has begun."""
+    proc = subprocess.Popen(command, cwd=REPO, env=bed.env, stdout=sink, stderr=subprocess.STDOUT)
+    wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
+    time.sleep(1.0)  # into epoch 1's clips
+    return proc
+
+
 def summarise(run: RunFolder, work: Path, recovery_s: float, rc: int, detail: str = "") -> Outcome:
     from mlflow.tracking import MlflowClient
 
@@ -127,10 +135,7 @@ def fault_data_node(data: Path, work: Path) -> Outcome:
     try:
         run = RunFolder(work / "runs" / "data-node")
         with open(work / "console.txt", "w") as sink:
-            proc = subprocess.Popen(train_command(data, work, bed, "data-node"), cwd=REPO, env=bed.env,
-                                    stdout=sink, stderr=subprocess.STDOUT)
-            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
-            time.sleep(1.0)  # into epoch 1's clips
+            proc = start_and_wait_for_epoch_0(train_command(data, work, bed, "data-node"), bed, run, sink)
             bed.kill_node("data-0")
             rc = proc.wait(timeout=900)
         history = json.loads(run.history.read_text()) if run.history.is_file() else []
@@ -147,10 +152,7 @@ def fault_train_node(data: Path, work: Path) -> Outcome:
         run = RunFolder(work / "runs" / "train-node")
         console = work / "console.txt"
         with open(console, "w") as sink:
-            proc = subprocess.Popen(train_command(data, work, bed, "train-node"), cwd=REPO, env=bed.env,
-                                    stdout=sink, stderr=subprocess.STDOUT)
-            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
-            time.sleep(1.0)
+            proc = start_and_wait_for_epoch_0(train_command(data, work, bed, "train-node"), bed, run, sink)
             killed = time.monotonic()
             bed.kill_node("gpu")
             time.sleep(10.0)  # the node is gone for a while; then a replacement with the same resources joins
@@ -170,9 +172,7 @@ def fault_sigterm(data: Path, work: Path) -> Outcome:
         run = RunFolder(work / "runs" / "sigterm")
         command = train_command(data, work, bed, "sigterm")
         with open(work / "console.txt", "w") as sink:
-            proc = subprocess.Popen(command, cwd=REPO, env=bed.env, stdout=sink, stderr=subprocess.STDOUT)
-            wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
-            time.sleep(1.0)
+            proc = start_and_wait_for_epoch_0(command, bed, run, sink)
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             first_rc = proc.wait(timeout=120)

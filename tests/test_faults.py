@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from adatad.engine.state import read_checkpoint
+from pipelines.ray_layer.console import strip_ansi
 from tests.conftest import REPO, tiny_config, tiny_overrides
 
 DECODE_ACTOR = "ray::MapWorker(MapBatches(DecodeClips))"
@@ -209,7 +211,8 @@ def test_sigterm_stops_the_driver_cleanly_and_resume_continues(tiny_data: Path, 
         log.close()
     output = (tmp_path / "first.log").read_text()
     assert "Execution plan of Dataset" in output and "(RayTrainWorker pid=" in output  # --verbose: Ray's lines
-    stopped = [line for line in output.splitlines() if line.startswith("stopped: ")]
+    # --verbose: Ray Data's progress bars share the console, so the line may follow their escapes
+    stopped = [m.strip() for m in re.findall(r"stopped: run [^\r\n]*", strip_ansi(output))]
     assert stopped == ["stopped: run stopped stopped (SIGTERM) after 1 finished epoch(s); continue with: "
                        "python pipelines/train.py --resume --run-name stopped"], output[-3000:]
     assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [0]
