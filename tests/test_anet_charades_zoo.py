@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -37,14 +35,12 @@ from adatad.models.weights import WeightsError, shapes_of
 from adatad.postprocess import detections_to_entries, merge_video, window_to_seconds
 from adatad.trained_settings import config_for_trained_file
 from adatad.video_classifier import load_video_classifier
+from tests.opentad_listing import LISTINGS, VIT, depth_reduced, meta_tensors, read_listing, videomae_table
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ZOO = CONFIG_DIR / "opentad"
-LISTINGS = Path(__file__).parent / "fixtures" / "opentad_zoo_keys"
 THUMOS = CONFIG_DIR / "thumos_videomae_s_768x1_160_adapter.yaml"
-VIT = "backbone.model.backbone."
-BLOCK = re.compile(r"^backbone\.model\.backbone\.blocks\.(\d+)\.(.*)$")
 # width, depth, heads, patch, MLP width (the g's mlp_ratio 48/11 x 1408), OpenTAD's `pretrain` file
 BACKBONES = {
     "S": (384, 12, 6, 16, 1536, "vit-small-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"),
@@ -187,47 +183,6 @@ def depth_reducing_sets(row: Row) -> list[str]:
     layers = "[1]" if row.adapter_layers else "null"
     return [f"model.backbone.depth={reduced_depth(row)}", f"model.backbone.adapter_layers={layers}",
             f"data.crop_size={crop}", f"data.train_resize_short={crop}", f"data.test_resize_short={crop}"]
-
-
-def read_listing(stem: str) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    """(key without `module.`, dtype, shape) of every state-dict entry, in the listing's order."""
-    out = []
-    for line in (LISTINGS / f"{stem}.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, dtype, shape, _kind = line.split("\t")
-        out.append((key.removeprefix("module."), getattr(torch, dtype),
-                    tuple(int(s) for s in shape.split(",")) if shape else ()))
-    return out
-
-
-def meta_listing(stem: str) -> dict[str, torch.Tensor]:
-    """OpenTAD's state dict as meta tensors (keys with `module.`)."""
-    return {f"module.{k}": torch.empty(s, dtype=dt, device="meta") for k, dt, s in read_listing(stem)}
-
-
-def depth_reduced(listing: list, depth: int, adapter_blocks: list[int]) -> list:
-    """The listing of the same detector with `depth` ViT blocks and adapters on `adapter_blocks`
-    (every block and every adapter of a ViT has the same shapes)."""
-    template = [(BLOCK.match(k), dt, s) for k, dt, s in listing if ".adapter." in k]
-    first = int(template[0][0].group(1))
-    adapter_rows = [(m.group(2), dt, s) for m, dt, s in template if int(m.group(1)) == first]
-    out = []
-    for key, dtype, shape in listing:
-        m = BLOCK.match(key)
-        if m is None:
-            out.append((key, dtype, shape))
-        elif int(m.group(1)) < depth and not m.group(2).startswith("adapter."):
-            out.append((key, dtype, shape))
-            if m.group(2) == "mlp.layers.1.bias" and int(m.group(1)) in adapter_blocks:  # a block's last row
-                out += [(f"{VIT}blocks.{m.group(1)}.{rest}", dt, s) for rest, dt, s in adapter_rows]
-    return out
-
-
-def videomae_table(n: int, dim: int) -> torch.Tensor:
-    """VideoMAE's fixed table (which the reader checks): sin on even, cos on odd channels."""
-    angle = np.arange(n)[:, None] / np.power(10000.0, 2 * (np.arange(dim)[None, :] // 2) / dim)
-    return torch.from_numpy(np.where(np.arange(dim)[None, :] % 2 == 0, np.sin(angle), np.cos(angle))).float()
 
 
 def published_file(listing: list, path: Path, loss_norm: int, seed: int = 0) -> Path:
@@ -383,7 +338,7 @@ def test_the_model_is_opentads_and_its_listing_maps_one_to_one(row: Row) -> None
     assert model.head.strides == [2**i for i in range(len(model.head.neck.norms))]
     # the listing, mapped
     own = shapes_of(model)
-    listing = meta_listing(row.stem)
+    listing = meta_tensors(row.stem, prefix="module.")
     conversion = convert_opentad_state_dict(listing)
     assert conversion.unmapped == []
     assert len(conversion.weights) + 2 + 1 == len(listing)  # mapped + fc_norm + the ViT's checked table

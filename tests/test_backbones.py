@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,11 +25,10 @@ from adatad.models.opentad_keys import convert_opentad_state_dict
 from adatad.models.trained import read_trained
 from adatad.models.videomae import VIDEOMAE_VARIANTS, VideoMAEBackbone
 from adatad.models.weights import shapes_of
+from tests.opentad_listing import VIT, meta_tensors, videomae_table
 
-LISTINGS = Path(__file__).parent / "fixtures" / "opentad_zoo_keys"
 THUMOS = CONFIG_DIR / "thumos_videomae_s_768x1_160_adapter.yaml"
 RANDOM_BACKBONE = ["model.backbone.checkpoint=null", "model.backbone.allow_random_init=true"]
-VIT = "backbone.model.backbone."
 
 # width, depth, heads, patch, MLP width (OpenTAD's configs; the g's mlp_ratio is 48/11)
 SIZES = {"S": (384, 12, 6, 16, 1536), "B": (768, 12, 12, 16, 3072), "L": (1024, 24, 16, 16, 4096),
@@ -83,18 +80,6 @@ def config(row: ZooRow):
     return load_config(THUMOS, overrides(row))
 
 
-def read_listing(row: ZooRow) -> dict[str, torch.Tensor]:
-    """OpenTAD's state dict as meta tensors of the listed dtypes and shapes (keys without `module.`)."""
-    out = {}
-    for line in (LISTINGS / f"{row.listing}.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, dtype, shape, _kind = line.split("\t")
-        dims = tuple(int(s) for s in shape.split(",")) if shape else ()
-        out[key.removeprefix("module.")] = torch.empty(dims, dtype=getattr(torch, dtype), device="meta")
-    return out
-
-
 def test_the_variants_table_states_the_five_sizes() -> None:
     for variant, (dim, depth, heads, patch, hidden) in SIZES.items():
         with torch.device("meta"):
@@ -120,7 +105,7 @@ def test_parameter_counts_equal_opentads(row: ZooRow) -> None:
 def test_the_detector_maps_one_to_one_onto_opentads_listing(row: ZooRow) -> None:
     model = build_model(config(row), device="meta")
     own = shapes_of(model)
-    listing = read_listing(row)
+    listing = meta_tensors(row.listing)
     conversion = convert_opentad_state_dict({f"module.{k}": v for k, v in listing.items()})
     assert conversion.unmapped == []
     assert conversion.dropped == [f"module.{VIT}fc_norm.weight", f"module.{VIT}fc_norm.bias"]
@@ -172,11 +157,9 @@ def test_an_opentad_g_file_is_read_without_building_the_g(tmp_path, monkeypatch)
     cfg = config(G224)
     gen = torch.Generator().manual_seed(2)
     weights = {}
-    for key, meta in read_listing(G224).items():
+    for key, meta in meta_tensors(G224.listing).items():
         if key == f"{VIT}pos_embed":
-            n, c = meta.shape[-2:]  # VideoMAE's fixed table, written from its formula
-            angle = np.arange(n)[:, None] / np.power(10000.0, 2 * (np.arange(c)[None, :] // 2) / c)
-            value = torch.from_numpy(np.where(np.arange(c) % 2 == 0, np.sin(angle), np.cos(angle))).float()[None]
+            value = videomae_table(*meta.shape[-2:])[None]  # VideoMAE's fixed table, from its formula
         elif meta.dtype == torch.int64:  # the loss normaliser, as OpenTAD's EMA copy holds it
             value = torch.tensor(100)
         elif meta.ndim == 0:  # the head's scales

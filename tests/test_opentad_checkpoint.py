@@ -10,7 +10,6 @@ project is written out below independently of adatad/models/opentad_keys.py.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from adatad.models.build import build_model, model_from_checkpoint
 from adatad.models.opentad_keys import convert_opentad_state_dict
 from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
+from tests.opentad_listing import expected_name, read_listing_file, videomae_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "opentad_adatad_s_thumos_keys.tsv"
 THUMOS = CONFIG_DIR / "thumos_videomae_s_768x1_160_adapter.yaml"
@@ -39,18 +39,6 @@ PLANTED = [
     ("rpn_head.cls_convs.1.conv.weight", (10, 20, 2), -777.25, "head.heads.cls_convs.1.conv.weight"),
     ("rpn_head.scale.3.scale", (), 2.5, "head.heads.scales.3.scale"),
 ]
-# Our name for an OpenTAD name (written from the mapping's description, not from its code).
-EXPECTED_NAMES = [
-    (r"^backbone\.model\.backbone\.patch_embed\.projection\.", "encoder.backbone.patch_embed.proj."),
-    (r"^backbone\.model\.backbone\.(blocks\.\d+\.mlp)\.layers\.0\.0\.", r"encoder.backbone.\1.fc1."),
-    (r"^backbone\.model\.backbone\.(blocks\.\d+\.mlp)\.layers\.1\.", r"encoder.backbone.\1.fc2."),
-    (r"^backbone\.model\.backbone\.", "encoder.backbone."),
-    (r"^projection\.", "head.projection."),
-    (r"^neck\.fpn_norms\.", "head.neck.norms."),
-    (r"^rpn_head\.scale\.(\d+)\.scale$", r"head.heads.scales.\1.scale"),
-    (r"^rpn_head\.loss_normalizer$", "criterion.loss_normalizer"),
-    (r"^rpn_head\.(cls_convs|reg_convs|cls_head|reg_head)\.", r"head.heads.\1."),
-]
 
 
 @dataclass(frozen=True)
@@ -61,30 +49,8 @@ class Row:
     kind: str
 
 
-def expected_name(key: str) -> str:
-    for pattern, repl in EXPECTED_NAMES:
-        if re.search(pattern, key):
-            return re.sub(pattern, repl, key)
-    raise AssertionError(f"no expected name for {key}")
-
-
 def read_rows() -> list[Row]:
-    rows = []
-    for line in FIXTURE.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, dtype, shape, kind = line.split("\t")
-        rows.append(Row(key.removeprefix("module."), getattr(torch, dtype),
-                        tuple(int(s) for s in shape.split(",")) if shape else (), kind))
-    return rows
-
-
-def videomae_table(shape: tuple[int, ...]) -> torch.Tensor:
-    """VideoMAE's fixed table: angle = pos / 10000^(2*(j//2)/d); sin on even j, cos on odd j."""
-    n, d = shape[-2], shape[-1]
-    angle = np.arange(n)[:, None] / np.power(10000.0, 2 * (np.arange(d)[None, :] // 2) / d)
-    table = np.where(np.arange(d)[None, :] % 2 == 0, np.sin(angle), np.cos(angle))
-    return torch.from_numpy(table).float().reshape(shape)
+    return [Row(*entry) for entry in read_listing_file(FIXTURE)]
 
 
 def opentad_weights(rows: list[Row], seed: int, compact: bool, ema: bool = True) -> dict[str, torch.Tensor]:
@@ -97,7 +63,7 @@ def opentad_weights(rows: list[Row], seed: int, compact: bool, ema: bool = True)
     out: dict[str, torch.Tensor] = {}
     for row in rows:
         if row.key == POS_EMBED:
-            value = videomae_table(row.shape)
+            value = videomae_table(*row.shape[-2:]).reshape(row.shape)
         elif row.key == LOSS_NORM:
             value = torch.tensor(100) if ema else torch.tensor(93.5)
         elif compact:

@@ -16,12 +16,10 @@ v2-g at 768x2 224 px):
 
 from __future__ import annotations
 
-import re
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -31,11 +29,10 @@ from adatad.models.build import model_from_checkpoint
 from adatad.models.trained import read_trained
 from adatad.postprocess import detections_to_entries, merge_video
 from adatad.trained_settings import config_for_trained_file
+from tests.opentad_listing import VIT, depth_reduced, expected_name, read_listing, videomae_table
 
 ZOO = CONFIG_DIR / "opentad"
-LISTINGS = Path(__file__).parent / "fixtures" / "opentad_zoo_keys"
 README = CONFIG_DIR.parent / "README.md"
-VIT = "backbone.model.backbone."
 POS_EMBED = VIT + "pos_embed"
 LOSS_NORM = "rpn_head.loss_normalizer"
 
@@ -102,20 +99,6 @@ BACKBONES = {
     "H": (1280, 32, 16, 16, 5120, "vit-huge-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"),
     "g": (1408, 40, 16, 14, 6144, "vit-giant-p14_videomaev2-hybrid_pt_1200e_k710_ft_my.pth"),
 }
-# Our name for an OpenTAD name (from docs/recipe.md "Loading OpenTAD's trained checkpoints", not from
-# adatad/models/opentad_keys.py).
-EXPECTED_NAMES = [
-    (r"^backbone\.model\.backbone\.patch_embed\.projection\.", "encoder.backbone.patch_embed.proj."),
-    (r"^backbone\.model\.backbone\.(blocks\.\d+\.mlp)\.layers\.0\.0\.", r"encoder.backbone.\1.fc1."),
-    (r"^backbone\.model\.backbone\.(blocks\.\d+\.mlp)\.layers\.1\.", r"encoder.backbone.\1.fc2."),
-    (r"^backbone\.model\.backbone\.", "encoder.backbone."),
-    (r"^projection\.", "head.projection."),
-    (r"^neck\.fpn_norms\.", "head.neck.norms."),
-    (r"^rpn_head\.scale\.(\d+)\.scale$", r"head.heads.scales.\1.scale"),
-    (r"^rpn_head\.loss_normalizer$", "criterion.loss_normalizer"),
-    (r"^rpn_head\.(cls_convs|reg_convs|cls_head|reg_head)\.", r"head.heads.\1."),
-]
-BLOCK = re.compile(r"^backbone\.model\.backbone\.blocks\.(\d+)\.(.*)$")
 
 
 def row_id(row: ZooRow) -> str:
@@ -134,43 +117,6 @@ def depth_reducing_sets(row: ZooRow) -> list[str]:
 
 
 # ---------------------------------------------------------------- OpenTAD-layout files
-
-
-def read_listing(row: ZooRow) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    """(key without `module.`, dtype, shape) of every state-dict entry, in the listing's order."""
-    out = []
-    for line in (LISTINGS / f"{row.stem}.tsv").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, dtype, shape, _kind = line.split("\t")
-        out.append((key.removeprefix("module."), getattr(torch, dtype),
-                    tuple(int(s) for s in shape.split(",")) if shape else ()))
-    return out
-
-
-def depth_reduced(listing: list, depth: int, adapter_blocks: list[int]) -> list:
-    """The listing of the same detector with `depth` ViT blocks and adapters on `adapter_blocks`:
-    blocks >= depth dropped, every block's adapter rows copied from a block that has one (all blocks
-    and all adapters of a ViT have the same shapes)."""
-    template = [(BLOCK.match(k), dt, s) for k, dt, s in listing if ".adapter." in k]
-    first = int(template[0][0].group(1))
-    adapter_rows = [(m.group(2), dt, s) for m, dt, s in template if int(m.group(1)) == first]
-    out = []
-    for key, dtype, shape in listing:
-        m = BLOCK.match(key)
-        if m is None:
-            out.append((key, dtype, shape))
-        elif int(m.group(1)) < depth and not m.group(2).startswith("adapter."):
-            out.append((key, dtype, shape))
-            if m.group(2) == "mlp.layers.1.bias" and int(m.group(1)) in adapter_blocks:  # a block's last row
-                out += [(f"{VIT}blocks.{m.group(1)}.{rest}", dt, s) for rest, dt, s in adapter_rows]
-    return out
-
-
-def videomae_table(n: int, dim: int) -> torch.Tensor:
-    """VideoMAE's fixed table: angle = pos / 10000^(2*(j//2)/d); sin on even j, cos on odd j."""
-    angle = np.arange(n)[:, None] / np.power(10000.0, 2 * (np.arange(dim)[None, :] // 2) / dim)
-    return torch.from_numpy(np.where(np.arange(dim)[None, :] % 2 == 0, np.sin(angle), np.cos(angle))).float()
 
 
 def published_file(listing: list, path: Path, seed: int) -> dict[str, torch.Tensor]:
@@ -193,13 +139,6 @@ def published_file(listing: list, path: Path, seed: int) -> dict[str, torch.Tens
         weights[key] = value
     torch.save({"epoch": 59, "state_dict_ema": {f"module.{k}": v for k, v in weights.items()}}, path)
     return weights
-
-
-def expected_name(key: str) -> str:
-    for pattern, repl in EXPECTED_NAMES:
-        if re.search(pattern, key):
-            return re.sub(pattern, repl, key)
-    raise AssertionError(f"no expected name for {key}")
 
 
 def first_row(t: torch.Tensor) -> torch.Tensor:
@@ -289,7 +228,7 @@ def test_the_mlflow_model_of_a_run_is_named_after_its_config() -> None:
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
 def test_a_published_file_is_read_with_the_config(row: ZooRow, tmp_path: Path) -> None:
-    listing = read_listing(row)
+    listing = read_listing(row.stem)
     path = tmp_path / f"{row.stem}.pth"
     weights = published_file(listing, path, seed=len(row.stem))
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -327,7 +266,7 @@ def test_a_depth_reduced_copy_reads_its_file_and_detects(row: ZooRow, tmp_path: 
     sets = depth_reducing_sets(row) + [f"data.crop_size={crop}", f"data.train_resize_short={crop}",
                                        f"data.test_resize_short={crop}", "data.window_size=64"]
     cfg = load_config(config_path(row), sets)
-    listing = depth_reduced(read_listing(row), 2, [1] if row.scaled else [0, 1])
+    listing = depth_reduced(read_listing(row.stem), 2, [1] if row.scaled else [0, 1])
     path = tmp_path / f"{row.stem}_depth2.pth"
     published_file(listing, path, seed=3)
     trained = read_trained(path, cfg)
