@@ -128,19 +128,24 @@ class ClusterBed:
         node.process.wait(timeout=30)
 
     def stop(self) -> None:
-        """Worker nodes first, then the head; `ray start --block` drains on SIGTERM, the rest is killed."""
-        for name in sorted(self.nodes, key=lambda n: n == "head"):
-            node = self.nodes[name]
-            if node.alive:
-                node.process.send_signal(signal.SIGTERM)
+        """Worker nodes first, then the head; `ray start --block` drains on SIGTERM (all worker nodes
+        at once, 5 s at most), the rest is killed."""
+        workers = [n for name, n in self.nodes.items() if name != "head"]
+        head = [n for name, n in self.nodes.items() if name == "head"]
+        for group in (workers, head):
+            for node in group:
+                if node.alive:
+                    node.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            for node in group:
                 try:
-                    node.process.wait(timeout=5)
+                    node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     pass
-            try:
-                os.killpg(node.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                try:
+                    os.killpg(node.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for temp in self._temp_dirs:
             shutil.rmtree(temp, ignore_errors=True)
 

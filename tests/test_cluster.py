@@ -112,3 +112,15 @@ def test_placement_resources_are_validated(override: str, message: str) -> None:
         tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=[override])
     cfg = tiny_config(Path("/d"), Path("/s"), Path("/m.db"), extra=["runtime.worker_resources.gpu_node=1"])
     assert cfg.runtime.worker_resources == {"gpu_node": 1.0} and cfg.runtime.decode_actor_resources == {}
+
+
+def test_workers_of_a_local_ray_ask_its_own_state_api(ray_session) -> None:
+    """Ray Train's PlacementGroupCleaner calls the State API without an address, which Ray resolves
+    to "the latest cluster" on the machine: with another Ray here (this bed, the runs of other tests)
+    or a stale /tmp/ray/ray_current_cluster it asked the wrong cluster and each run's end waited on
+    a 12-s stop timeout. A worker of the Ray that `connect("local")` started resolves its own."""
+    from ray._private.worker import get_dashboard_url
+    from ray.dashboard.utils import get_address_for_submission_client
+
+    resolve = ray_session.remote(num_cpus=0)(lambda: get_address_for_submission_client(None))
+    assert ray_session.get(resolve.remote()) == f"http://{get_dashboard_url()}"

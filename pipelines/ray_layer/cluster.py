@@ -31,6 +31,13 @@ def _reachable(address: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+def _free_port() -> int:
+    """A TCP port free on this machine now (for the local dashboard)."""
+    with socket.socket() as probe:
+        probe.bind((DASHBOARD_HOST, 0))
+        return probe.getsockname()[1]
+
+
 def connect(
     cluster: str,
     num_cpus: int | None = None,
@@ -50,6 +57,13 @@ def connect(
     # every printed line reached the driver twice; without the patch a print is forwarded once.
     env = {"RAY_DEDUP_LOGS": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     if cluster == "local":
+        # Ray Train's PlacementGroupCleaner asks the State API about the run's controller without an
+        # address: Ray then picks "the latest cluster" on this machine (/tmp/ray/ray_current_cluster,
+        # or the newest GCS process). With another Ray here, or a stale file left by a killed
+        # `ray start`, it asked the wrong cluster and every run's end stalled 12 s on its stop
+        # timeout. Its workers are told this cluster's dashboard instead.
+        dashboard_port = _free_port()
+        env["RAY_API_SERVER_ADDRESS"] = f"http://{DASHBOARD_HOST}:{dashboard_port}"
         if num_gpus is None:
             import torch
 
@@ -62,14 +76,17 @@ def connect(
             object_store_memory=store,
             include_dashboard=True,  # Tune needs the State API to free stopped trials' resources
             dashboard_host=DASHBOARD_HOST,
+            dashboard_port=dashboard_port,
             runtime_env={"env_vars": env},
             log_to_driver=True,
         )
     elif cluster == "auto":
         pinned = os.environ.get("RAY_ADDRESS", "")
-        if pinned and pinned != "auto" and not pinned.startswith(("ray://", "http")) and not _reachable(pinned):
-            raise ClusterError(f"--cluster auto: RAY_ADDRESS={pinned} does not answer within 3 s "
-                               "(unset it, or start the cluster with `ray start --head`)")
+        if pinned and pinned != "auto" and not pinned.startswith(("ray://", "http")):
+            if not _reachable(pinned):
+                raise ClusterError(f"--cluster auto: RAY_ADDRESS={pinned} does not answer within 3 s "
+                                   "(unset it, or start the cluster with `ray start --head`)")
+            env["RAY_ADDRESS"] = pinned  # the workers' State API calls go to this cluster (see above)
         try:
             ray.init(address="auto", runtime_env={"env_vars": env})
         except ConnectionError as exc:
@@ -83,6 +100,8 @@ def connect(
                 f"--cluster {cluster}: no Ray cluster answers at that address within 3 s "
                 "(check host/port, firewall, and that `ray start --head` runs there)"
             )
+        if not cluster.startswith("ray://"):
+            env["RAY_ADDRESS"] = cluster  # the workers' State API calls go to this cluster (see above)
         try:
             ray.init(address=cluster, runtime_env={"env_vars": env})
         except (ConnectionError, RuntimeError) as exc:
