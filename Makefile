@@ -2,8 +2,10 @@
 #   make train   - create/refresh .venv, generate the synthetic demo data, train it on a local Ray
 #   make test    - create/refresh .venv, run the test suite
 # Both are idempotent: the environment is reinstalled only when pyproject.toml changes.
-# --no-compile: Python compiles a module when it is first imported, so the install does not
-# byte-compile every file of torch, Ray and MLflow up front (about half of its time here).
+# The install byte-compiles in parallel (compileall -j 0) instead of pip's one file at a time: about
+# a third of a fresh install's time here. Compiling must happen up front: where PYTHONDONTWRITEBYTECODE
+# is set, nothing compiled at import time is kept, and every process would compile torch again.
+# Files that do not compile (a few Python-2 examples inside packages) are skipped, as pip skips them.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +23,7 @@ $(STAMP): pyproject.toml
 	@echo "installing the environment into $(VENV) (first time: a few minutes; log: $(VENV)/install.log)"
 	@$(PY) -m pip install --progress-bar off --no-compile -e '.[dev]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 30 $(VENV)/install.log; echo "pip install failed (full log: $(VENV)/install.log)"; exit 1; }
+	@$(PY) -m compileall -qq -j 0 $(VENV)/lib >> $(VENV)/install.log 2>&1 || true
 	@touch $(STAMP)
 
 env: $(STAMP)
