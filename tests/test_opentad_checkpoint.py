@@ -106,12 +106,7 @@ def one_line_error(path: Path, config=None, use_ema: bool = True) -> str:
 # ---------------------------------------------------------------- fixtures (built once per module)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: faster on one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -146,12 +146,7 @@ def first_row(t: torch.Tensor) -> torch.Tensor:
     return t[(0,) * (t.dim() - 1)] if t.dim() else t
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny ops: faster on one thread (conftest)
 
 
 # ---------------------------------------------------------------- the configs
