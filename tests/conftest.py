@@ -98,35 +98,68 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A finished 2-epoch training run on the tiny data, made by the real command line with its
-    output sent to a file (as CI or `> file` captures it): run folder, MLflow store, summary (read
-    back from the run folder, as `run_training` returns it) and the console text.
+    """A finished 2-epoch training run on the tiny data, made by the real command line as a user
+    whose job is preempted makes it: `train.py --verbose` gets SIGTERM once epoch 0's checkpoint is
+    registered, then `train.py --resume` finishes the run with its output sent to a file (as CI or
+    `> file` captures it). Returns the run folder, MLflow store, summary (read back from the run
+    folder, as `run_training` returns it), the resumed run's console text and what the stop left
+    (`stopped`: exit code, console, history, files, MLflow status, processes left), which
+    tests/test_faults.py checks. One run serves both: a second training run would cost a minute.
 
     It depends on `ray_session` only so that its users find Ray connected; the command starts its
     own local Ray, as a user's would.
     """
     import json
+    import signal
     import subprocess
 
+    from mlflow.tracking import MlflowClient
+
     from pipelines.ray_layer.training import RunPlan
+    from tests.run_watch import registered_epochs, session_processes, wait_for
 
     work = tmp_path_factory.mktemp("trained_run")
     storage, db = work / "runs", work / "mlflow.db"
     extra = ["tracking.log_model=true", "tracking.system_metrics=true"]
     sets = [a for o in tiny_overrides(tiny_data, storage, db) + extra for a in ("--set", o)]
+    command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "tiny", *sets]
+    run_dir = storage / "tiny"
+
+    with (work / "first.txt").open("w") as sink:
+        first = subprocess.Popen([*command, "--verbose"], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            wait_for(lambda: 0 in registered_epochs(run_dir), 600, "the checkpoint of epoch 0",
+                     alive=lambda: first.poll() is None)
+            first.send_signal(signal.SIGTERM)  # the driver alone, as `ray job stop` or a scheduler does
+            first_rc = first.wait(timeout=90)
+            # Ray's own processes share the driver's fate (nothing of the stopped run keeps running).
+            wait_for(lambda: not session_processes(first.pid), 60, "the stopped run's processes to exit")
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+    stopped = {
+        "returncode": first_rc, "processes_left": session_processes(first.pid), "console": (work / "first.txt").read_text(),
+        "history": json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file()
+        else None,
+        "files": sorted(p.name for p in run_dir.iterdir()),
+        "mlflow_status": MlflowClient(f"sqlite:///{db}").get_run(
+            (run_dir / "mlflow_run_id").read_text().strip()).info.status,
+    }
+    assert first_rc == 143, stopped["console"][-3000:]
+
     with (work / "console.txt").open("w") as sink:
-        proc = subprocess.run([sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "tiny",
-                               *sets], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, timeout=900)
+        proc = subprocess.run([*command, "--resume"], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                              timeout=900)
     console = (work / "console.txt").read_text()
     assert proc.returncode == 0, console[-3000:]
-    run_dir = storage / "tiny"
     history = json.loads((run_dir / "history.json").read_text())
     summary = {"final": history[-1], "stats": json.loads((run_dir / "stats.json").read_text()),
                "run_dir": str(run_dir), "mlflow_run_id": (run_dir / "mlflow_run_id").read_text().strip()}
     plan = RunPlan(cfg=tiny_config(tiny_data, storage, db, extra=extra), run_name="tiny", storage=storage,
                    resumed=False)
     return {"plan": plan, "summary": summary, "storage": storage, "mlflow_db": db, "data": tiny_data,
-            "console": console}
+            "console": console, "stopped": stopped}
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 Whole nodes lost on a multi-node cluster are measured by benchmarks/bench_node_faults.py.
 
-Processes are found by their Ray process title among the descendants (or the session) of the
-process that started them, so a test only ever kills processes it started, never another Ray on
-the machine. Timings are kept small: tiny model, 64-position windows, 2-3 epochs.
+Processes are found by their Ray process title among the descendants of this process
+(tests/run_watch.py), so a test only ever kills processes it started, never another Ray on the
+machine. Timings are kept small: tiny model, 64-position windows, 2 epochs.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,78 +25,23 @@ from mlflow.tracking import MlflowClient
 
 from adatad.engine.state import read_checkpoint
 from pipelines.ray_layer.console import strip_ansi
-from tests.conftest import REPO, tiny_config, tiny_overrides
+from tests.conftest import tiny_config, tiny_overrides
+from tests.run_watch import registered_epochs, titled, wait_for
 
 DECODE_ACTOR = "ray::MapWorker(MapBatches(DecodeClips))"
 TRAIN_WORKER = "ray::RayTrainWorker"
 FAST = ["train.checkpoints_to_keep=10", "train.val_start_epoch=1"]  # keep every checkpoint; validate last epoch only
 
 
-# ------------------------------------------------------------------ processes (Linux /proc)
-
-
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, command line / Ray process title)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session ...
-        table[int(entry.name)] = (int(fields[1]), int(fields[3]), cmdline)
-    return table
-
-
-def _descendants(root: int) -> dict[int, str]:
-    table = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, stack = {}, [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found[child] = table[child][2]
-            stack.append(child)
-    return found
-
-
-def _titled(root: int, title: str) -> dict[int, str]:
-    return {pid: cmd for pid, cmd in _descendants(root).items() if cmd.startswith(title)}
-
-
-def _wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1,
-              alive: Callable[[], bool] = lambda: True) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert alive(), f"the run ended while waiting for {what}"
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 # ------------------------------------------------------------------ run folders
-
-
-def _registered_epochs(run_dir: Path) -> list[int]:
-    """Epochs whose checkpoint Ray has registered (what a restart or --resume continues from)."""
-    try:
-        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return sorted(int(r["metrics"]["epoch"]) for r in snapshot.get("checkpoint_results", []))
 
 
 def _checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
 
 
-def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: int) -> list[dict]:
+def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: int, validated: list[int]
+                         ) -> list[dict]:
     """Continuous history, one MLflow point per epoch, every checkpoint loadable, schedule continued."""
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(epochs))
@@ -111,7 +53,7 @@ def _assert_nothing_lost(run_dir: Path, db: Path, epochs: int, clips_per_epoch: 
     assert client.get_run(run_id).info.status == "FINISHED"
     for key in ("loss", "steps", "decode_failures"):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(epochs)), key
-    assert [m.step for m in client.get_metric_history(run_id, "average_mAP")] == [epochs - 1]  # validated last
+    assert sorted(m.step for m in client.get_metric_history(run_id, "average_mAP")) == validated
     loss = {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
     assert loss == pytest.approx({h["epoch"]: h["loss"] for h in history})  # MLflow and history agree
     states = [read_checkpoint(d) for d in _checkpoint_dirs(run_dir)]  # none corrupt
@@ -149,83 +91,62 @@ def test_killed_decode_actor_and_train_worker_lose_nothing(ray_session, tiny_dat
             outcome["error"] = exc
 
     me, run_dir = os.getpid(), plan.run_dir
-    earlier = set(_titled(me, DECODE_ACTOR))  # another test's actors, possibly still shutting down
+    earlier = set(titled(me, DECODE_ACTOR))  # another test's actors, possibly still shutting down
     thread = threading.Thread(target=fit, daemon=True)
     thread.start()
 
     # The first decode actor is epoch 0's training pool (validation comes after): kill it once
     # it is busy with a clip.
-    busy = _wait_for(lambda: [p for p, cmd in _titled(me, DECODE_ACTOR).items()
+    busy = wait_for(lambda: [p for p, cmd in titled(me, DECODE_ACTOR).items()
                               if cmd.endswith(".submit") and p not in earlier],
                      300, "epoch 0's decode actor at work", interval=0.05, alive=thread.is_alive)
     time.sleep(0.3)
-    assert _registered_epochs(run_dir) == []  # still inside epoch 0
+    assert registered_epochs(run_dir) == []  # still inside epoch 0
     os.kill(busy[0], signal.SIGKILL)
 
-    _wait_for(lambda: 0 in _registered_epochs(run_dir), 300, "the checkpoint of epoch 0", alive=thread.is_alive)
-    workers = _wait_for(lambda: list(_titled(me, TRAIN_WORKER)), 30, "the training worker")
+    wait_for(lambda: 0 in registered_epochs(run_dir), 300, "the checkpoint of epoch 0", alive=thread.is_alive)
+    workers = wait_for(lambda: list(titled(me, TRAIN_WORKER)), 30, "the training worker")
     time.sleep(1.0)  # into epoch 1's training steps
-    assert _registered_epochs(run_dir) == [0]  # epoch 1 not finished: the kill lands mid-epoch
+    assert registered_epochs(run_dir) == [0]  # epoch 1 not finished: the kill lands mid-epoch
     os.kill(workers[0], signal.SIGKILL)
-    _wait_for(lambda: [p for p in _titled(me, TRAIN_WORKER) if p not in workers], 120,
+    wait_for(lambda: [p for p in titled(me, TRAIN_WORKER) if p not in workers], 120,
               "Ray Train to start a new training worker", alive=thread.is_alive)
 
     thread.join(timeout=400)
     assert not thread.is_alive(), "training did not finish after the faults"
     assert "error" not in outcome, repr(outcome.get("error"))
-    history = _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=5)
+    history = _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=5, validated=[1])
     assert all(h["decode_failures"] == 1 for h in history)  # the corrupt video, once per epoch
 
 
 # ------------------------------------------------------------------ the driver itself
 
 
-def _session_processes(session: int) -> list[int]:
-    return [pid for pid, (_, sid, _) in _processes().items() if sid == session]
-
-
-def test_sigterm_stops_the_driver_cleanly_and_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
+def test_sigterm_stops_the_driver_cleanly_and_resume_continues(trained_run: dict) -> None:
     """SIGTERM to `train.py` mid-epoch 1 (a preempted head, `ray job stop`): it stops within seconds,
     writes what it has (history and reports of its last checkpoint, MLflow run KILLED) and says how
-    to continue; then the same command with --resume finishes the run.
+    to continue; then the same command with --resume finishes the run. The session's training run
+    is made exactly so (tests/conftest.py `trained_run`); this test checks what each step left.
 
-    The first run also shows that `--verbose` keeps Ray's own output on the console."""
-    storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
-    sets = [a for o in tiny_overrides(tiny_data, storage, db, epochs=2) + FAST for a in ("--set", o)]
-    command = [sys.executable, "pipelines/train.py", "--cluster", "local", "--run-name", "stopped",
-               "--skip-data-check", *sets]
-    run_dir = storage / "stopped"
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen([*command, "--verbose"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    try:
-        _wait_for(lambda: 0 in _registered_epochs(run_dir), 400, "the checkpoint of epoch 0",
-                  alive=lambda: first.poll() is None)
-        os.kill(first.pid, signal.SIGTERM)  # the driver alone, as `ray job stop` or a scheduler does
-        assert first.wait(timeout=90) == 143
-        # Ray's own processes share the driver's fate (nothing of the stopped run keeps running).
-        _wait_for(lambda: not _session_processes(first.pid), 60, "the stopped run's processes to exit")
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        log.close()
-    output = (tmp_path / "first.log").read_text()
+    The stopped run also shows that `--verbose` keeps Ray's own output on the console."""
+    stopped, run_dir = trained_run["stopped"], Path(trained_run["summary"]["run_dir"])
+    output = stopped["console"]
+    assert stopped["returncode"] == 143 and stopped["processes_left"] == []
     assert "Execution plan of Dataset" in output and "(RayTrainWorker pid=" in output  # --verbose: Ray's lines
     # --verbose: Ray Data's progress bars share the console, so the line may follow their escapes
-    stopped = [m.strip() for m in re.findall(r"stopped: run [^\r\n]*", strip_ansi(output))]
-    assert stopped == ["stopped: run stopped stopped (SIGTERM) after 1 finished epoch(s); continue with: "
-                       "python pipelines/train.py --resume --run-name stopped"], output[-3000:]
-    assert [h["epoch"] for h in json.loads((run_dir / "history.json").read_text())] == [0]
-    assert (run_dir / "TRAINING_SUMMARY.md").is_file() and (run_dir / "training_curves.png").is_file()
-    run_id = (run_dir / "mlflow_run_id").read_text().strip()
-    assert MlflowClient(f"sqlite:///{db}").get_run(run_id).info.status == "KILLED"
+    lines = [m.strip() for m in re.findall(r"stopped: run [^\r\n]*", strip_ansi(output))]
+    assert lines == ["stopped: run tiny stopped (SIGTERM) after 1 finished epoch(s); continue with: "
+                     "python pipelines/train.py --resume --run-name tiny"], output[-3000:]
+    assert [h["epoch"] for h in stopped["history"]] == [0]
+    assert {"TRAINING_SUMMARY.md", "training_curves.png"} <= set(stopped["files"])
+    assert not [name for name in stopped["files"] if name.endswith(".tmp")]  # nothing half-written (adatad/atomic.py)
+    assert stopped["mlflow_status"] == "KILLED"
 
-    second = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "resumed from the checkpoint of epoch 0" in second.stdout + second.stderr
-    assert "done: 2 epochs" in second.stdout
-    assert "Execution plan" not in second.stdout + second.stderr  # without --verbose: in train.log only
-    _assert_nothing_lost(run_dir, db, epochs=2, clips_per_epoch=6)
+    resumed = trained_run["console"]
+    assert "resumed from the checkpoint of epoch 0" in resumed
+    assert "done: 2 epochs" in resumed
+    assert "Execution plan" not in resumed  # without --verbose: in train.log only
+    _assert_nothing_lost(run_dir, trained_run["mlflow_db"], epochs=2, clips_per_epoch=6, validated=[0, 1])
 
 
 # ------------------------------------------------------------------ too many decode failures
