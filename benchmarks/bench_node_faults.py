@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
 from adatad.run_folder import RunFolder  # noqa: E402
 from tests.cluster_bed import ClusterBed  # noqa: E402
 from tests.conftest import fresh_mlflow_db, tiny_overrides  # noqa: E402
+from tests.run_watch import registered_epochs  # noqa: E402
 
 EPOCHS = 3
 PLACEMENT = ["runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
@@ -74,14 +75,6 @@ def make_data(root: Path) -> Path:
     return root
 
 
-def registered_epochs(run: RunFolder) -> list[int]:
-    try:
-        snapshot = json.loads(run.ray_snapshot.read_text())
-    except (OSError, ValueError):
-        return []
-    return sorted(int(r["metrics"]["epoch"]) for r in snapshot.get("checkpoint_results", []))
-
-
 def wait_for(condition, timeout_s: float, what: str, alive=lambda: True) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -93,9 +86,7 @@ def wait_for(condition, timeout_s: float, what: str, alive=lambda: True) -> None
 def start_bed(work: Path) -> ClusterBed:
     bed = ClusterBed(work)
     bed.start_head(num_cpus=1)
-    bed.add_node("gpu", num_cpus=1, resources={"gpu_node": 1})
-    for i in range(2):
-        bed.add_node(f"data-{i}", num_cpus=1, resources={"data_node": 100})
+    bed.add_nodes([("gpu", 1, {"gpu_node": 1}), *[(f"data-{i}", 1, {"data_node": 100}) for i in range(2)]])
     return bed
 
 
@@ -109,7 +100,7 @@ def train_command(data: Path, work: Path, bed: ClusterBed, name: str) -> list[st
 def start_and_wait_for_epoch_0(command: list[str], bed: ClusterBed, run: RunFolder, sink) -> subprocess.Popen:
     """Start train.py and return once epoch 0's checkpoint is registered and epoch 1 has begun."""
     proc = subprocess.Popen(command, cwd=REPO, env=bed.env, stdout=sink, stderr=subprocess.STDOUT)
-    wait_for(lambda: 0 in registered_epochs(run), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
+    wait_for(lambda: 0 in registered_epochs(run.path), 600, "the checkpoint of epoch 0", lambda: proc.poll() is None)
     time.sleep(1.0)  # into epoch 1's clips
     return proc
 

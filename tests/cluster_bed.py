@@ -108,15 +108,23 @@ class ClusterBed:
 
     def add_node(self, name: str, num_cpus: int, resources: dict[str, float] | None = None,
                  timeout_s: float = 120) -> Node:
-        # A temp dir of its own, as on a separate machine: nodes sharing one would share (and garbage-
-        # collect) each other's runtime-env files, e.g. a job's uploaded working dir. Short path: the
-        # sockets under it must fit in 107 characters.
-        temp = tempfile.mkdtemp(prefix="rb-")
-        self._temp_dirs.append(temp)
-        node = self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}"],
-                           resources or {})
-        self._wait(lambda: self._joined(node), timeout_s, node, f"node {name} to join")
-        return node
+        return self.add_nodes([(name, num_cpus, resources or {})], timeout_s)[0]
+
+    def add_nodes(self, specs: list[tuple[str, int, dict[str, float]]], timeout_s: float = 120) -> list[Node]:
+        """Start worker nodes (name, CPUs, custom resources) at once, then wait until all have joined:
+        each `ray start` takes seconds, mostly its own start-up, so they overlap well."""
+        started = []
+        for name, num_cpus, resources in specs:
+            # A temp dir of its own, as on a separate machine: nodes sharing one would share (and
+            # garbage-collect) each other's runtime-env files, e.g. a job's uploaded working dir.
+            # Short path: the sockets under it must fit in 107 characters.
+            temp = tempfile.mkdtemp(prefix="rb-")
+            self._temp_dirs.append(temp)
+            started.append(self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}",
+                                               f"--temp-dir={temp}"], resources))
+        for node in started:
+            self._wait(lambda node=node: self._joined(node), timeout_s, node, f"node {node.name} to join")
+        return started
 
     def kill_node(self, name: str) -> None:
         """The node is lost: SIGKILL to its `ray start`, raylet and every worker on it (one process group)."""
@@ -128,26 +136,32 @@ class ClusterBed:
         node.process.wait(timeout=30)
 
     def stop(self) -> None:
-        """Worker nodes first, then the head; `ray start --block` drains on SIGTERM (all worker nodes
-        at once, 5 s at most), the rest is killed."""
-        workers = [n for name, n in self.nodes.items() if name != "head"]
-        head = [n for name, n in self.nodes.items() if name == "head"]
-        for group in (workers, head):
-            for node in group:
-                if node.alive:
-                    node.process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            for node in group:
-                try:
-                    node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-                try:
-                    os.killpg(node.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        """Every node at once: `ray start --block` drains on SIGTERM (5 s at most), the rest is killed."""
+        for node in self.nodes.values():
+            if node.alive:
+                node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for node in self.nodes.values():
+            try:
+                node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(node.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for temp in self._temp_dirs:
             shutil.rmtree(temp, ignore_errors=True)
+        self._forget_head()
+
+    def _forget_head(self) -> None:
+        """A head killed before its own clean-up leaves /tmp/ray/ray_current_cluster naming it, and a
+        later `ray.init()` or `--cluster auto` on this machine would look for a dead cluster there."""
+        from ray._common.utils import get_ray_address_file
+        from ray._private.utils import read_ray_address
+
+        if self.gcs_port and (read_ray_address() or "").endswith(f":{self.gcs_port}"):
+            Path(get_ray_address_file(None)).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- state (the head's HTTP API)
 

@@ -64,8 +64,10 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
 
 def registered_epochs(run_dir: Path) -> list[int]:
     """Epochs whose checkpoint Ray has registered (what a restart or --resume continues from)."""
+    from adatad.run_folder import RunFolder
+
     try:
-        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+        snapshot = json.loads(RunFolder(run_dir).ray_snapshot.read_text())
     except (OSError, ValueError):
         return []
     return sorted(int(r["metrics"]["epoch"]) for r in snapshot.get("checkpoint_results", []))

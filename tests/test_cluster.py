@@ -31,9 +31,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory):
     cluster = ClusterBed(tmp_path_factory.mktemp("bed"))
     try:
         cluster.start_head(num_cpus=1)
-        cluster.add_node("gpu", num_cpus=1, resources={"gpu_node": 1})
-        for i in range(2):
-            cluster.add_node(f"data-{i}", num_cpus=1, resources={"data_node": 100})
+        cluster.add_nodes([("gpu", 1, {"gpu_node": 1}), *[(f"data-{i}", 1, {"data_node": 100}) for i in range(2)]])
         yield cluster
     finally:
         cluster.stop()
