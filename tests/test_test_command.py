@@ -126,7 +126,7 @@ def test_two_training_workers_split_the_epoch_disjointly(ray_session, tiny_data:
     window exactly once: the merged predictions of the final checkpoint equal one process
     predicting every window (to 1e-6; a lost or doubled window would change them)."""
     cfg = tiny_config(tiny_data, tmp_path / "runs", tmp_path / "mlflow.db", epochs=2,
-                      extra=[*TWO_WORKERS, ONE_WINDOW])
+                      extra=[*TWO_WORKERS, ONE_WINDOW, "train.val_start_epoch=1"])  # the final one is checked
     record = tmp_path / "shards.jsonl"
     summary = run_training(RunPlan(cfg=cfg, run_name="two", storage=tmp_path / "runs", resumed=False),
                            extra_callbacks=[_RecordShards(record)], quiet=True)
