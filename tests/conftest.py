@@ -176,3 +176,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Skip the interpreter's last garbage collection (as the commands do, pipelines/_bootstrap.py):
+    with torch, Ray, MLflow and hundreds of models' objects alive it took seconds after the summary."""
+    import gc
+
+    gc.freeze()
