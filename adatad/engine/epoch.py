@@ -72,7 +72,7 @@ def train_one_epoch(state: TrainingState, batches: Iterable[Batch], device: torc
     """
     failures = failures if failures is not None else DecodeFailures([], ceiling=2**62)
     sums = {"loss": 0.0, "cls_loss": 0.0, "reg_loss": 0.0}
-    n_steps = clips = 0
+    n_steps = n_trained = clips = 0  # optimizer steps; steps with at least one decoded clip
     wait = 0.0
     start = time.perf_counter()
     iterator = iter(batches)
@@ -82,9 +82,17 @@ def train_one_epoch(state: TrainingState, batches: Iterable[Batch], device: torc
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        batch = drop_failed(batch, failures, where, on_warning)
-        if len(batch["frames"]) == 0:
+        decoded = drop_failed(batch, failures, where, on_warning)
+        if len(decoded["frames"]) == 0:
+            if _processes() > 1:
+                # Under DDP every process takes every step (the gradient all-reduce pairs them up;
+                # the shards have equal batch counts): a process whose whole batch failed to decode
+                # steps on it with its loss weighted 0, adding nothing to the averaged gradient.
+                train_step(state.model, {k: v.to(device) for k, v in batch.items()}, state.optimizer,
+                           state.scheduler, state.scaler, state.ema, clip_grad_norm, device, amp, loss_weight=0.0)
+                n_steps += 1
             continue
+        batch = decoded
         if seen is not None:
             seen.extend(int(i) for i in batch["video_index"])
         result = train_step(state.model, {k: v.to(device, non_blocking=True) for k, v in batch.items()},
@@ -92,13 +100,14 @@ def train_one_epoch(state: TrainingState, batches: Iterable[Batch], device: torc
         for key in sums:
             sums[key] += getattr(result, key)
         n_steps += 1
+        n_trained += 1
         clips += len(batch["frames"])
         if on_step is not None:
             elapsed = time.perf_counter() - start
             on_step(StepProgress(n_steps, result.loss, state.optimizer.param_groups[0]["lr"], clips / elapsed,
                                  wait / elapsed))
     elapsed = time.perf_counter() - start
-    metrics = {key: value / max(1, n_steps) for key, value in sums.items()}
+    metrics = {key: value / max(1, n_trained) for key, value in sums.items()}
     lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(state.optimizer.param_groups)}
     metrics.update(
         lr_base=float(lrs.get("decay", next(iter(lrs.values())))),
@@ -141,31 +150,39 @@ def predict_windows(model: torch.nn.Module, batches: Iterable[Batch], device: to
     return collector
 
 
-def clip_accounting(delivered: list[int], num_videos: int) -> dict[str, float]:
+def clip_accounting(trained: list[int], failed: list[int], num_videos: int) -> dict[str, float]:
     """How an epoch's input compares with its plan (one clip per training video): `clips_lost`
-    videos that no process received, `clips_repeated` extra receptions. `delivered` holds the video
-    index of every clip this process received (trained on or failed to decode); under
-    torch.distributed the counts cover every process (each gets the same numbers).
+    videos that no process received, `clips_repeated` extra receptions, `decode_failures` clips
+    that failed to decode. `trained` and `failed` hold the video index of every clip this process
+    trained on or received undecodable; under torch.distributed the counts cover every process
+    (each gets the same numbers).
 
     Why: a lost node can take clips with it (Ray Data re-executes what it can); what it cannot
-    recover must show up in the history instead of silently shrinking an epoch.
+    recover must show up in the history instead of silently shrinking an epoch. And a clip that
+    failed on any process belongs in the epoch's count, not only those of the process that logs.
     """
-    everything: list[int] = list(delivered)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, list(delivered))
-        everything = [i for part in gathered for i in part]
+    parts: list[Any] = [(list(trained), list(failed))]
+    if _processes() > 1:
+        parts = [None] * _processes()
+        dist.all_gather_object(parts, (list(trained), list(failed)))
+    everything = [i for t, f in parts for i in (*t, *f)]
     received = set(everything)
     return {"clips_lost": float(sum(1 for i in range(num_videos) if i not in received)),
-            "clips_repeated": float(len(everything) - len(received))}
+            "clips_repeated": float(len(everything) - len(received)),
+            "decode_failures": float(sum(len(f) for _, f in parts))}
+
+
+def _processes() -> int:
+    """How many processes train together under torch.distributed (1 without it)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def gather_across_processes(collector: WindowCollector) -> WindowCollector:
     """Every process's windows in one collector, when torch.distributed runs several processes
     (each validates its own videos); the collector itself otherwise."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if _processes() == 1:
         return collector
-    gathered: list[Any] = [None] * dist.get_world_size()
+    gathered: list[Any] = [None] * _processes()
     dist.all_gather_object(gathered, dict(collector.by_video))
     merged = WindowCollector()
     for part in gathered:

@@ -39,8 +39,13 @@ def train_step(
     clip_grad_norm: float,
     device: torch.device,
     amp: bool,
+    loss_weight: float = 1.0,
 ) -> StepResult:
-    """Run one step on `batch` (tensors already on `device`)."""
+    """Run one step on `batch` (tensors already on `device`).
+
+    `loss_weight` 0 makes a step that changes nothing through this process's gradient: a DDP
+    process whose whole batch failed to decode still has to take part in the step (see
+    `adatad.engine.epoch.train_one_epoch`)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
@@ -51,7 +56,7 @@ def train_step(
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} (cls {losses['cls_loss'].item()}, "
                                  f"reg {losses['reg_loss'].item()}); check the data and the learning rate")
-    scaler.scale(loss).backward()
+    scaler.scale(loss * loss_weight).backward()
     scaler.unscale_(optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm) if clip_grad_norm > 0 else torch.zeros(())

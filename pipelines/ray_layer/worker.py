@@ -94,7 +94,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 state, batches, device, clip_grad_norm=cfg.train.clip_grad_norm, amp=cfg.train.amp,
                 failures=failures, where=f"epoch {epoch} rank {rank}", on_warning=_warn(progress), seen=seen,
                 on_step=_step_events(progress, epoch, steps) if rank == 0 else None)
-            metrics.update(clip_accounting(seen + failures.failed, loop_config["num_train_videos"]))
+            metrics.update(clip_accounting(seen, failures.failed, loop_config["num_train_videos"]))
             if rank == 0 and (metrics["clips_lost"] or metrics["clips_repeated"]):
                 log.warning("epoch %d: %d training clip(s) lost, %d repeated (a node or actor failed mid-epoch)",
                             epoch, metrics["clips_lost"], metrics["clips_repeated"])
