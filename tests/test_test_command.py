@@ -1,16 +1,13 @@
-"""`pipelines/test.py` (training's validation on a checkpoint), the decode-once test windows, and
-validation / training with two Ray Train workers."""
+"""`pipelines/test.py` (training's validation on a checkpoint) and the decode-once test windows.
+Training and validation with two Ray Train workers: tests/test_faults.py."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import ray.cloudpickle
-import ray.train
 import torch
 
 from adatad.data.clips import ClipLoader, window_rows
@@ -20,9 +17,6 @@ from adatad.models.build import model_from_checkpoint
 from adatad.models.trained import read_trained
 from adatad.run_folder import EvalFolder
 from pipelines import score, test
-from pipelines.ray_layer.training import RunPlan, run_training
-from pipelines.ray_layer.worker import TRAIN_VIDEOS_KEY
-from tests.conftest import tiny_config
 from tests.test_detect import _validated_checkpoint
 
 TWO_WORKERS = ["runtime.num_workers=2", "runtime.cpus_per_worker=0.5", "runtime.decode_actor_cpus=0.25"]
@@ -102,46 +96,3 @@ def test_decode_once_windows_give_the_per_window_predictions(tested: dict, one_t
     """The Ray Data path decodes each test video once; decoding each window on its own, in-process,
     gives the same detections (to 1e-6)."""
     _same_detections(tested["one"]["predictions.json"], _per_window_predictions(tested["checkpoint"]))
-
-
-# The callback below runs on the Train controller, which cannot import this test module by name.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class _RecordShards(ray.train.UserCallback):
-    """Runs on the Train controller: writes every rank's list of trained video indices per epoch."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps([m.get(TRAIN_VIDEOS_KEY) for m in metrics]) + "\n")
-
-
-def test_two_training_workers_split_the_epoch_disjointly(ray_session, tiny_data: Path, tmp_path: Path,
-                                                        one_torch_thread) -> None:
-    """DDP on CPU (gloo) with two workers: every epoch the two shards are disjoint and cover the
-    training videos, and validation, each worker predicting its own videos, gathers every test
-    window exactly once: the merged predictions of the final checkpoint equal one process
-    predicting every window (to 1e-6; a lost or doubled window would change them)."""
-    cfg = tiny_config(tiny_data, tmp_path / "runs", tmp_path / "mlflow.db", epochs=2,
-                      extra=[*TWO_WORKERS, ONE_WINDOW, "train.val_start_epoch=1"])  # the final one is checked
-    record = tmp_path / "shards.jsonl"
-    summary = run_training(RunPlan(cfg=cfg, run_name="two", storage=tmp_path / "runs", resumed=False),
-                           extra_callbacks=[_RecordShards(record)], quiet=True)
-    epochs = [json.loads(line) for line in record.read_text().splitlines()]
-    assert len(epochs) == 2
-    from adatad.data.splits import load_splits
-
-    train, test_records, _ = load_splits(cfg)
-    for ranks in epochs:
-        assert len(ranks) == 2 and all(ranks)
-        first, second = set(ranks[0]), set(ranks[1])
-        assert not first & second
-        assert first | second == set(range(len(train)))
-        assert len(ranks[0]) == len(ranks[1])  # same number of steps on both ranks
-    final = Path(summary["stats"]["checkpoint"])
-    predictions = json.loads((final / "predictions.json").read_text())
-    assert sorted(predictions["results"]) == sorted(r.video_id for r in test_records)
-    _same_detections(predictions, _per_window_predictions(final))
