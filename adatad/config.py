@@ -33,6 +33,14 @@ def work_root() -> Path:
     """
     root = os.environ.get("ADATAD_ROOT")
     return Path(root).expanduser().resolve() if root else PROJECT_ROOT
+
+
+def resolve_path(path: str) -> str:
+    """A config path made absolute: relative to :func:`work_root` (Ray workers chdir elsewhere)."""
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (work_root() / p).resolve())
+
+
 PROFILE_DIR = CONFIG_DIR / "profiles"
 BASE_KEY = "_base_"
 
@@ -97,6 +105,9 @@ class DataConfig:
     # Training drops segments no longer than this share of their video (OpenTAD's filter_gt on
     # ActivityNet: 0.01); 0 drops only zero-length ones. Evaluation scores every segment.
     min_segment_fraction: float = 0.0
+    # A frame store (pipelines/prepare_frames.py): read every window's frames from it instead of
+    # decoding the videos; null = decode the videos (docs/architecture.md, "The frame store").
+    frame_store: str | None = None
 
 
 SAMPLING_MODES = ("sliding", "resize")
@@ -275,8 +286,7 @@ class Config:
 
     def resolve_path(self, path: str) -> str:
         """Absolute path: Ray workers chdir into trial folders, so relative paths break there."""
-        p = Path(os.path.expanduser(path))
-        return str(p if p.is_absolute() else (work_root() / p).resolve())
+        return resolve_path(path)
 
 
 # ---------------------------------------------------------------- loading and merging
@@ -486,6 +496,8 @@ def validate(cfg: Config) -> None:
                "data.frames_per_position", d.frames_per_position, f">= 1 and dividing data.frame_stride ({d.frame_stride})")
     _check("/" not in d.video_prefix and "\\" not in d.video_prefix, "data.video_prefix", d.video_prefix,
            "a file-name prefix without path separators (ActivityNet: v_)")
+    _check(d.frame_store is None or d.frame_store.strip() != "", "data.frame_store", d.frame_store,
+           "a folder made by pipelines/prepare_frames.py, or null")
     _check(d.block_list is None or d.block_list.strip() != "", "data.block_list", d.block_list,
            "the path of a file of video ids, or null")
     _check(d.fixed_fps is None or (math.isfinite(d.fixed_fps) and d.fixed_fps > 0), "data.fixed_fps", d.fixed_fps,

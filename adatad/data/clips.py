@@ -31,8 +31,10 @@ from adatad.data.transforms import (
     build_test_transform,
     build_train_transform,
 )
-from adatad.data.video import VideoDecodeError, read_frames
+from adatad.data.frame_source import frame_source
+from adatad.data.video import VideoDecodeError
 from adatad.data.window_stream import WindowStream
+from adatad.frame_store.entry import FrameStoreError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ class ClipLoader:
             )
         else:
             self.transform = build_test_transform(resize_short=d.test_resize_short, crop_size=d.crop_size)
+        self.frames = frame_source(d.frame_store, d.decode_threads)  # the videos, or data.frame_store
 
     def plan(self, row: dict[str, Any], rng: np.random.Generator) -> ClipPlan:
         record = row_to_record(row)
@@ -181,9 +184,9 @@ class ClipLoader:
         """
         plan = self.plan(row, rng)
         try:
-            frames = read_frames(plan.path, plan.frame_indices, num_threads=self.data.decode_threads)
+            frames = self.frames.read(plan.video_id, plan.path, plan.frame_indices)
             frames = self.transform(frames, rng)
-        except VideoDecodeError as exc:
+        except (VideoDecodeError, FrameStoreError) as exc:
             # One line on this actor's log (Ray forwards it to the driver); the consumer counts the
             # invalid example by video_index and names the file again when it stops the run.
             log.warning("skipping clip of video %r (video_index %s): %s", plan.video_id, row["video_index"], exc)
@@ -207,7 +210,7 @@ class ClipLoader:
         stream = WindowStream(record, d.window_size, d.frame_stride, d.test_window_overlap,
                               lambda clip: self.transform(clip, rng), per_frame=is_per_frame(self.transform),
                               num_threads=d.decode_threads, frames_per_position=d.frames_per_position,
-                              sampling=d.sampling)
+                              sampling=d.sampling, open_reader=lambda: self.frames.open(record.video_id, record.path))
         windows = iter(stream)
         failed = False
         try:
@@ -216,7 +219,7 @@ class ClipLoader:
                 if not failed:
                     try:
                         _, frames = next(windows)
-                    except VideoDecodeError as exc:
+                    except (VideoDecodeError, FrameStoreError) as exc:
                         failed = True
                         log.warning("video %r (video_index %s): windows %d-%d of %d invalid: %s", record.video_id,
                                     row["video_index"], index + 1, len(stream.plans), len(stream.plans), exc)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from adatad.config import Config
 from adatad.data.annotations import VideoRecord, load_annotations
 from adatad.data.block_list import read_block_list
+from adatad.data.check import fill_frame_counts
 from adatad.data.class_names import resolve_class_names
+from adatad.frame_store.check import fill_frame_counts_from_store
 
 
 def load_subset(cfg: Config, subset: str, class_names: list[str]) -> list[VideoRecord]:
@@ -30,3 +32,11 @@ def load_test_split(cfg: Config) -> tuple[list[VideoRecord], list[str]]:
     """The test videos alone (evaluating needs no training videos), and the class names."""
     class_names = resolve_class_names(cfg).names
     return load_subset(cfg, cfg.data.test_subset, class_names), class_names
+
+
+def with_frame_counts(cfg: Config, records: list[VideoRecord]) -> list[VideoRecord]:
+    """`records` whose json has no frame count (`frame` / `fps`) get one: from the frame store's entries
+    when `data.frame_store` is set (no video file needed), else from the decoder."""
+    if cfg.data.frame_store:
+        return fill_frame_counts_from_store(records, cfg.resolve_path(cfg.data.frame_store))
+    return fill_frame_counts(records)

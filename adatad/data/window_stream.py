@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from adatad.data.annotations import VideoRecord
 from adatad.data.resize_sampling import resize_window
 from adatad.data.sampling import ClipPlan, frame_step, read_grid_length, sliding_windows
 from adatad.data.video import VideoStream
+
+ReaderFactory = Callable[[], AbstractContextManager]  # opens the video (or store entry) for ascending reads
 
 FrameTransform = Callable[[np.ndarray], np.ndarray]  # uint8 (T, H, W, 3) -> uint8 (T, H', W', 3)
 
@@ -75,12 +78,15 @@ class WindowStream:
     needed the missing frames (earlier windows were already yielded). ``chunk_positions`` positions
     (``chunk_positions * frames_per_position`` frames) are decoded per ``VideoStream.read``;
     ``peak_cached`` reports the most frames held at once (at most
-    ``(window_size + chunk_positions) * frames_per_position - 1``).
+    ``(window_size + chunk_positions) * frames_per_position - 1``). ``open_reader`` opens what the
+    frames are read from (default: the video through ``VideoStream``; a frame store entry reads the
+    same indices, ``adatad.data.frame_source``).
     """
 
     def __init__(self, record: VideoRecord, window_size: int, frame_stride: int, overlap_ratio: float,
                  transform: FrameTransform, per_frame: bool = True, num_threads: int = 1,
-                 chunk_positions: int = 64, frames_per_position: int = 1, sampling: str = "sliding") -> None:
+                 chunk_positions: int = 64, frames_per_position: int = 1, sampling: str = "sliding",
+                 open_reader: ReaderFactory | None = None) -> None:
         if chunk_positions < 1:
             raise ValueError(f"video '{record.video_id}': chunk_positions must be >= 1, got {chunk_positions}")
         if sampling not in ("sliding", "resize"):
@@ -95,6 +101,7 @@ class WindowStream:
             self.num_read = read_grid_length(record.num_frames, frame_stride, frames_per_position)
         self.transform, self.per_frame = transform, per_frame
         self.num_threads, self.chunk_frames = num_threads, chunk_positions * frames_per_position
+        self.open_reader = open_reader or (lambda: VideoStream(record.path, num_threads))
         self.peak_cached = 0
 
     def __len__(self) -> int:
@@ -106,7 +113,7 @@ class WindowStream:
             return
         cache = _FrameCache()
         decoded_to = 0  # read-grid frames before this one have been decoded (or were never needed)
-        with VideoStream(self.record.path, self.num_threads) as stream:
+        with self.open_reader() as stream:
             for plan in self.plans:
                 start = plan.window_start_frame // self.step
                 # Real frames are a prefix: the whole window, or what is left of the read grid
@@ -127,7 +134,7 @@ class WindowStream:
         """The one window of a resized video: its frame indices read in ascending chunks."""
         plan = self.plans[0]
         parts = []
-        with VideoStream(self.record.path, self.num_threads) as stream:
+        with self.open_reader() as stream:
             for at in range(0, len(plan.frame_indices), self.chunk_frames):
                 frames = stream.read(plan.frame_indices[at:at + self.chunk_frames])
                 parts.append(self.transform(frames) if self.per_frame else frames)
