@@ -27,7 +27,8 @@ from adatad.config import PROJECT_ROOT, ConfigError, load_config
 from adatad.data.annotations import AnnotationError, segment_notices, subset_translation_note
 from adatad.data.check import check_videos, format_problems, segment_warnings
 from adatad.data.splits import load_splits
-from pipelines.ray_layer.cli import DEFAULT_CONFIG, add_config_arguments, fail
+from adatad.frame_store.check import check_store
+from pipelines.ray_layer.cli import DEFAULT_CONFIG, add_config_arguments, fail, frame_store_fix
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
     records = {"train": train, "test": test, "all": train + test}[args.split]
     start = time.perf_counter()
+    if cfg.data.frame_store:  # training reads the store, not the videos: check what it will read
+        root = cfg.resolve_path(cfg.data.frame_store)
+        report = check_store(root, records, cfg.data)
+        if not report.ok:
+            for line in report.lines(frame_store_fix(cfg, report.mismatch, root, args.config, args.overrides)):
+                print(f"error: {line}", file=sys.stderr)
+            return 1
+        print(f"data check: {report.summary()} ({len(train)} train, {len(test)} test, {len(classes)} classes; "
+              f"{time.perf_counter() - start:.1f} s); the videos themselves are not read with a store")
+        return 0
     problems = check_videos(records, num_threads=args.threads)
     elapsed = time.perf_counter() - start
     if problems:

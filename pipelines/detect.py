@@ -47,10 +47,16 @@ from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
 from adatad.trained_settings import config_for_trained_file
 from adatad.visualize import plot_timelines
-from pipelines.ray_layer.cli import EXIT_FAILED, add_cluster_arguments, fail
+from pipelines.ray_layer.cli import (
+    EXIT_FAILED,
+    add_cluster_arguments,
+    fail,
+    frame_store_problems,
+    trained_config,
+)
 from pipelines.ray_layer.cluster import ClusterError, connect
 from pipelines.ray_layer.console import Console
-from pipelines.ray_layer.detection import DetectInputError, detect_videos
+from pipelines.ray_layer.detection import DetectInputError, detect_videos, unprobed_record
 from pipelines.ray_layer.run_log import RunLog
 
 
@@ -129,7 +135,12 @@ def plan_detection(args: argparse.Namespace) -> DetectPlan:
         found = resolve_class_names(cfg, args.class_map, args.annotations, hint="pass --class-map or --annotations")
         class_names, source = found.names, found.source
     gt = load_ground_truth_of_all_subsets(args.annotations) if args.annotations and args.plot_dir else None
-    return DetectPlan(file.path, file.state, cfg, inference, class_names, source, gt, list_videos(args.videos))
+    paths = list_videos(args.videos)
+    problems = frame_store_problems(cfg, [unprobed_record(p) for p in paths], args.config or trained_config(file.path),
+                                    args.overrides, args.videos)
+    if problems:  # windows would be read from the store: each line names the command that fixes it
+        raise DetectInputError("\nerror: ".join(problems))
+    return DetectPlan(file.path, file.state, cfg, inference, class_names, source, gt, paths)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

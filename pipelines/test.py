@@ -29,9 +29,18 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
 
 from adatad.config import ConfigError
 from adatad.data.annotations import AnnotationError, segment_note
-from adatad.data.check import check_videos, fill_frame_counts, format_problems
+from adatad.data.check import check_videos, format_problems
+from adatad.data.splits import with_frame_counts
 from adatad.evaluation import format_map_table
-from pipelines.ray_layer.cli import UsageError, add_cluster_arguments, add_config_arguments, fail
+from adatad.frame_store.entry import FrameStoreError
+from pipelines.ray_layer.cli import (
+    UsageError,
+    add_cluster_arguments,
+    add_config_arguments,
+    fail,
+    frame_store_problems,
+    trained_config,
+)
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.console import Console, format_duration
 from pipelines.ray_layer.evaluation import plan_evaluation, run_evaluation, write_outputs
@@ -57,12 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     log: RunLog | None = None
     try:
         plan = plan_evaluation(args.checkpoint, args.config, args.overrides, args.profile, args.no_ema, args.out)
-        if not args.skip_data_check:
+        store_problems = frame_store_problems(plan.cfg, plan.records, args.config or trained_config(plan.trained.path),
+                                              args.overrides)
+        if store_problems:  # the store is read instead of the videos; each line names the command that fixes it
+            for line in store_problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+        if not plan.cfg.data.frame_store and not args.skip_data_check:
             problems = check_videos(plan.records)
             if problems:
                 print(format_problems(problems, len(plan.records)), file=sys.stderr)
                 return 2
-        plan.records = fill_frame_counts(plan.records)  # a json without `frame`/`fps`: the decoder's
+        plan.records = with_frame_counts(plan.cfg, plan.records)  # a json without `frame`/`fps`: the decoder's
         out = plan.out
         out.path.mkdir(parents=True, exist_ok=True)
         log = RunLog(out.log, verbose=args.verbose).attach()
@@ -81,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         console.say(format_map_table(outcome["metrics"]))
         console.say(f"done in {format_duration(outcome['seconds'])}; wrote {', '.join(p.name for p in written)} "
                     f"in {out.path}")
-    except (UsageError, ConfigError, AnnotationError, ClusterError) as exc:
+    except (UsageError, ConfigError, AnnotationError, ClusterError, FrameStoreError) as exc:
         return fail(exc)
     finally:
         if log is not None:

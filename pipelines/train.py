@@ -18,7 +18,14 @@ from adatad.config import ConfigError
 from adatad.data.annotations import AnnotationError, segment_note, subset_translation_note
 from adatad.data.check import check_videos, format_problems
 from adatad.data.splits import load_splits
-from pipelines.ray_layer.cli import UsageError, add_cluster_arguments, add_config_arguments, fail
+from adatad.frame_store.entry import FrameStoreError
+from pipelines.ray_layer.cli import (
+    UsageError,
+    add_cluster_arguments,
+    add_config_arguments,
+    fail,
+    frame_store_problems,
+)
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.console import Console
 from pipelines.ray_layer.run_log import RunLog
@@ -60,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_run(args.config, args.overrides, args.profile, args.storage, args.run_name, args.resume)
         cfg = plan.cfg
         train, test, classes = load_splits(cfg)
-        if not args.skip_data_check:
+        store_problems = frame_store_problems(cfg, train + test, str(plan.folder.config) if plan.resumed
+                                              else args.config, args.overrides)
+        if store_problems:  # the store is read instead of the videos; each line names the command that fixes it
+            for line in store_problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+        if not cfg.data.frame_store and not args.skip_data_check:
             problems = check_videos(train + test)
             if problems:
                 print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
@@ -86,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         console.say(f"if interrupted: python pipelines/train.py --resume --run-name {plan.run_name}"
                     + (f" --storage {plan.storage}" if args.storage else ""))
         summary = run_training(plan, console=console)
-    except (ConfigError, AnnotationError, UsageError, ClusterError) as exc:
+    except (ConfigError, AnnotationError, UsageError, ClusterError, FrameStoreError) as exc:
         return fail(exc)
     except RunStopped as exc:
         print(f"stopped: {exc}; continue with: python pipelines/train.py --resume --run-name {exc.run_name}"

@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PIPELINES = REPO / "pipelines"
-COMMANDS = {"train", "test", "detect", "tune", "check_data", "prepare_dataset", "make_synthetic", "report", "score"}
+COMMANDS = {"train", "test", "detect", "tune", "check_data", "prepare_dataset", "prepare_frames", "make_synthetic", "report",
+            "score"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from adatad.config import Config, InferenceConfig
-from adatad.data.annotations import VideoRecord
+from adatad.data.annotations import UNKNOWN_FRAMES, VideoRecord
 from adatad.data.clips import count_windows, plan_test_windows
 from adatad.data.inspect import VideoInspection, inspect_video
 from adatad.data.video import VideoDecodeError, read_frames
@@ -61,6 +61,12 @@ def video_record(path: Path, inspection: VideoInspection) -> VideoRecord:
     return VideoRecord(video_id=path.stem, path=str(path), subset=SUBSET, duration=inspection.duration,
                        num_frames=info.num_frames, fps=info.fps, segments=np.zeros((0, 2)),
                        labels=np.zeros((0,), np.int64))
+
+
+def unprobed_record(path: Path) -> VideoRecord:
+    """A record of a video not probed yet (frame count unknown): what a frame store check needs."""
+    return VideoRecord(video_id=path.stem, path=str(path), subset=SUBSET, duration=1.0, num_frames=UNKNOWN_FRAMES,
+                       fps=0.0, segments=np.zeros((0, 2)), labels=np.zeros((0,), np.int64))
 
 
 class Predict:

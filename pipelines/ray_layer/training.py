@@ -20,9 +20,8 @@ from typing import Any
 
 from adatad.atomic import atomic_write_text
 from adatad.config import PROJECT_ROOT, Config, load_config, write_config
-from adatad.data.check import fill_frame_counts
 from adatad.data.clips import count_windows
-from adatad.data.splits import load_splits
+from adatad.data.splits import load_splits, with_frame_counts
 from adatad.run_folder import CHECKPOINT_FILE, HISTORY_FILE, RunFolder, latest_run
 from pipelines.ray_layer.cli import DEFAULT_CONFIG, UsageError
 from pipelines.ray_layer.console import Console, format_duration
@@ -142,8 +141,9 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     cfg = plan.cfg
     console = None if quiet else (console or Console())
     train_records, test_records, class_names = load_splits(cfg)
-    # A json without `frame`/`fps`: the decoder's counts (the command's data check already probed them).
-    train_records, test_records = fill_frame_counts(train_records), fill_frame_counts(test_records)
+    # A json without `frame`/`fps`: the decoder's (or the frame store's) counts; the command's check
+    # already probed them.
+    train_records, test_records = with_frame_counts(cfg, train_records), with_frame_counts(cfg, test_records)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, plan.folder.config)
     uri = tracking_uri(cfg)
