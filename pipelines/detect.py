@@ -117,6 +117,10 @@ def plan_detection(args: argparse.Namespace) -> DetectPlan:
         raise DetectInputError(f"--checkpoint: {exc}") from None
     own = file.state["config"] if file.kind == "adatad" else None
     cfg = config_for_trained_file(own, args.config, args.overrides)
+    if args.config is None and not any(o.strip().startswith("data.frame_store=") for o in args.overrides):
+        # The videos given are decoded unless a store is asked for here: the frame store the model was
+        # trained with holds its data set's videos, rarely the new ones detect.py is pointed at.
+        cfg.data.frame_store = None
     inference = dataclasses.replace(
         cfg.model.inference,
         min_score=cfg.model.inference.min_score if args.min_score is None else args.min_score,

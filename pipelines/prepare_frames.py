@@ -181,8 +181,7 @@ def _build(root: str, spec: StoreSpec, todo: list[VideoToStore], console: Consol
     try:
         for done, entry in enumerate(build_on_ray(root, spec, todo), start=1):
             if entry.error:
-                failed.append(entry)
-                console.warn(f"not stored: {entry.video_id}: {entry.error}")
+                failed.append(entry)  # listed once, after the closing line
             else:
                 stored, frames, size, cpu = stored + 1, frames + entry.frames, size + entry.bytes, cpu + entry.cpu_s
             bar.update(done, {"frames": f"{frames:,}", "GB": f"{size / 1e9:.2f}"})

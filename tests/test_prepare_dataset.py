@@ -1,4 +1,4 @@
-"""Own videos -> trained detector: make_synthetic --csv -> prepare_dataset -> train -> detect.
+"""Own videos -> trained detector: make_synthetic --csv -> prepare_dataset -> prepare_frames -> train -> detect.
 
 The videos are real H.264 files at 25 and 30 fps (one listed without segments, as background);
 every other test here probes in-process (--workers 1) and stays within a second or two.
@@ -19,7 +19,7 @@ from adatad.config import CONFIG_DIR, load_config
 from adatad.data.annotations import load_annotations, load_class_names
 from adatad.datasets.split import stratified_split
 from adatad.datasets.stride_advice import advise_frame_stride
-from pipelines import detect, make_synthetic, prepare_dataset
+from pipelines import detect, make_synthetic, prepare_dataset, prepare_frames
 from tests.conftest import REPO, fresh_mlflow_db
 
 BASE = str(CONFIG_DIR / "synthetic.yaml")
@@ -107,9 +107,20 @@ def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, t
     other = _split_rows(tmp_path / "other" / "own")
     assert {v for v, r in other.items() if r["split"] == "test"} != test
 
-    # train on the written config (shrunk like tests/conftest.py's tiny runs), then detect on the folder
+    # a frame store of the data set (Ray Data), then train from it and detect through it
+    store = tmp_path / "frames"
+    assert prepare_frames.main(["--config", str(config_file), "--store", str(store)]) == 0
+    printed = capsys.readouterr().out
+    assert f"frame store {store}: every 4. frame, short side <= 72 px, yuv420-zstd; 8 videos, 8 to store" in printed
+    assert "done: 8 of 8 videos stored" in printed and "--set data.frame_store=" in printed
+    assert sorted(p.stem for p in (store / "videos").glob("*.parquet")) == sorted(truth)
+    assert prepare_frames.main(["--config", str(config_file), "--store", str(store)]) == 0  # resumed: all current
+    assert "8 videos, 0 to store; 8 already stored" in capsys.readouterr().out
+
+    # train on the written config (shrunk like tests/conftest.py's tiny runs) from the store, then detect
     storage = tmp_path / "runs"
-    cfg = load_config(config_file, ["data.window_size=64", "train.epochs=1", "train.schedule_epochs=2",
+    cfg = load_config(config_file, [f"data.frame_store={store}", "data.window_size=64", "train.epochs=1",
+                                    "train.schedule_epochs=2",
                                     "train.warmup_epochs=1", "train.batch_size=2", "train.val_interval=1",
                                     "train.val_start_epoch=0", f"runtime.storage_path={storage}",
                                     f"tracking.tracking_uri=sqlite:///{fresh_mlflow_db(tmp_path / 'mlflow.db')}"])
@@ -119,8 +130,9 @@ def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, t
     assert [h["epoch"] for h in history] == [0] and 0.0 <= history[-1]["average_mAP"] <= 1.0
 
     detections = tmp_path / "detections.json"
+    assert history[-1]["clips_lost"] == history[-1]["decode_failures"] == 0
     assert detect.main(["--checkpoint", summary["run_dir"], "--videos", str(own_videos["videos"]),
-                        "--out", str(detections), "--quiet"]) == 0
+                        "--out", str(detections), "--quiet", "--set", f"data.frame_store={store}"]) == 0
     results = json.loads(detections.read_text())
     assert results["errors"] == {} and sorted(results["results"]) == sorted(truth)
     for vid, entries in results["results"].items():
@@ -395,3 +407,19 @@ def test_cli_help_runs_as_a_script() -> None:
     done = subprocess.run([sys.executable, "pipelines/prepare_dataset.py", "--help"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "--keep-unlabelled" in done.stdout
+
+
+def test_prepare_frames_lists_an_undecodable_video_and_stores_the_others(own_videos: dict, ray_session,
+                                                                         tmp_path: Path, capsys) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    good = sorted(own_videos["videos"].glob("*.mp4"))[:2]
+    for path in good:
+        shutil.copy(path, videos)
+    (videos / "broken.mp4").write_bytes(b"not a video at all")
+    store = tmp_path / "store"
+    assert prepare_frames.main(["--config", BASE, "--store", str(store), "--videos", str(videos)]) == 1
+    out, err = capsys.readouterr()
+    assert f"failed: broken: {videos / 'broken.mp4'}: cannot open as a video" in err
+    assert "done: 2 of 3 videos stored" in out
+    assert sorted(p.name for p in (store / "videos").iterdir()) == sorted(f"{p.stem}.parquet" for p in good)
