@@ -4,6 +4,7 @@ Training and validation with two Ray Train workers: tests/test_faults.py."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from adatad.data.clips import ClipLoader, window_rows
+from adatad.frame_store.build import VideoToStore, build_entry
+from adatad.frame_store.spec import spec_for_config, write_manifest
 from adatad.data.splits import load_test_split
 from adatad.engine.validation import WindowCollector
 from adatad.models.build import model_from_checkpoint
@@ -44,14 +47,39 @@ def _same_detections(a: dict, b: dict, tol: float = 1e-6) -> None:
 
 @pytest.fixture(scope="module")
 def tested(ray_session, trained_run: dict, tmp_path_factory) -> dict:
+    """test.py on the trained run's checkpoint, its windows read from a lossless frame store of the test
+    videos: the tests below compare it with detect.py and a per-window reference that decode the videos."""
     checkpoint = _validated_checkpoint(trained_run)
     out = tmp_path_factory.mktemp("test_cmd")
-    return {"checkpoint": checkpoint, "one": _test(checkpoint, out / "one"), "out": out, "run": trained_run}
+    cfg = model_from_checkpoint(read_trained(checkpoint).state)[1]
+    records, _ = load_test_split(cfg)
+    store = out / "frames"
+    spec = spec_for_config(cfg.data, "rgb-zstd")
+    write_manifest(store, spec)
+    for r in records:
+        assert build_entry(store, VideoToStore(r.video_id, r.path, r.num_frames), spec).error is None
+    one = _test(checkpoint, out / "one", f"data.frame_store={store}")
+    return {"checkpoint": checkpoint, "one": one, "out": out, "run": trained_run, "store": store}
+
+
+def test_test_command_stops_on_a_store_without_the_test_videos(tested: dict, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "frames"
+    shutil.copytree(tested["store"], store)
+    removed = sorted((store / "videos").glob("*.parquet"))[0]
+    removed.unlink()
+    args = ["--checkpoint", str(tested["checkpoint"]), "--out", str(tmp_path / "out"), "--set",
+            f"data.frame_store={store}"]
+    assert test.main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: frame store {store}: 1 of 3 videos not stored: "
+                                               f"{removed.stem}; store them: "), err
+    assert "pipelines/prepare_frames.py --config " in err[0] and "config.yaml" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_test_command_equals_detect_plus_evaluate(tested: dict, capsys) -> None:
-    """detect.py + score.py on the test videos give test.py's mAP (1e-6), and the training's own
-    validation of this checkpoint (two windows per forward) agrees to rounding."""
+    """detect.py + score.py on the test videos give test.py's mAP from the lossless store (1e-6), and
+    the training's own validation of this checkpoint (two windows per forward) agrees to rounding."""
     from pipelines import detect
 
     one = tested["one"]
@@ -93,6 +121,6 @@ def _per_window_predictions(checkpoint: Path) -> dict:
 
 
 def test_decode_once_windows_give_the_per_window_predictions(tested: dict, one_torch_thread) -> None:
-    """The Ray Data path decodes each test video once; decoding each window on its own, in-process,
-    gives the same detections (to 1e-6)."""
+    """test.py's Ray Data path read the windows from the lossless store; decoding each window of the
+    videos on its own, in-process, gives the same detections (to 1e-6)."""
     _same_detections(tested["one"]["predictions.json"], _per_window_predictions(tested["checkpoint"]))
