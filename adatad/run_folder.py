@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ CHECKPOINT_FILE = "checkpoint.pt"      # this project's checkpoint, inside a Ray
 CHECKPOINT_DIR_GLOB = "checkpoint_*"   # Ray Train's checkpoint folders; their names sort by time
 HISTORY_FILE = "history.json"          # per-epoch records (in the run folder and each checkpoint folder)
 PREDICTIONS_FILE = "predictions.json"  # results json of a validated epoch / of a test
+
+
+def timestamped(prefix: str, now: datetime | None = None) -> str:
+    """A new folder's name: `<prefix>-<YYYYmmdd-HHMMSS>` (a run `<config>-...`, a test `test-<config>-...`,
+    a sweep `sweep-<sweep>-...`); names sort by time."""
+    return f"{prefix}-{(now or datetime.now()):%Y%m%d-%H%M%S}"
 
 
 class RunFolderError(ValueError):

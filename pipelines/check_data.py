@@ -28,7 +28,8 @@ from adatad.data.annotations import AnnotationError, segment_notices, subset_tra
 from adatad.data.check import check_videos, format_problems, segment_warnings
 from adatad.data.splits import load_splits
 from adatad.frame_store.check import check_store
-from pipelines.ray_layer.cli import DEFAULT_CONFIG, add_config_arguments, fail, frame_store_fix
+from pipelines.cli.args import DEFAULT_CONFIG, add_config_arguments, fail
+from pipelines.cli.frame_store_check import frame_store_fix
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,15 +47,11 @@ from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
 from adatad.trained_settings import config_for_trained_file
 from adatad.visualize import plot_timelines
-from pipelines.ray_layer.cli import (
-    EXIT_FAILED,
-    add_cluster_arguments,
-    fail,
-    frame_store_problems,
-    trained_config,
-)
-from pipelines.ray_layer.cluster import ClusterError, connect
-from pipelines.ray_layer.console import Console
+from pipelines.cli.args import EXIT_FAILED, add_cluster_arguments, fail
+from pipelines.cli.console import Console
+from pipelines.cli.frame_store_check import frame_store_problems
+from pipelines.cli.hints import trained_config
+from pipelines.ray_layer.cluster import ClusterError, connect, ray_data_progress_bars
 from pipelines.ray_layer.detection import DetectInputError, detect_videos, unprobed_record
 from pipelines.ray_layer.run_log import RunLog
 
@@ -132,12 +128,9 @@ def plan_detection(args: argparse.Namespace) -> DetectPlan:
         if args.decode_actors < 1:
             raise DetectInputError(f"--decode-actors {args.decode_actors}: expected >= 1")
         cfg.runtime.val_decode_actors = args.decode_actors
-    stored = list(file.state.get("class_names") or [])
-    if stored and not args.class_map:
-        class_names, source = stored, "the checkpoint"
-    else:
-        found = resolve_class_names(cfg, args.class_map, args.annotations, hint="pass --class-map or --annotations")
-        class_names, source = found.names, found.source
+    found = resolve_class_names(cfg, args.class_map, args.annotations, hint="pass --class-map or --annotations",
+                                stored=list(file.state.get("class_names") or []))
+    class_names, source = found.names, found.source
     gt = load_ground_truth_of_all_subsets(args.annotations) if args.annotations and args.plot_dir else None
     paths = list_videos(args.videos)
     problems = frame_store_problems(cfg, [unprobed_record(p) for p in paths], args.config or trained_config(file.path),
@@ -159,16 +152,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = plan.cfg
         resources = connect(args.cluster, cfg.runtime.local_num_cpus, None, cfg.runtime.object_store_memory_mb)
         log.attach_ray()
-        import ray.data
-
-        context = ray.data.DataContext.get_current()
-        bars, context.enable_progress_bars = context.enable_progress_bars, args.verbose
-        try:
+        with ray_data_progress_bars(args.verbose):  # the console draws its own bar
             outcome = detect_videos(cfg, plan.state, plan.paths, plan.class_names, plan.inference, resources,
                                     args.predict_actors, lambda total: console.progress(total, "detect"),
                                     console.warn)
-        finally:
-            context.enable_progress_bars = bars
         output = {"results": outcome.results, "errors": outcome.errors}
         atomic_write_text(args.out, json.dumps(output) + "\n")
         plots = plot_timelines(args.plot_dir, outcome.records, outcome.results, plan.class_names,

@@ -43,17 +43,17 @@ from adatad.frame_store.spec import (
     why_not_served,
     write_manifest,
 )
-from pipelines.ray_layer.cli import (
+from pipelines.cli.args import (
     DEFAULT_CONFIG,
     EXIT_FAILED,
     UsageError,
     add_cluster_arguments,
     add_config_arguments,
     fail,
-    python_command,
 )
+from pipelines.cli.console import Console, format_duration
+from pipelines.cli.hints import python_command
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
-from pipelines.ray_layer.console import Console, format_duration
 from pipelines.ray_layer.run_log import RunLog
 
 LOG_FILE = "prepare_frames.log"

@@ -19,9 +19,10 @@ from pathlib import Path
 if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
 
+from adatad.reports.history import ReportError, load_run
+from adatad.reports.summary import write_reports
 from adatad.run_folder import RunFolder
-from pipelines.ray_layer import compare
-from pipelines.ray_layer.reports import ReportError, load_run, write_reports
+from pipelines.tracking import compare_runs as compare
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:

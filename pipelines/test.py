@@ -33,18 +33,14 @@ from adatad.data.check import check_videos, format_problems
 from adatad.data.splits import with_frame_counts
 from adatad.evaluation import format_map_table
 from adatad.frame_store.entry import FrameStoreError
-from pipelines.ray_layer.cli import (
-    UsageError,
-    add_cluster_arguments,
-    add_config_arguments,
-    fail,
-    frame_store_problems,
-    trained_config,
-)
+from pipelines.cli.args import UsageError, add_cluster_arguments, add_config_arguments, fail
+from pipelines.cli.console import Console, format_duration
+from pipelines.cli.frame_store_check import frame_store_problems
+from pipelines.cli.hints import trained_config
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
-from pipelines.ray_layer.console import Console, format_duration
-from pipelines.ray_layer.evaluation import plan_evaluation, run_evaluation, write_outputs
+from pipelines.ray_layer.evaluation import run_evaluation
 from pipelines.ray_layer.run_log import RunLog
+from pipelines.runs.evaluation_plan import plan_evaluation, write_outputs
 
 
 def build_parser() -> argparse.ArgumentParser:

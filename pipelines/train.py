@@ -19,26 +19,16 @@ from adatad.data.annotations import AnnotationError, segment_note, subset_transl
 from adatad.data.check import check_videos, format_problems
 from adatad.data.splits import load_splits
 from adatad.frame_store.entry import FrameStoreError
-from pipelines.ray_layer.cli import (
-    UsageError,
-    add_cluster_arguments,
-    add_config_arguments,
-    fail,
-    frame_store_problems,
-)
+from pipelines.cli.args import UsageError, add_cluster_arguments, add_config_arguments, fail
+from pipelines.cli.console import Console
+from pipelines.cli.frame_store_check import frame_store_problems
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
-from pipelines.ray_layer.console import Console
 from pipelines.ray_layer.run_log import RunLog
-from pipelines.ray_layer.training import (
-    RunStopped,
-    check_external_classifier,
-    check_initial_weights,
-    closing_lines,
-    decode_failure_of,
-    plan_run,
-    run_training,
-    stop_on_sigterm,
-)
+from pipelines.ray_layer.training import run_training
+from pipelines.runs.closing import closing_lines, decode_failure_of
+from pipelines.runs.plan import plan_run
+from pipelines.runs.preflight import check_external_classifier, check_initial_weights
+from pipelines.runs.stop import RunStopped, stop_on_sigterm
 
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 

@@ -5,7 +5,7 @@
     python pipelines/tune.py --sweep configs/sweeps/adapter_lr.yaml --num-samples 2 --max-concurrent 1 \
         --set train.epochs=4
 
-A sweep file (`configs/sweeps/*.yaml`, `pipelines/ray_layer/sweep_file.py`) names the base config,
+A sweep file (`configs/sweeps/*.yaml`, `pipelines/sweeps/spec.py`) names the base config,
 what to vary and how to judge. Each trial runs `train.py`'s TorchTrainer (`ray_layer/sweeps.py`);
 ASHA decides at validated epochs. The console shows one line per trial epoch; at the end the
 trials table and the best setting are printed and written to `<sweep folder>/SWEEP_RESULTS.md`,
@@ -22,12 +22,12 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
     import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT, ConfigError
-from pipelines.ray_layer.cli import add_cluster_arguments, fail
+from pipelines.cli.args import add_cluster_arguments, fail
+from pipelines.cli.console import Console
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
-from pipelines.ray_layer.console import Console
 from pipelines.ray_layer.run_log import RunLog
-from pipelines.ray_layer.sweep_file import SweepError, check_sweep, load_sweep
 from pipelines.ray_layer.sweeps import run_sweep, sweep_folder
+from pipelines.sweeps.spec import SweepError, check_sweep, load_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:

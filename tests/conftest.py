@@ -120,7 +120,7 @@ def trained_run(ray_session, tiny_data: Path, tmp_path_factory: pytest.TempPathF
 
     from mlflow.tracking import MlflowClient
 
-    from pipelines.ray_layer.training import RunPlan
+    from pipelines.runs.plan import RunPlan
     from tests.run_watch import registered_epochs, session_processes, wait_for
 
     work = tmp_path_factory.mktemp("trained_run")

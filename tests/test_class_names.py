@@ -37,3 +37,24 @@ def test_class_names_come_from_the_first_source_that_exists_and_fit_the_model(tm
     assert found.names == ["c", "b", "a"] and "the config's class map" in found.source
     assert resolve_class_names(cfg, class_map=str(three), annotations=str(tmp_path / "gt.json")).names == \
         ["x", "y", "z"]
+
+
+def test_a_checkpoints_own_names_decide_and_a_class_map_at_hand_must_agree(tmp_path: Path) -> None:
+    """test.py and detect.py follow one rule for a trained file that stores its class names."""
+    cfg = tiny_config(tmp_path, tmp_path, tmp_path / "db")
+    stored = ["c", "b", "a"]
+    # No class map at hand (the config's file is absent here): the stored names, whatever annotations say.
+    (tmp_path / "gt.json").write_text(json.dumps({"database": {"v": {"subset": "validation", "annotations": [
+        {"segment": [0, 1], "label": "a"}]}}}))
+    found = resolve_class_names(cfg, annotations=str(tmp_path / "gt.json"), stored=stored)
+    assert found.names == stored and found.source == "the checkpoint"
+    (tmp_path / "category_idx.txt").write_text("c\nb\na\n")  # the config's class map, in the same order
+    assert resolve_class_names(cfg, stored=stored).names == stored
+    (tmp_path / "category_idx.txt").write_text("a\nb\nc\n")  # another order: the indices would mean other classes
+    with pytest.raises(ClassNamesError, match=r"the config's class map .*category_idx.txt: 3 classes \['a', 'b', "
+                                              r"'c'\]\.\.\. differ from the 3 the checkpoint was trained with"):
+        resolve_class_names(cfg, stored=stored)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("c\nb\nd\n")
+    with pytest.raises(ClassNamesError, match=r"--class-map .*mine.txt: 3 classes"):
+        resolve_class_names(cfg, class_map=str(mine), stored=stored)

@@ -22,7 +22,7 @@ from adatad.engine.state import read_checkpoint
 from adatad.models.videomae import VideoMAEBackbone
 from adatad.models.weights import WeightsError
 from pipelines import train
-from pipelines.ray_layer.training import check_initial_weights
+from pipelines.runs.preflight import check_initial_weights
 from tests.conftest import REPO, tiny_config, tiny_overrides
 
 

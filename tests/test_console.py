@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-from pipelines.ray_layer.console import Console, ProgressBar, format_duration, strip_ansi
+from pipelines.cli.console import Console, ProgressBar, format_duration, strip_ansi
 from pipelines.ray_layer.progress_relay import TrainingProgressView, epoch_summary
 from pipelines.ray_layer.run_log import RunLog
 

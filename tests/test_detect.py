@@ -22,8 +22,8 @@ from adatad.engine.state import read_checkpoint
 from adatad.run_folder import CHECKPOINT_FILE, PREDICTIONS_FILE
 from adatad.visualize import render_timeline, timeline_size
 from pipelines import detect, score
+from pipelines.cli.args import EXIT_BAD_INPUT
 from pipelines.ray_layer import detection
-from pipelines.ray_layer.cli import EXIT_BAD_INPUT
 from tests.conftest import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,7 @@ import ray.train
 from mlflow.tracking import MlflowClient
 
 from adatad.engine.state import read_checkpoint
-from pipelines.ray_layer.console import strip_ansi
+from pipelines.cli.console import strip_ansi
 from pipelines.ray_layer.worker import TRAIN_VIDEOS_KEY
 from tests.conftest import tiny_config, tiny_overrides
 from tests.run_watch import registered_epochs, titled, wait_for
@@ -104,7 +104,8 @@ def test_two_workers_lose_nothing_to_killed_actors_or_a_corrupt_video(ray_sessio
     window exactly once: the final checkpoint's merged predictions equal one process predicting
     every window (to 1e-6; a lost or doubled window would change them)."""
     from adatad.data.splits import load_splits
-    from pipelines.ray_layer.training import RunPlan, run_training
+    from pipelines.ray_layer.training import run_training
+    from pipelines.runs.plan import RunPlan
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
@@ -233,8 +234,9 @@ def test_finalize_logs_epochs_the_killed_driver_never_logged(tiny_data: Path, tm
     """Ray registers a checkpoint before the MLflow callback logs its epoch; a driver killed in
     between leaves a gap that the resumed run's finalisation fills from the checkpoint's history."""
     from adatad.run_folder import CHECKPOINT_FILE
-    from pipelines.ray_layer.tracking import log_epoch, start_or_resume_run
-    from pipelines.ray_layer.training import RunPlan, finalize_run
+    from pipelines.ray_layer.training import finalize_run
+    from pipelines.runs.plan import RunPlan
+    from pipelines.tracking.runs import log_epoch, start_or_resume_run
 
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
     plan = RunPlan(cfg=tiny_config(tiny_data, storage, db), run_name="gap", storage=storage, resumed=True)

@@ -21,7 +21,7 @@ from adatad.postprocess import Detections
 
 def logged_model(trained_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Log the session's trained run's best checkpoint once (memoised on disk for other test files)."""
-    from pipelines.ray_layer.mlflow_model import log_trained_model
+    from pipelines.tracking.model import log_trained_model
 
     memo = tmp_path_factory.getbasetemp() / "logged_model.json"
     if memo.is_file():
@@ -76,7 +76,7 @@ def test_loaded_model_is_the_ema_detector_and_predicts(logged: dict, monkeypatch
 
 
 def test_model_signature_metadata_and_link_to_its_run(logged: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.ray_layer.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ui_url
+    from pipelines.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ui_url
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["uri"])
     assert logged["seconds"] < 60 and not logged["active_run_after"] and logged["tracking_uri_unchanged"]

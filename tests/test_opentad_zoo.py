@@ -211,7 +211,7 @@ def test_the_multithumos_class_map_is_opentads_generated_order() -> None:
 
 
 def test_the_mlflow_model_of_a_run_is_named_after_its_config() -> None:
-    from pipelines.ray_layer.mlflow_model import MODEL_NAME, model_name
+    from pipelines.tracking.model import MODEL_NAME, model_name
 
     assert [model_name(load_config(config_path(r)).name) for r in ROWS] == [r.stem for r in ROWS]
     assert model_name("sweep/trial 3:lr=1e-4") == "sweep_trial_3_lr_1e-4"  # MLflow refuses / : . % " '

@@ -62,7 +62,8 @@ def _split_rows(out: Path) -> dict[str, dict[str, str]]:
 
 
 def test_csv_to_trained_detector_with_mixed_fps(own_videos: dict, ray_session, tmp_path: Path, capsys) -> None:
-    from pipelines.ray_layer.training import RunPlan, run_training
+    from pipelines.ray_layer.training import run_training
+    from pipelines.runs.plan import RunPlan
 
     out = tmp_path / "data" / "own"
     assert _prepare(own_videos, out, "--keep-unlabelled", "--test-fraction", "0.25", "--seed", "1",

@@ -13,9 +13,10 @@ import pytest
 from matplotlib import image as mpimg
 
 from adatad.config import CONFIG_DIR, load_config, write_config
+from adatad.reports import curves, summary
+from adatad.reports import history as records
 from adatad.run_folder import RunFolder
 from pipelines import report as report_command
-from pipelines.ray_layer import reports as report
 
 MAP_KEYS = ("mAP_0.3", "mAP_0.4", "mAP_0.5", "mAP_0.6", "mAP_0.7", "average_mAP")  # THUMOS's thresholds
 
@@ -71,7 +72,7 @@ def table_rows(text: str) -> list[list[str]]:
 def written(tmp_path_factory, config):
     out = tmp_path_factory.mktemp("report")
     history = make_history()
-    paths = report.write_reports(history, config, STATS, out)
+    paths = summary.write_reports(history, config, STATS, out)
     return history, out, paths
 
 
@@ -81,7 +82,7 @@ def test_png_is_valid_and_sized(written):
     assert png == out / FILES.curves.name
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     pixels = mpimg.imread(png)
-    w, h = (round(v * report.DPI) for v in report.FIGSIZE)
+    w, h = (round(v * curves.DPI) for v in curves.FIGSIZE)
     assert pixels.shape[:2] == (h, w)
     assert pixels[..., :3].std() > 0.05  # something was drawn, not a blank canvas
     assert sorted(p.name for p in out.iterdir()) == [FILES.summary.name, FILES.curves.name]  # no temp files
@@ -146,12 +147,12 @@ def test_single_epoch_without_validation(tmp_path, config):
     history = make_history(epochs=1, first_val=5)
     for k in (*MAP_KEYS, "val_time_s"):
         history[0].pop(k)
-    fig = report.build_figure(history)
+    fig = curves.build_figure(history)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "no validation yet" in texts
-    png = report.plot_training_curves(history, tmp_path / "c.png")
+    png = curves.plot_training_curves(history, tmp_path / "c.png")
     assert png.read_bytes()[:8] == PNG_SIGNATURE
-    md = report.write_summary(history, config, None, tmp_path / "s.md").read_text()
+    md = summary.write_summary(history, config, None, tmp_path / "s.md").read_text()
     assert "No epoch has been validated yet." in section(md, "Final mAP per tIoU")
     assert len(table_rows(section(md, "Loss per epoch"))) == 1
 
@@ -159,7 +160,7 @@ def test_single_epoch_without_validation(tmp_path, config):
 def test_diverged_nan_loss_still_reported(tmp_path, config):
     history = make_history(epochs=3, first_val=1)
     history[2].update(loss=float("nan"), cls_loss=float("nan"))
-    paths = report.write_reports(history, config, {}, tmp_path)
+    paths = summary.write_reports(history, config, {}, tmp_path)
     rows = table_rows(section(paths["summary"].read_text(), "Loss per epoch"))
     assert rows[2][1] == "nan" and rows[1][1] == f"{history[1]['loss']:.4f}"
     assert paths["curves"].read_bytes()[:8] == PNG_SIGNATURE
@@ -168,7 +169,7 @@ def test_diverged_nan_loss_still_reported(tmp_path, config):
 def test_resumed_duplicate_epoch_keeps_latest_and_sorts():
     history = make_history(epochs=4, first_val=1)
     redo = dict(history[2], loss=9.0)
-    rows = report.check_history([history[3], history[0], history[1], history[2], redo])
+    rows = records.check_history([history[3], history[0], history[1], history[2], redo])
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert rows[2]["loss"] == 9.0
 
@@ -194,16 +195,16 @@ def test_check_history_rejects_bad_records(bad, message):
     elif bad == "nan_text":
         bad = make_history(epochs=2, first_val=5)
         bad[1]["loss"] = "nan"
-    with pytest.raises(report.ReportError, match=message):
-        report.check_history(bad, tiou_thresholds=thumos)
+    with pytest.raises(records.ReportError, match=message):
+        records.check_history(bad, tiou_thresholds=thumos)
 
 
 def test_validated_epochs_of_one_run_have_the_same_thresholds():
     history = make_history(epochs=6, first_val=1, every=2)  # validated epochs 1, 3, 5
-    assert report.tious(report.check_history(history)) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
+    assert records.tious(records.check_history(history)) == ["0.3", "0.4", "0.5", "0.6", "0.7"]
     del history[3]["mAP_0.5"]
-    with pytest.raises(report.ReportError, match=r"history\[3\] \(epoch 3\): validated epoch lacks mAP_0.5"):
-        report.check_history(history)
+    with pytest.raises(records.ReportError, match=r"history\[3\] \(epoch 3\): validated epoch lacks mAP_0.5"):
+        records.check_history(history)
 
 
 def test_reports_follow_the_runs_thresholds(tmp_path, config):
@@ -216,12 +217,12 @@ def test_reports_follow_the_runs_thresholds(tmp_path, config):
                 del row[f"mAP_{t}"]
             row.update({f"mAP_{t}": 0.5 - t / 2 for t in tiou})
     cfg = dict(config, evaluation={"tiou_thresholds": tiou})
-    paths = report.write_reports(history, cfg, None, tmp_path)
+    paths = summary.write_reports(history, cfg, None, tmp_path)
     md = paths["summary"].read_text()
     assert "| tIoU | 0.1 | 0.2 | 0.3 | 0.4 | 0.5 | 0.6 | 0.7 | 0.8 | 0.9 | average |" in md
     assert "mAP@0.9" in md and "mAP@0.7 |" in md
-    with pytest.raises(report.ReportError, match=r"has mAP_0.1, mAP_0.2.*\(expected mAP_0.3, average_mAP\)"):
-        report.write_reports(history, dict(config, evaluation={"tiou_thresholds": [0.3]}), None, tmp_path)
+    with pytest.raises(records.ReportError, match=r"has mAP_0.1, mAP_0.2.*\(expected mAP_0.3, average_mAP\)"):
+        summary.write_reports(history, dict(config, evaluation={"tiou_thresholds": [0.3]}), None, tmp_path)
 
 
 # ---------------------------------------------------------------- command line
@@ -268,8 +269,8 @@ def test_cli_bad_inputs_exit_2_one_line(tmp_path):
     }
     for run_dir, message in cases.items():
         # In-process for speed; one real subprocess below checks the process exit code.
-        with pytest.raises(report.ReportError, match=message):
-            report.load_run(run_dir)
+        with pytest.raises(records.ReportError, match=message):
+            records.load_run(run_dir)
     proc = run_cli("run", "--run-dir", str(invalid))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "line 3 column 11" in proc.stderr

@@ -2,7 +2,8 @@
 
 - `adatad/` (the library) imports no Ray, so it works in a notebook and is tested without a cluster;
 - `pipelines/<command>.py` are the commands and nothing else: no file in `pipelines/` imports a
-  command, so shared code lives in the Ray layer (`pipelines/ray_layer/`) or in `adatad/`.
+  command, so shared code lives in `pipelines/`'s packages or in `adatad/`;
+- only `pipelines/ray_layer/` imports Ray, and every module there does.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ COMMANDS = {"train", "test", "detect", "tune", "check_data", "prepare_dataset", 
             "score"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Absolute module names a file imports (relative imports resolved against its package)."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+def imported_modules(path: Path, package: str | None = None) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved against its package, by
+    default the one its place in the tree gives)."""
+    package = package if package is not None else ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -34,9 +36,9 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def commands_imported_by(path: Path) -> set[str]:
+def commands_imported_by(path: Path, package: str | None = None) -> set[str]:
     found = set()
-    for name in imported_modules(path):
+    for name in imported_modules(path, package):
         parts = name.split(".")
         if parts[0] == "pipelines" and len(parts) > 1 and parts[1] in COMMANDS:
             found.add(parts[1])
@@ -65,13 +67,23 @@ def test_the_library_imports_no_ray() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_only_the_ray_layer_imports_ray() -> None:
+    """Ray lives in `pipelines/ray_layer/`; the commands and the other packages of `pipelines/` (CLI,
+    runs, tracking, sweeps) reach it only through that package."""
+    outside = [p for p in PIPELINES.rglob("*.py") if "ray_layer" not in p.parts]
+    offenders = {str(p.relative_to(REPO)): sorted(n for n in imported_modules(p) if n.split(".")[0] == "ray")
+                 for p in outside}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    quiet = [p.name for p in (PIPELINES / "ray_layer").glob("*.py")
+             if not any(n.split(".")[0] == "ray" for n in imported_modules(p))]
+    assert quiet == [], "modules in pipelines/ray_layer that import no Ray belong elsewhere"
+
+
 def test_the_import_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     """The scans above would pass vacuously if they could not see an import: check they can."""
-    probe = PIPELINES / "ray_layer" / "_structure_probe.py"
+    probe = tmp_path / "probe.py"  # read as if it were pipelines/ray_layer/probe.py; nothing is written to the tree
     probe.write_text("import ray.data\nfrom pipelines import train\nfrom pipelines.detect import main\n"
-                     "from . import cli\n")
-    try:
-        assert commands_imported_by(probe) == {"train", "detect"}
-        assert "ray.data" in imported_modules(probe) and "pipelines.ray_layer.cli" in imported_modules(probe)
-    finally:
-        probe.unlink()
+                     "from . import worker\n")
+    assert commands_imported_by(probe, "pipelines.ray_layer") == {"train", "detect"}
+    modules = imported_modules(probe, "pipelines.ray_layer")
+    assert "ray.data" in modules and "pipelines.ray_layer.worker" in modules

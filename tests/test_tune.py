@@ -14,16 +14,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from adatad.config import CONFIG_DIR, PROJECT_ROOT
-from pipelines.ray_layer.console import Console
+from pipelines.cli.console import Console
 from pipelines.ray_layer.run_log import RunLog
-from pipelines.ray_layer.sweep_file import (
-    SweepError,
-    check_sweep,
-    load_sweep,
-    num_trials,
-    param_space,
-    trial_overrides,
-)
+from pipelines.ray_layer.sweeps import param_space
+from pipelines.sweeps.spec import SweepError, check_sweep, load_sweep, num_trials, trial_overrides
 from tests.conftest import tiny_overrides
 
 SWEEP_EXPERIMENT = "adatad-tests-sweep"
@@ -188,7 +182,7 @@ def test_trial_sizing_fits_two_cpus() -> None:
 
 
 def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) -> None:
-    from pipelines.ray_layer.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
+    from pipelines.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG
 
     rows = sweep["rows"]
     assert len(rows) == 2 and all(r["status"] == "finished" and r["epochs"] == 2 for r in rows), rows
@@ -236,8 +230,9 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) 
 
 
 def test_sweep_run_fails_only_when_every_trial_failed(sweep: dict, tmp_path: Path) -> None:
-    from pipelines.ray_layer.sweep_results import TrialRow, close_sweep_run
-    from pipelines.ray_layer.tracking import new_run
+    from pipelines.sweeps.results import TrialRow
+    from pipelines.tracking.runs import new_run
+    from pipelines.tracking.sweep_runs import close_sweep_run
 
     uri = f"sqlite:///{sweep['mlflow_db']}"
     spec = load_sweep(_write(tmp_path, TINY_SWEEP))

@@ -28,9 +28,10 @@ def load_splits(cfg: Config) -> tuple[list[VideoRecord], list[VideoRecord], list
             load_subset(cfg, cfg.data.test_subset, class_names), class_names)
 
 
-def load_test_split(cfg: Config) -> tuple[list[VideoRecord], list[str]]:
-    """The test videos alone (evaluating needs no training videos), and the class names."""
-    class_names = resolve_class_names(cfg).names
+def load_test_split(cfg: Config, stored_names: list[str] | None = None) -> tuple[list[VideoRecord], list[str]]:
+    """The test videos alone (evaluating needs no training videos), and the class names (a trained
+    file's own `stored_names` when it has them: `adatad.data.class_names`)."""
+    class_names = resolve_class_names(cfg, stored=stored_names).names
     return load_subset(cfg, cfg.data.test_subset, class_names), class_names
 
 

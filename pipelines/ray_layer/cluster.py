@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import ray
@@ -123,3 +124,16 @@ def connect_for_run(cluster: str, runtime: RuntimeConfig, say: Callable[[str], N
 
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     return resources
+
+
+@contextmanager
+def ray_data_progress_bars(enabled: bool) -> Iterator[None]:
+    """Ray Data's own per-operator progress bars on or off meanwhile (a command draws its own bar)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    before, context.enable_progress_bars = context.enable_progress_bars, enabled
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = before

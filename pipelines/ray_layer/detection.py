@@ -124,7 +124,9 @@ class Predict:
 
 def predict_resources(cfg: Config, cluster_gpus: float, actors: int | None) -> tuple[int, float, float]:
     """(actors, GPUs per actor, CPUs per actor): one GPU each when runtime.use_gpu and GPUs exist."""
-    use_gpu = bool(cfg.runtime.use_gpu and cluster_gpus >= 1)
+    from pipelines.ray_layer.trainer import uses_gpu
+
+    use_gpu = uses_gpu(cfg, cluster_gpus)
     if actors is None:
         actors = int(cluster_gpus) if use_gpu else 1
     if actors < 1:

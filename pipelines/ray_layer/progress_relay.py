@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from pipelines.ray_layer.console import Console, ProgressBar
+from pipelines.cli.console import Console, ProgressBar
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipelines.ray_layer.console import strip_ansi
+from pipelines.cli.console import strip_ansi
 
 # Loggers of Ray and the libraries it pulls in whose INFO output belongs in the log file.
 QUIET_LOGGERS = ("ray", "ray.data", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")

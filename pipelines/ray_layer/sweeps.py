@@ -14,7 +14,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,12 @@ from ray.tune import Callback
 
 from adatad.atomic import atomic_write_text
 from adatad.config import Config, load_config
-from adatad.run_folder import SweepFolder
-from pipelines.ray_layer.console import Console
-from pipelines.ray_layer.sweep_file import SweepError, SweepSpec, check_sweep, num_trials, trial_overrides
-from pipelines.ray_layer.sweep_results import (
-    best_row,
-    close_stopped_runs,
-    close_sweep_run,
-    collect_rows,
-    fmt,
-    open_sweep_run,
-    render_results,
-    swept_values,
-)
+from adatad.run_folder import SweepFolder, timestamped
+from pipelines.cli.console import Console
+from pipelines.ray_layer.trainer import uses_gpu
+from pipelines.sweeps.results import best_row, collect_rows, fmt, render_results, swept_values
+from pipelines.sweeps.spec import SETTING_KEY, SweepError, SweepSpec, check_sweep, num_trials, trial_overrides
+from pipelines.tracking.sweep_runs import close_stopped_runs, close_sweep_run, open_sweep_run
 
 TRIAL_DRIVER_CPUS = 0.1  # the Tune trial only waits on its TorchTrainer; 0 CPU is refused by Tune
 
@@ -60,8 +52,9 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.ray_layer.tracking import PARENT_RUN_TAG
-    from pipelines.ray_layer.training import RunPlan, run_training
+    from pipelines.ray_layer.training import run_training
+    from pipelines.runs.plan import RunPlan
+    from pipelines.tracking.runs import PARENT_RUN_TAG
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = load_config(setup.config_path, trial_overrides(setup.spec, params, list(setup.extra_overrides)),
@@ -109,21 +102,21 @@ def trial_cpus(cfg: Config) -> float:
 def concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
     """How many trials fit the cluster side by side (at least 1), by CPUs and, if used, GPUs."""
     fit = math.floor(resources.get("CPU", 0) / trial_cpus(cfg) + 1e-9)
-    if cfg.runtime.use_gpu and resources.get("GPU", 0) >= 1:
+    if uses_gpu(cfg, resources.get("GPU", 0)):
         fit = min(fit, int(resources["GPU"] // cfg.runtime.num_workers))
     return max(1, fit)
 
 
 def sweep_folder(spec: SweepSpec, cfg: Config, storage: str | None, name: str | None) -> SweepFolder:
     """<storage>/<sweep name>: the trials' run folders, Tune's state, the results and tune.log."""
-    from pipelines.ray_layer.cli import UsageError
-    from pipelines.ray_layer.training import storage_folder
+    from pipelines.cli.args import UsageError
+    from pipelines.runs.plan import storage_folder
 
     try:
         base_storage = storage_folder(storage, cfg)
     except UsageError as exc:
         raise SweepError(str(exc)) from None
-    return SweepFolder(base_storage / (name or f"sweep-{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"))
+    return SweepFolder(base_storage / (name or timestamped(f"sweep-{spec.name}")))
 
 
 class TrialLines(Callback):
@@ -166,8 +159,8 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
     import ray
     from ray import tune
 
-    from pipelines.ray_layer.sweep_file import param_space, spec_params
-    from pipelines.ray_layer.tracking import finish_run, tracking_uri
+    from pipelines.sweeps.spec import spec_params
+    from pipelines.tracking.runs import finish_run, tracking_uri
 
     console = console or Console()
     extra = list(extra_overrides or [])
@@ -225,3 +218,22 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
         raise
     return {"rows": rows, "best": best_row(rows, spec.mode), "sweep_dir": str(folder.path),
             "results_file": str(paths[-1]), "markdown": markdown, "tracking_uri": uri, "mlflow_run_id": parent}
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune search space: dotted keys (and `setting`) -> Tune domains."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    if spec.settings:
+        space[SETTING_KEY] = tune.grid_search(list(spec.settings))
+    for p in spec.params:
+        if p.domain == "grid":
+            space[p.key] = tune.grid_search(list(p.values))
+        elif p.domain == "choice":
+            space[p.key] = tune.choice(list(p.values))
+        elif p.domain == "loguniform":
+            space[p.key] = tune.loguniform(*p.values)
+        else:
+            space[p.key] = tune.uniform(*p.values)
+    return space

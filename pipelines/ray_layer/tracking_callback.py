@@ -8,7 +8,7 @@ from typing import Any
 import ray.train
 from mlflow.tracking import MlflowClient
 
-from pipelines.ray_layer.tracking import log_epoch, logged_epochs
+from pipelines.tracking.runs import log_epoch, logged_epochs
 
 
 class MLflowEpochLogger(ray.train.UserCallback):

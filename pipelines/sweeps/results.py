@@ -1,4 +1,5 @@
-"""A sweep's outcome: the trials table (console, SWEEP_RESULTS.md) and the sweep's parent MLflow run.
+"""A sweep's outcome: its trials as rows (from Tune's results), the best one, and the table of
+SWEEP_RESULTS.md and the console (the MLflow side: `pipelines/tracking/sweep_runs.py`).
 
 Metrics a person reads are shown in one unit: mAP-like metrics (fractions in the records) as
 percent, as the epoch lines show them.
@@ -6,13 +7,13 @@ percent, as the epoch lines show them.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adatad.reports.markdown import table
 from adatad.run_folder import SweepFolder
-from pipelines.ray_layer.sweep_file import SETTING_KEY, SweepSpec
+from pipelines.sweeps.spec import SETTING_KEY, SweepSpec
 
 
 @dataclass
@@ -78,62 +79,13 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return max(scored, key=lambda r: r.best) if mode == "max" else min(scored, key=lambda r: r.best)
 
 
-def close_stopped_runs(rows: list[TrialRow], uri: str) -> None:
-    """Trials stopped by ASHA are killed mid-run: mark their MLflow runs KILLED instead of RUNNING."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    for row in rows:
-        if row.mlflow_run_id and client.get_run(row.mlflow_run_id).info.status == "RUNNING":
-            client.set_tag(row.mlflow_run_id, "adatad.stopped", row.status)
-            client.set_terminated(row.mlflow_run_id, status="FAILED" if row.status == "error" else "KILLED")
-
-
-def open_sweep_run(uri: str, experiment: str, spec: SweepSpec, folder: SweepFolder, params: dict[str, Any]) -> str:
-    """A new parent MLflow run for this sweep (id kept in the sweep folder); trials nest under it."""
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
-
-    from pipelines.ray_layer.tracking import new_run
-
-    tags = {"adatad.sweep": spec.name, "adatad.sweep_run": folder.name,
-            "adatad.swept_keys": ",".join(spec.swept_keys()),
-            **({MLFLOW_RUN_NOTE: spec.description} if spec.description else {})}
-    return new_run(uri, experiment, folder.mlflow_run_id, folder.name, params, tags)
-
-
-def close_sweep_run(uri: str, run_id: str, rows: list[TrialRow], spec: SweepSpec, results_file: Path) -> str:
-    """Best trial (metric, values, run), trial counts and the results table on the parent run; its
-    status is FAILED when no trial succeeded. Returns the status."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    from pipelines.ray_layer.tracking import finish_run, log_params
-
-    client = MlflowClient(uri)
-    best = best_row(rows, spec.mode)
-    now = int(time.time() * 1000)
-    counts = {f"trials_{s.replace(' ', '_')}": float(sum(r.status == s for r in rows))
-              for s in ("finished", "stopped early", "error")}
-    metrics = [Metric(k, v, now, 0) for k, v in counts.items()]
-    if best is not None:
-        metrics.append(Metric(f"best_{spec.metric}", float(best.best), now, 0))
-        log_params(client, run_id, {"best.trial_id": best.trial_id,
-                                    **{f"best.{k}": v for k, v in best.params.items()}})
-        if best.mlflow_run_id:
-            client.set_tag(run_id, "adatad.best_run_id", best.mlflow_run_id)
-    client.log_batch(run_id, metrics=metrics)
-    status = "FAILED" if all(r.status == "error" for r in rows) else "FINISHED"
-    finish_run(uri, run_id, [results_file], status=status)
-    return status
-
-
 def fmt(value: Any) -> str:
     """A table cell: floats with 4 significant digits, '-' for missing."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def fmt_metric(metric: str, value: float | None) -> str:
@@ -157,14 +109,11 @@ def render_results(rows: list[TrialRow], spec: SweepSpec, sweep_dir: str, uri: s
              f"- folder: `{sweep_dir}`",
              f"- MLflow: `{uri}`" + (f", sweep run `{parent_run_id}` (one nested run per trial)"
                                      if parent_run_id else ""),
-             f"- metric: {spec.metric} ({spec.mode}), scheduler: {spec.scheduler}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in order:
-        cells = [r.trial_id, *(fmt(r.params.get(k)) for k in keys), r.status, str(r.epochs),
-                 fmt_metric(spec.metric, r.best), fmt_metric(spec.metric, r.final), fmt(r.clips_per_s),
-                 r.mlflow_run_id or "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+             f"- metric: {spec.metric} ({spec.mode}), scheduler: {spec.scheduler}", ""]
+    cells = [[r.trial_id, *(fmt(r.params.get(k)) for k in keys), r.status, str(r.epochs),
+              fmt_metric(spec.metric, r.best), fmt_metric(spec.metric, r.final), fmt(r.clips_per_s),
+              r.mlflow_run_id or "-"] for r in order]
+    lines += [table(header, cells, numeric_from=len(header)), ""]
     if best is None:
         lines.append(f"No trial reported {spec.metric}.")
     else:

@@ -236,25 +236,6 @@ def check_sweep(spec: SweepSpec, config_path: str | Path, profile: str | None = 
     return first
 
 
-def param_space(spec: SweepSpec) -> dict[str, Any]:
-    """Tune search space: dotted keys (and `setting`) -> Tune domains."""
-    from ray import tune
-
-    space: dict[str, Any] = {}
-    if spec.settings:
-        space[SETTING_KEY] = tune.grid_search(list(spec.settings))
-    for p in spec.params:
-        if p.domain == "grid":
-            space[p.key] = tune.grid_search(list(p.values))
-        elif p.domain == "choice":
-            space[p.key] = tune.choice(list(p.values))
-        elif p.domain == "loguniform":
-            space[p.key] = tune.loguniform(*p.values)
-        else:
-            space[p.key] = tune.uniform(*p.values)
-    return space
-
-
 def num_trials(spec: SweepSpec, num_samples: int | None = None) -> int:
     grid = len(spec.settings) or 1
     for p in spec.params:

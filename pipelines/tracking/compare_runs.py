@@ -183,7 +183,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit codes as report.py: 0 ok, 2 bad input, 1 could not write."""
-    from pipelines.ray_layer.tracking import default_tracking_uri  # MLflow is imported only when this runs
+    from pipelines.tracking.runs import default_tracking_uri  # MLflow is imported only when this runs
 
     uri = args.tracking_uri or default_tracking_uri()
     try:

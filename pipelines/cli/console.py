@@ -1,6 +1,6 @@
 """What a user sees: our own lines printed once, and one progress bar.
 
-`Console.say` prints a line and copies it to the run log (`run_log.RunLog`); `Console.progress`
+`Console.say` prints a line and copies it to the run log (`pipelines/ray_layer/run_log.py`); `Console.progress`
 opens a `ProgressBar`. Not a terminal (CI, `> file`, `ray job submit` logs): no redraws and no ANSI
 escapes; progress becomes at most one plain line per `interval_s` seconds.
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import Protocol, TextIO
 
-if TYPE_CHECKING:
-    from pipelines.ray_layer.run_log import RunLog
+
+class LineLog(Protocol):
+    """Where the console copies its lines (`pipelines/ray_layer/run_log.RunLog`, the command's log file)."""
+
+    def write_lines(self, lines: list[str]) -> None: ...
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -30,7 +33,7 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 class Console:
     """Our own lines: printed once on the console and copied to the run log."""
 
-    def __init__(self, log: RunLog | None = None, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, log: LineLog | None = None, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.log = log
         self.stream = stream or sys.stdout
         self.quiet = quiet

@@ -1,0 +1,1 @@
+"""A Tune sweep without Ray: the sweep file (`spec.py`) and its results table (`results.py`)."""

@@ -1,0 +1,67 @@
+"""One finish for a training run, completed or stopped: its records written whole, its MLflow run closed.
+
+Both ends write the same things from a checkpoint Ray registered: `history.json` (and, for a
+completed run, `stats.json` and the MLflow model of its best checkpoint), the reports, the epochs
+MLflow had not logged (Ray registers a checkpoint before the MLflow callback logs its epoch, so a
+driver stopped in between leaves that epoch unlogged), and the MLflow run closed as FINISHED or
+KILLED (a resumed run reopens it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from adatad.atomic import atomic_write_text
+from adatad.reports.summary import write_reports
+from adatad.run_folder import HISTORY_FILE, RunFolder
+from pipelines.runs.plan import RunPlan
+from pipelines.tracking.runs import finish_run, log_epoch, logged_epochs
+
+
+def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, run_id: str, *,
+                        status: str = "FINISHED", stats: dict[str, Any] | None = None,
+                        model_checkpoint: Path | None = None) -> dict[str, Path]:
+    """Write the run folder's records and reports, log unlogged epochs (and the model from
+    `model_checkpoint`, a checkpoint folder, when the config asks), close the MLflow run with `status`.
+    Returns the reports written."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking.model import log_trained_model
+
+    client = MlflowClient(uri)
+    logged = logged_epochs(client, run_id)
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            log_epoch(client, run_id, metrics)
+    stats = dict(stats or {"run_name": plan.run_name})
+    # The best checkpoint's EMA detector as an MLflow model of this run (the checkpoint on disk stays
+    # the source of truth, so a failure here is a warning, not a failed run).
+    if model_checkpoint is not None and plan.cfg.tracking.log_model:
+        try:
+            stats["mlflow_model"] = log_trained_model(uri, run_id, model_checkpoint)
+        except (OSError, ValueError, MlflowException) as exc:
+            print(f"warning: the MLflow model was not logged: {exc}", file=sys.stderr)
+    folder = plan.folder
+    written = [atomic_write_text(folder.history, json.dumps(history, indent=1))]
+    if status == "FINISHED":
+        written.append(atomic_write_text(folder.stats, json.dumps(stats, indent=1)))
+    reports = write_reports(history, plan.cfg.to_dict(), stats, folder.path)
+    finish_run(uri, run_id, [folder.config, *written, *reports.values()], status=status)
+    return reports
+
+
+def save_stopped_run(plan: RunPlan, uri: str, run_id: str) -> int:
+    """What a stopped run has, from its last registered checkpoint (one Ray was still copying is
+    ignored), finished as KILLED. Returns the number of finished epochs."""
+    folder: RunFolder = plan.folder
+    latest = folder.latest_checkpoint()
+    if latest is None:
+        finish_run(uri, run_id, [folder.config], status="KILLED")
+        return 0
+    history = json.loads((latest.parent / HISTORY_FILE).read_text())
+    finish_training_run(plan, history, uri, run_id, status="KILLED")
+    return len(history)
