@@ -25,8 +25,8 @@ def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, 
                         status: str = "FINISHED", stats: dict[str, Any] | None = None,
                         model_checkpoint: Path | None = None) -> dict[str, Path]:
     """Write the run folder's records and reports, log unlogged epochs (and the model from
-    `model_checkpoint`, a checkpoint folder, when the config asks), close the MLflow run with `status`.
-    Returns the reports written."""
+    `model_checkpoint`, a checkpoint folder, when the config asks: its name goes into `stats`), close
+    the MLflow run with `status`. Returns the reports written."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -37,7 +37,7 @@ def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, 
     for metrics in history:
         if int(metrics["epoch"]) not in logged:
             log_epoch(client, run_id, metrics)
-    stats = dict(stats or {"run_name": plan.run_name})
+    stats = stats if stats is not None else {"run_name": plan.run_name}  # gets `mlflow_model` when logged
     # The best checkpoint's EMA detector as an MLflow model of this run (the checkpoint on disk stays
     # the source of truth, so a failure here is a warning, not a failed run).
     if model_checkpoint is not None and plan.cfg.tracking.log_model:
