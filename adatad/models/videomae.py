@@ -204,7 +204,7 @@ class VideoMAEBackbone(nn.Module):
                   build_adapter(adapter_type, embed_dim, adapter_mlp_ratio) if i in with_adapter else None)
             for i in range(depth)
         )
-        # After the blocks, so that the state dict lists them first, as OpenTAD's does.
+        # Registered after the blocks: the state dict lists the blocks first, as OpenTAD's does.
         self.ladders = LadderNetwork(embed_dim, len(self.ladder_layers), adapter_mlp_ratio) if ladder else None
         self._init_vit_weights()
 
