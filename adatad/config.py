@@ -111,6 +111,7 @@ class DataConfig:
 
 
 SAMPLING_MODES = ("sliding", "resize")
+ADAPTER_TYPES = ("tia", "plain", "ladder", "none")
 
 
 @dataclass
@@ -129,6 +130,9 @@ class BackboneConfig:
     drop_path_rate: float = 0.1
     adapter_layers: list[int] | None = None  # None = every block
     adapter_mlp_ratio: float = 0.25
+    # "tia" / "plain": an adapter inside each listed block; "ladder": OpenTAD's side network
+    # (AdaTAD†, VisionTransformerLadder): one adapter beside the frozen ViT per listed block, fed
+    # that block's output, summed onto the last listed block's output; "none": no adapters.
     adapter_type: str = "tia"
     activation_checkpointing: bool = True
     checkpoint: str | None = None
@@ -143,7 +147,9 @@ class HeadConfig:
     embed_dim: int = 512
     arch: tuple[int, int, int] = (2, 2, 5)
     n_head: int = 4
-    mha_win_size: int = -1
+    # Attention window of the projection's transformer blocks: -1 global, w > 1 local (|i - j| <= w // 2);
+    # one value for every level, or one per level (Ego4D: 17 on levels 0-6, global on 7-9).
+    mha_win_size: int | list[int] = -1
     path_pdrop: float = 0.1
     feat_channels: int = 512
     num_convs: int = 2
@@ -156,6 +162,10 @@ class HeadConfig:
     focal_gamma: float = 2.0
     init_loss_norm: float = 100.0
     loss_norm_momentum: float = 0.9
+    # OpenTAD's filter_similar_gt: a point inside several GTs takes the classes of those within 1e-3
+    # of the shortest one's length (true) or of every one of them (false: Ego4D); the regression
+    # target is the shortest GT's either way.
+    filter_similar_gt: bool = True
     # Training recipe of OpenTAD's ActivityNet / Charades rows (docs/recipe.md §6): label smoothing of
     # the focal-loss targets, weight of the regression loss (<= 0: OpenTAD's adaptive weight), channel
     # dropout of the projection's input, dropout inside its transformer blocks.
@@ -166,7 +176,9 @@ class HeadConfig:
     # Absolute position embedding after the embedding convs (Charades, ActivityNet, Ego4D). Not in any
     # checkpoint: a model trained with it must be run with it (docs/recipe.md, ActivityNet and Charades).
     use_abs_pe: bool = False
-    max_seq_len: int | None = None  # the table's positions; null = data.window_size
+    # The projection's input length: the table's positions, and features shorter than it are
+    # zero-padded to it, mask False (OpenTAD's pad_data; Ego4D: 1,800 -> 2,048); null = data.window_size.
+    max_seq_len: int | None = None
 
 
 @dataclass
@@ -539,8 +551,8 @@ def validate(cfg: Config) -> None:
     _check(b.mlp_ratio > 0, "model.backbone.mlp_ratio", b.mlp_ratio, "> 0")
     _check(b.mlp_hidden_dim is None or b.mlp_hidden_dim >= 1, "model.backbone.mlp_hidden_dim", b.mlp_hidden_dim,
            "null (= int(embed_dim * mlp_ratio)) or >= 1")
-    _check(b.adapter_type in ("tia", "plain", "none"), "model.backbone.adapter_type", b.adapter_type,
-           "one of tia, plain, none")
+    _check(b.adapter_type in ADAPTER_TYPES, "model.backbone.adapter_type", b.adapter_type,
+           f"one of {', '.join(ADAPTER_TYPES)}")
     if b.adapter_layers is not None:
         bad = [x for x in b.adapter_layers if not 0 <= x < b.depth]
         _check(not bad, "model.backbone.adapter_layers", b.adapter_layers, f"indices in [0, {b.depth})")
@@ -553,8 +565,20 @@ def validate(cfg: Config) -> None:
     levels = h.arch[2] + 1
     _check(len(h.regression_ranges) == levels, "model.head.regression_ranges", h.regression_ranges,
            f"{levels} ranges (one per level of arch {list(h.arch)})")
-    _check(d.window_size % (2 ** h.arch[2]) == 0, "data.window_size", d.window_size,
-           f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}) so every level has whole positions")
+    windows = [h.mha_win_size] * levels if isinstance(h.mha_win_size, int) else h.mha_win_size
+    _check(len(windows) == levels and all(w == -1 or w > 1 for w in windows), "model.head.mha_win_size",
+           h.mha_win_size, f"-1 (global) or a local window > 1, once or once per level ({levels} for arch "
+           f"{list(h.arch)})")
+    _check(h.max_seq_len is None or h.max_seq_len >= 1, "model.head.max_seq_len", h.max_seq_len,
+           "null (= data.window_size) or >= 1")
+    padded = max(d.window_size, h.max_seq_len or 0)  # the projection's input length
+    if padded == d.window_size:
+        _check(d.window_size % (2 ** h.arch[2]) == 0, "data.window_size", d.window_size,
+               f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}) so every level has whole positions")
+    else:
+        _check(padded % (2 ** h.arch[2]) == 0, "model.head.max_seq_len", h.max_seq_len,
+               f"divisible by 2**model.head.arch[2] ({2 ** h.arch[2]}): the features of data.window_size="
+               f"{d.window_size} positions are padded to it, and every level needs whole positions")
     tious = cfg.evaluation.tiou_thresholds
     _check(bool(tious) and all(0 < x <= 1 for x in tious) and list(tious) == sorted(set(tious)),
            "evaluation.tiou_thresholds", tious, "increasing values in (0, 1]")
@@ -576,9 +600,6 @@ def validate(cfg: Config) -> None:
            "class of a one-class detector: model.head.num_classes=1)")
     for name in ("label_smoothing", "input_pdrop", "proj_pdrop"):
         _check(0 <= getattr(h, name) < 1, f"model.head.{name}", getattr(h, name), "in [0, 1)")
-    _check(h.max_seq_len is None or 1 <= h.max_seq_len <= d.window_size, "model.head.max_seq_len", h.max_seq_len,
-           f"null (= data.window_size) or in [1, data.window_size={d.window_size}] (a longer table needs "
-           "OpenTAD's padding of the input to max_seq_len, which is not implemented)")
     # The ViT outside the adapters is frozen (docs/recipe.md §4, §7): no optimiser group trains it.
     _check(t.backbone_lr == 0, "train.backbone_lr", t.backbone_lr,
            "0 (the VideoMAE backbone is frozen; only adapters and the head are trained)")

@@ -2,13 +2,16 @@
 
     python pipelines/make_synthetic.py --out data/synthetic --demo
     python pipelines/make_synthetic.py --out data/synthetic_anet --anet-demo
+    python pipelines/make_synthetic.py --out data/synthetic_epic --epic-demo
     python pipelines/make_synthetic.py --out data/synth320 --num-train 20 --num-test 10 --seed 1
     python pipelines/make_synthetic.py --out data/mixed --fps 25 30 --csv data/mixed/segments.csv
 
 --anet-demo writes the ActivityNet-like set of configs/synthetic_anet.yaml (videos of 20-90 s with
 few long actions of one class, v_<id>.mp4 files, a json without frame counts, a block list and a
-video classifier file; adatad/datasets/synthetic_anet.py). --fps with several values gives the
-videos alternating frame rates. --csv also writes the
+video classifier file; adatad/datasets/synthetic_anet.py). --epic-demo writes the EPIC-shaped set of
+configs/synthetic_epic.yaml (videos of 45-75 s at 30 fps dense with short actions, OpenTAD's EPIC
+json: subsets train / val, durations only, id_NNN labels; adatad/datasets/synthetic_epic.py). --fps
+with several values gives the videos alternating frame rates. --csv also writes the
 segments as the CSV that pipelines/prepare_dataset.py reads (video,start,end,label,split), so the
 "own videos" path can be tried on a fresh machine.
 
@@ -38,7 +41,7 @@ from adatad.datasets.synthetic import (
     saved_spec,
     segment_rows,
 )
-from adatad.datasets.synthetic_plan import ANET_DEMO_SPEC, DEMO_SPEC, SyntheticSpec
+from adatad.datasets.synthetic_plan import ANET_DEMO_SPEC, DEMO_SPEC, EPIC_DEMO_SPEC, SyntheticSpec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help=f"ActivityNet-like demo set of configs/synthetic_anet.yaml ({ANET_DEMO_SPEC.num_train}+"
                            f"{ANET_DEMO_SPEC.num_test} videos of 20-90 s, {ANET_DEMO_SPEC.num_classes} classes); "
                            "options below override it")
+    demo.add_argument("--epic-demo", action="store_true",
+                      help=f"EPIC-shaped demo set of configs/synthetic_epic.yaml ({EPIC_DEMO_SPEC.num_train}+"
+                           f"{EPIC_DEMO_SPEC.num_test} videos of 45-75 s at 30 fps, many short actions, "
+                           f"{EPIC_DEMO_SPEC.num_classes} classes); options below override it")
     p.add_argument("--num-train", type=int)
     p.add_argument("--num-test", type=int)
     p.add_argument("--num-classes", type=int)
@@ -75,9 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_spec(args: argparse.Namespace) -> SyntheticSpec:
-    spec = ANET_DEMO_SPEC if args.anet_demo else DEMO_SPEC if args.demo else SyntheticSpec()
-    if args.anet_demo and args.csv is not None:
-        raise ValueError("--csv lists THUMOS-layout files; the --anet-demo set is read through its own json")
+    spec = (ANET_DEMO_SPEC if args.anet_demo else EPIC_DEMO_SPEC if args.epic_demo else DEMO_SPEC if args.demo
+            else SyntheticSpec())
+    if (args.anet_demo or args.epic_demo) and args.csv is not None:
+        flag = "--anet-demo" if args.anet_demo else "--epic-demo"
+        raise ValueError(f"--csv lists THUMOS-layout files; the {flag} set is read through its own json")
     changes = {
         name: getattr(args, name)
         for name in ("num_train", "num_test", "num_classes", "width", "height", "seed", "crf",

@@ -1,6 +1,7 @@
 """OpenTAD state-dict listings (tests/fixtures/opentad_zoo_keys/*.tsv) and what the zoo tests build
-from them: the rows of a listing, meta tensors, a depth-reduced listing, VideoMAE's fixed position
-table and the name our model gives each OpenTAD key.
+from them: the rows of a listing, meta tensors, a depth-reduced listing (in-block adapters or a side
+network's ladder), VideoMAE's fixed position table, a file in OpenTAD's published layout and the
+name our model gives each OpenTAD key.
 
 The names are written from docs/recipe.md ("Loading OpenTAD's trained checkpoints"), not from
 adatad/models/opentad_keys.py, so a test comparing the two can fail.
@@ -75,6 +76,20 @@ def depth_reduced(listing: list, depth: int, adapter_blocks: list[int]) -> list:
     return out
 
 
+LADDER = re.compile(r"^backbone\.model\.backbone\.ladders\.adapters\.(\d+)\.")
+
+
+def ladder_reduced(listing: list, depth: int, adapters: int) -> list:
+    """The listing of the same side-network detector with `depth` ViT blocks and the first `adapters`
+    ladder adapters (all adapters of a ladder have the same shapes)."""
+    out = []
+    for key, dtype, shape in listing:
+        block, ladder = BLOCK.match(key), LADDER.match(key)
+        if (block is None or int(block.group(1)) < depth) and (ladder is None or int(ladder.group(1)) < adapters):
+            out.append((key, dtype, shape))
+    return out
+
+
 def videomae_table(n: int, dim: int) -> torch.Tensor:
     """VideoMAE's fixed table (n, dim): angle = pos / 10000^(2*(j//2)/d); sin on even j, cos on odd j."""
     angle = np.arange(n)[:, None] / np.power(10000.0, 2 * (np.arange(dim)[None, :] // 2) / dim)
@@ -87,3 +102,23 @@ def expected_name(key: str) -> str:
         if re.search(pattern, key):
             return re.sub(pattern, repl, key)
     raise AssertionError(f"no expected name for {key}")
+
+
+def published_file(listing: list, path: Path, loss_norm: int, seed: int = 0) -> Path:
+    """OpenTAD's published layout, {epoch, state_dict_ema} with `module.` keys; values: one random row
+    per tensor at std 0.02, expanded (kilobytes on disk, so the g files cost no memory)."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for key, dtype, shape in listing:
+        if key == f"{VIT}pos_embed":
+            value = videomae_table(shape[-2], shape[-1])[None]
+        elif dtype == torch.int64:  # the loss normaliser, as OpenTAD's EMA copy holds it
+            value = torch.tensor(loss_norm)
+        elif not shape:
+            value = 0.02 * torch.randn((), generator=gen)
+        else:
+            value = (0.02 * torch.randn(shape[-1], generator=gen)).expand(shape)
+        assert value.dtype == dtype and tuple(value.shape) == shape, key
+        weights[f"module.{key}"] = value
+    torch.save({"epoch": 9, "state_dict_ema": weights}, path)
+    return path

@@ -301,3 +301,41 @@ def test_head_and_losses_overfit_one_sequence():
         ps, pe = dets.segments[best].tolist()
         iou = max(0.0, min(e, pe) - max(s, ps)) / (max(e, pe) - min(s, ps))
         assert iou > 0.8 and dets.scores[best] > 0.5, (c, (ps, pe), float(dets.scores[best]))
+
+
+def test_windows_per_level_reach_every_block():
+    """Ego4D's `n_mha_win_size=[17] * 7 + [-1] * 3`: the stem and the first branch blocks attend locally,
+    the last three levels globally; EPIC's single 9 reaches all six levels."""
+    head = small_head(arch=(2, 2, 9), mha_win_size=[17] * 7 + [-1] * 3,
+                      regression_ranges=[(0, 4)] * 9 + [(4, 10000)])
+    proj = head.projection
+    assert [b.attn.window_size for b in proj.stem] == [17, 17]
+    assert [b.attn.window_size for b in proj.branch] == [17] * 6 + [-1] * 3
+    epic = small_head(mha_win_size=9).projection
+    assert {b.attn.window_size for b in list(epic.stem) + list(epic.branch)} == {9}
+    with pytest.raises(ValueError, match="mha_win_size needs 6 entries"):
+        small_head(mha_win_size=[9, 9])
+
+
+def test_pad_to_zero_pads_features_and_masks_before_the_projection():
+    """OpenTAD's `ActionFormer.pad_data` (Ego4D: 1,800 -> 2,048): zeros after the window's last
+    position, masked; the levels then have whole positions of the padded length."""
+    torch.manual_seed(0)
+    head = small_head(pad_to=64, max_seq_len=64, use_abs_pe=True).eval()
+    plain = small_head(max_seq_len=64, use_abs_pe=True).eval()
+    plain.load_state_dict(head.state_dict())
+    feats = torch.randn(2, 16, 56)
+    masks = torch.ones(2, 56, dtype=torch.bool)
+    masks[1, 40:] = False
+    with torch.no_grad():
+        cls, reg, level_masks = head(feats, masks)
+        by_hand = plain(torch.cat([feats, torch.zeros(2, 16, 8)], dim=-1),
+                        torch.cat([masks, torch.zeros(2, 8, dtype=torch.bool)], dim=-1))
+    assert [m.shape[1] for m in level_masks] == [64, 32, 16, 8, 4, 2]
+    assert level_masks[0][0].tolist() == [True] * 56 + [False] * 8
+    assert level_masks[0][1].sum() == 40
+    for ours, theirs in zip(cls + reg + level_masks, by_hand[0] + by_hand[1] + by_hand[2], strict=True):
+        assert torch.equal(ours, theirs)
+    with torch.no_grad():  # no padding without pad_to, or when the input is as long
+        assert plain(feats, masks)[2][0].shape[1] == 56
+        assert head(torch.randn(1, 16, 64), torch.ones(1, 64, dtype=torch.bool))[2][0].shape[1] == 64

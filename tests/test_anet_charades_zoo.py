@@ -35,7 +35,7 @@ from adatad.models.weights import WeightsError, shapes_of
 from adatad.postprocess import detections_to_entries, merge_video, window_to_seconds
 from adatad.trained_settings import config_for_trained_file
 from adatad.video_classifier import load_video_classifier
-from tests.opentad_listing import LISTINGS, VIT, depth_reduced, meta_tensors, read_listing, videomae_table
+from tests.opentad_listing import LISTINGS, depth_reduced, meta_tensors, published_file, read_listing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -183,26 +183,6 @@ def depth_reducing_sets(row: Row) -> list[str]:
     layers = "[1]" if row.adapter_layers else "null"
     return [f"model.backbone.depth={reduced_depth(row)}", f"model.backbone.adapter_layers={layers}",
             f"data.crop_size={crop}", f"data.train_resize_short={crop}", f"data.test_resize_short={crop}"]
-
-
-def published_file(listing: list, path: Path, loss_norm: int, seed: int = 0) -> Path:
-    """OpenTAD's published layout, {epoch, state_dict_ema} with `module.` keys; values: one random row
-    per tensor at std 0.02, expanded (kilobytes on disk, so the g files cost no memory)."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = {}
-    for key, dtype, shape in listing:
-        if key == f"{VIT}pos_embed":
-            value = videomae_table(shape[-2], shape[-1])[None]
-        elif dtype == torch.int64:  # the loss normaliser, as OpenTAD's EMA copy holds it
-            value = torch.tensor(loss_norm)
-        elif not shape:
-            value = 0.02 * torch.randn((), generator=gen)
-        else:
-            value = (0.02 * torch.randn(shape[-1], generator=gen)).expand(shape)
-        assert value.dtype == dtype and tuple(value.shape) == shape, key
-        weights[f"module.{key}"] = value
-    torch.save({"epoch": 9, "state_dict_ema": weights}, path)
-    return path
 
 
 def row_file(row: Row, path: Path) -> Path:

@@ -125,3 +125,16 @@ def test_matches_pointwise_reference_on_random_segments():
         pos = cls.sum(1) > 0
         assert pos.any()
         torch.testing.assert_close(reg[pos], torch.tensor(ref_reg, dtype=torch.float64)[pos])
+
+
+def test_without_the_similar_length_filter_every_qualifying_gt_adds_its_class():
+    """OpenTAD's `filter_similar_gt=False` (the Ego4D row): a point inside GTs of 10 and 12 positions
+    takes both classes; the regression target stays the shortest GT's."""
+    p = points64()
+    a, b = [10.0, 20.0], [9.0, 21.0]
+    cls, reg = assign_targets(p, torch.tensor([b, a]), torch.tensor([1, 0]), num_classes=3, similar_len_tol=None)
+    got = positives(cls, reg, p)
+    assert got[(2, 14)] == ((0, 1), (2.0, 3.0))
+    filtered, _ = assign_targets(p, torch.tensor([b, a]), torch.tensor([1, 0]), num_classes=3)
+    assert positives(filtered, reg, p)[(2, 14)][0] == (0,)
+    assert (cls >= filtered).all() and cls.max() == 1.0

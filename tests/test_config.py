@@ -209,8 +209,17 @@ def test_null_disables_the_pre_nms_threshold_and_top_k() -> None:
         ("model.head.label_smoothing=1.0", "model.head.label_smoothing: 1.0 is invalid, expected in [0, 1)"),
         ("model.head.input_pdrop=-0.1", "model.head.input_pdrop: -0.1 is invalid"),
         ("model.head.proj_pdrop=1", "model.head.proj_pdrop: 1.0 is invalid"),
-        ("model.head.max_seq_len=1024", "model.head.max_seq_len: 1024 is invalid, expected null (= data.window_size) "
-                                        "or in [1, data.window_size=768]"),
+        ("model.head.max_seq_len=0", "model.head.max_seq_len: 0 is invalid, expected null (= data.window_size) "
+                                     "or >= 1"),
+        ("model.head.max_seq_len=1000", "model.head.max_seq_len: 1000 is invalid, expected divisible by "
+                                        "2**model.head.arch[2] (32): the features of data.window_size=768 positions "
+                                        "are padded to it"),
+        ("model.head.mha_win_size=1", "model.head.mha_win_size: 1 is invalid, expected -1 (global) or a local window "
+                                      "> 1, once or once per level (6 for arch [2, 2, 5])"),
+        ("model.head.mha_win_size=[9, 9, 9]", "model.head.mha_win_size: [9, 9, 9] is invalid"),
+        ("model.head.filter_similar_gt=maybe", "model.head.filter_similar_gt: expected true/false"),
+        ("model.backbone.adapter_type=side", "model.backbone.adapter_type: 'side' is invalid, expected one of tia, "
+                                             "plain, ladder, none"),
         ("model.head.use_abs_pe=yes please", "model.head.use_abs_pe: expected true/false"),
         ("model.inference.pre_nms_topk=0", "model.inference.pre_nms_topk: 0 is invalid, expected >= 1, or null"),
         ("model.inference.pre_nms_thresh=1.5", "model.inference.pre_nms_thresh: 1.5 is invalid"),
@@ -232,3 +241,24 @@ def test_an_external_classifier_goes_with_a_one_class_head() -> None:
     cfg = load_config(THUMOS, ["model.head.num_classes=1", "model.inference.external_classifier=c.json",
                                "model.inference.external_classifier_type=standard"])
     assert cfg.model.inference.external_classifier == "c.json"
+
+
+TEN_RANGES = ("model.head.regression_ranges=[[0, 4], [2, 8], [4, 16], [8, 32], [16, 64], [32, 128], [64, 256], "
+              "[128, 512], [256, 1024], [512, 10000]]")
+EGO4D_WINDOW = ["data.window_size=1800", "data.frame_stride=8", "data.frames_per_position=4", "model.head.arch=[2, 2, 9]",
+                TEN_RANGES]
+
+
+def test_a_table_longer_than_the_window_pads_the_features_and_windows_go_per_level() -> None:
+    """Ego4D's keys: 1,800 positions padded to max_seq_len 2,048 (the level check applies to 2,048, which
+    2**9 divides, not to 1,800), a window per level, every GT's class at a point, a side network."""
+    cfg = load_config(THUMOS, [*EGO4D_WINDOW, "model.head.max_seq_len=2048",
+                               "model.head.mha_win_size=[17, 17, 17, 17, 17, 17, 17, -1, -1, -1]",
+                               "model.head.filter_similar_gt=false"])
+    h = cfg.model.head
+    assert (h.max_seq_len, h.mha_win_size, h.filter_similar_gt) == (2048, [17] * 7 + [-1] * 3, False)
+    with pytest.raises(ConfigError, match=r"data.window_size: 1800 is invalid, expected divisible by "
+                                          r"2\*\*model.head.arch\[2\] \(512\)"):
+        load_config(THUMOS, EGO4D_WINDOW)  # without the padding
+    assert load_config(THUMOS).model.head.filter_similar_gt is True
+    assert load_config(THUMOS, ["model.backbone.adapter_type=ladder"]).model.backbone.adapter_type == "ladder"

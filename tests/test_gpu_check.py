@@ -34,6 +34,9 @@ EXPECTED_ROWS = [
     ("backbone", "S: 32x1 frames, 32 px, batch 1"), ("backbone", "B: 32x1 frames, 32 px, batch 1"),
     ("backbone", "L: 32x1 frames, 32 px, batch 1"), ("backbone", "H: 32x1 frames, 32 px, batch 1"),
     ("backbone", "g: 32x1 frames, 32 px, batch 1"), ("backbone", "g-224x2: 32x2 frames, 32 px, batch 1"),
+    ("backbone", "L-epic-768x8: 32x8 frames, 32 px, batch 1"),
+    ("backbone", "L-ego4d-1800x4: 32x4 frames, 32 px, batch 1"),
+    ("backbone", "g-224x2-side: 32x2 frames, 32 px, batch 1"), ("backbone", "S-side: 32x1 frames, 32 px, batch 1"),
     ("decode", "1 process x 1 thread"), ("decode", "2 processes x 1 thread"),
     ("ratio", "1 decode processes vs GPU train batch 8, checkpointing on"),
     ("ratio", "2 decode processes vs GPU train batch 8, checkpointing on"),
@@ -158,7 +161,7 @@ def test_budget_and_missing_video_are_reported_as_skips(tmp_path: Path, one_torc
     text = out.read_text()
     rows = table_rows(text)
     assert rc == 0
-    assert len(rows) == 13 and all(cells[5].startswith("skipped: time budget spent") for cells in rows.values())
+    assert len(rows) == 17 and all(cells[5].startswith("skipped: time budget spent") for cells in rows.values())
     assert "budget spent" in text.split("Notes:")[1]
 
     out2 = tmp_path / "v.md"
@@ -174,8 +177,10 @@ def test_backbone_rows_build_opentads_zoo_at_full_size() -> None:
 
     gc = load_gpu_check()
     recipe, _ = gc.recipe_config(have_yaml=True)
+    # the zoo rows' counts without OpenTAD's unused fc_norm (2 C); the side rows have none
     expected = {"S": 49_581_736, "B": 117_515_560, "L": 345_754_676, "H": 689_270_076, "g": 1_084_622_788,
-                "g-224x2": 1_062_249_648}
+                "g-224x2": 1_062_249_648, "L-epic-768x8": 346_176_325 - 2048,
+                "L-ego4d-1800x4": 351_434_886 - 2048, "g-224x2-side": 1_050_457_648, "S-side": 49_078_306}
     assert list(gc.BACKBONES) == list(expected)
     for name, count in expected.items():
         cfg = gc.backbone_config(recipe, name, dry=False)
@@ -187,3 +192,10 @@ def test_backbone_rows_build_opentads_zoo_at_full_size() -> None:
     assert g224.model.backbone.adapter_layers == list(range(20, 40))
     dry = gc.backbone_config(gc.shrink_for_dry_run(recipe), "g-224x2", dry=True)
     assert gc.synthetic_frames(dry, 1).shape == (1, 64, 32, 32, 3)  # 32 positions x 2 frames
+    ego4d = gc.backbone_config(recipe, "L-ego4d-1800x4", dry=False)
+    assert gc.backbone_setting(ego4d, "L-ego4d-1800x4") == "L-ego4d-1800x4: 1800x4 frames, 192 px, batch 1"
+    assert (ego4d.model.head.max_seq_len, ego4d.model.backbone.adapter_layers) == (2048, list(range(12, 24)))
+    epic = gc.backbone_config(recipe, "L-epic-768x8", dry=False)
+    assert gc.backbone_setting(epic, "L-epic-768x8") == "L-epic-768x8: 768x8 frames, 160 px, batch 1"
+    side = gc.backbone_config(recipe, "g-224x2-side", dry=False)
+    assert (side.model.backbone.adapter_type, side.model.backbone.adapter_mlp_ratio) == ("ladder", 0.125)

@@ -69,8 +69,9 @@ ROWS = [
     ZooRow("e2e_multithumos_videomaev2_g_768x2_224_adapter", "multithumos", "g", True, 1e-4, 80, 49),
 ]
 # The ActivityNet-1.3 and Charades rows: checked in tests/test_anet_charades_zoo.py (their values differ
-# from the THUMOS family's in sampling, head and post-processing); listed here so that the folder holds
-# exactly the published rows.
+# from the THUMOS family's in sampling, head and post-processing); the EPIC-KITCHENS-100, Ego4D-MQ and
+# side-tuning rows (and OpenTAD's unpublished side S config, which the side g row builds on) in
+# tests/test_epic_ego4d_side_zoo.py; listed here so that the folder holds exactly those configs.
 OTHER_STEMS = [
     "e2e_anet_videomae_s_192x4_160_adapter", "e2e_anet_videomae_b_192x4_160_adapter",
     "e2e_anet_videomae_l_192x4_160_adapter", "e2e_anet_videomae_h_192x4_160_adapter",
@@ -80,6 +81,9 @@ OTHER_STEMS = [
     "e2e_charades_videomae_s_512x1_160_adapter", "e2e_charades_videomae_b_512x1_160_adapter",
     "e2e_charades_videomae_l_512x1_160_adapter", "e2e_charades_videomae_h_512x1_160_adapter",
     "e2e_charades_videomaev2_g_512x1_160_adapter",
+    "e2e_epic_videomae_l_ft_768x8_160_adapter_noun", "e2e_epic_videomae_l_ft_768x8_160_adapter_verb",
+    "e2e_ego4d_internvideo_1800x4_192_adapter_lr4e-4",
+    "e2e_thumos_videomae_s_768x1_160_side", "e2e_thumos_videomaev2_g_768x2_224_side_2e-4",
 ]
 DATASETS = {
     "thumos": {"annotation_file": "data/thumos-14/annotations/thumos_14_anno.json",

@@ -240,14 +240,78 @@ def test_activitynet_layout(tmp_path):
     assert spec.to_json()["layout"] == "anet" and "layout" not in SyntheticSpec().to_json()
     (tmp_path / synthetic_anet.CLASSIFIER_FILE).unlink()
     assert not dataset_is_complete(tmp_path, spec)
-    with pytest.raises(ValueError, match="layout must be one of thumos, anet"):
+    with pytest.raises(ValueError, match="layout must be one of thumos, anet, epic"):
         SyntheticSpec(layout="hacs").validate()
+
+
+def test_epic_layout(tmp_path):
+    """layout="epic": EPIC's ids and subsets (train / val, and a test entry without annotations or file),
+    durations only (every other one a frame longer than its file), segments to 2 decimals labelled
+    id_NNN with a label_name; read at a fixed 30 fps as the EPIC configs do."""
+    from adatad.data.check import check_videos
+    from adatad.datasets import synthetic_epic
+
+    spec = SyntheticSpec(num_train=2, num_test=1, num_classes=3, duration_s=(6.0, 8.0), fps=30, width=64, height=48,
+                         action_duration_s=(0.6, 1.5), gap_s=(0.3, 0.8), seed=5, layout="epic")
+    generate_from_spec(tmp_path, spec)
+    db = json.loads((tmp_path / "annotations.json").read_text())["database"]
+    assert sorted(db) == ["P01_01", "P01_02", "P30_01", "P40_01"]
+    assert [db[v]["subset"] for v in sorted(db)] == ["train", "train", "val", "test"]
+    assert "annotations" not in db["P40_01"] and not (tmp_path / "videos" / "P40_01.mp4").exists()
+    assert all("frame" not in info and "fps" not in info for info in db.values())
+    names = (tmp_path / "category_idx.txt").read_text().split()
+    assert names == ["id_000", "id_001", "id_002"] == load_class_names(tmp_path / "annotations.json")
+    for vid in ("P01_01", "P01_02"):
+        for a in db[vid]["annotations"]:
+            assert a["segment"] == [round(x, 2) for x in a["segment"]] and a["label"] in names
+            assert a["label_name"] == ACTION_CLASSES[names.index(a["label"])].name
+    assert len(db["P01_01"]["annotations"]) >= 3  # dense short actions
+    records = [r for subset in ("train", "val") for r in load_annotations(
+        tmp_path / "annotations.json", tmp_path / "videos", subset, names, fixed_fps=30.0)[0]]
+    assert check_videos(records) == []
+    frames = {r.video_id: len(decord.VideoReader(r.path, num_threads=1)) for r in records}
+    stated = {r.video_id: r.num_frames for r in records}  # int(duration x 30)
+    assert [stated[v] - frames[v] for v in ("P01_01", "P01_02", "P30_01")] == [0, 1, 0]
+    assert dataset_is_complete(tmp_path, spec) and spec.to_json()["layout"] == "epic"
+    assert synthetic_epic.class_names(spec) == names
+
+
+def test_the_epic_demo_composes_at_epics_shape(tmp_path):
+    """configs/synthetic_epic.yaml: EPIC's sampling and head at a CPU size (64 positions x 8 frames), on
+    the data the --epic-demo spec describes (its plan, not its videos)."""
+    from adatad.config import load_config
+    from adatad.data.annotations import VideoRecord
+    from adatad.data.clips import plan_test_windows
+
+    cfg = load_config(REPO / "configs" / "synthetic_epic.yaml")
+    d, h, i = cfg.data, cfg.model.head, cfg.model.inference
+    assert (d.window_size, d.frames_per_position, d.frame_stride, d.fixed_fps) == (64, 8, 16, 30.0)
+    assert (d.train_subset, d.test_subset, d.trunc_thresh) == ("train", "val", 0.3)
+    assert (h.mha_win_size, h.regression_ranges[1], h.label_smoothing, h.init_loss_norm, h.loss_weight) == (
+        9, (2, 8), 0.1, 250.0, 0.5)
+    assert (i.pre_nms_topk, i.nms_sigma, i.min_score) == (5000, 0.4, 0.001)
+    assert cfg.evaluation.tiou_thresholds == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    spec = synthetic_plan.EPIC_DEMO_SPEC
+    assert (spec.layout, spec.fps, spec.num_classes) == ("epic", 30, h.num_classes)
+    layouts = synthetic_plan.plan_dataset(spec)
+    lengths = [(x.end_frame - x.start_frame) / v.fps for v in layouts for x in v.instances]
+    assert len(lengths) / len(layouts) > 15 and max(lengths) <= 3.0  # many short actions per video
+    positions = [s * 30 / d.frame_stride for s in lengths]  # 1 to 6 positions of 16 frames
+    assert 1 <= min(positions) and max(positions) <= 6
+    video = layouts[-1]
+    record = VideoRecord(video.video_id, "/nowhere.mp4", video.subset, video.num_frames / 30, video.num_frames, 30.0,
+                         np.zeros((0, 2)), np.zeros(0, np.int64))
+    plans = plan_test_windows(record, d)
+    assert len(plans) >= 3 and all(len(p.frame_indices) == 512 and p.mask.shape == (64,) for p in plans)
+    assert plans[0].frame_indices[1] - plans[0].frame_indices[0] == 2
 
 
 def test_cli_anet_demo_refuses_a_csv(tmp_path, capsys):
     assert load_cli().main(["--out", str(tmp_path), "--anet-demo", "--csv", str(tmp_path / "s.csv")]) == 2
     assert "--csv lists THUMOS-layout files" in capsys.readouterr().err
     assert not (tmp_path / "annotations.json").exists()
+    assert load_cli().main(["--out", str(tmp_path), "--epic-demo", "--csv", str(tmp_path / "s.csv")]) == 2
+    assert "the --epic-demo set is read through its own json" in capsys.readouterr().err
 
 
 def test_cli_as_a_script_with_spawned_workers(tmp_path):

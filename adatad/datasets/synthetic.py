@@ -13,7 +13,9 @@ Layout written (OpenTAD THUMOS layout, docs/recipe.md section 1)::
 Every file goes through `adatad/atomic.py` (temp file beside it, rename). The json states each
 video's own ``frame`` and ``duration`` (videos may differ in frame rate, see ``fps_cycle``).
 ``SyntheticSpec(layout="anet")`` follows ActivityNet's conventions instead (``v_<id>.mp4`` files,
-no ``frame`` in the json, a block list and a video classifier file: :mod:`adatad.datasets.synthetic_anet`).
+no ``frame`` in the json, a block list and a video classifier file: :mod:`adatad.datasets.synthetic_anet`),
+``layout="epic"`` EPIC-KITCHENS-100's (``train`` / ``val`` subsets, durations only, ``id_NNN`` labels:
+:mod:`adatad.datasets.synthetic_epic`).
 :func:`segment_rows` lists the segments as rows of the CSV that ``pipelines/prepare_dataset.py``
 reads.
 """
@@ -33,7 +35,7 @@ from typing import IO
 import av
 
 from adatad.atomic import atomic_open, atomic_write_text
-from adatad.datasets import synthetic_anet
+from adatad.datasets import synthetic_anet, synthetic_epic
 from adatad.datasets.synthetic_plan import ACTION_CLASSES, SyntheticSpec, VideoLayout, plan_dataset
 from adatad.datasets.synthetic_render import render_frames
 
@@ -103,11 +105,13 @@ def dataset_is_complete(out_dir: str | os.PathLike, spec: SyntheticSpec | None =
         return False
     anet = saved.get("layout") == "anet"
     spec_of_files = SyntheticSpec(layout="anet") if anet else SyntheticSpec()
-    blocked = set(synthetic_anet.missing_entries(SyntheticSpec(layout="anet"))) if anet else set()
+    # listed without a file: ActivityNet's blocked videos, EPIC's test video
+    unwritten = set(synthetic_anet.missing_entries(SyntheticSpec(layout="anet"))) if anet else set(
+        synthetic_epic.extra_entries(SyntheticSpec(layout=saved.get("layout", "thumos"))))
     if anet and not (root / synthetic_anet.CLASSIFIER_FILE).is_file():
         return False
     return all((root / VIDEO_DIR / synthetic_anet.video_file_name(spec_of_files, vid)).is_file()
-               for vid in database if vid not in blocked)
+               for vid in database if vid not in unwritten)
 
 
 def saved_spec(out_dir: str | os.PathLike) -> dict | None:
@@ -141,7 +145,9 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
     ann_path.unlink(missing_ok=True)
     (root / SPEC_FILE).unlink(missing_ok=True)
 
-    names = [c.name for c in ACTION_CLASSES[: spec.num_classes]]
+    epic = synthetic_epic.is_epic(spec)
+    names = synthetic_epic.class_names(spec) if epic else [c.name for c in ACTION_CLASSES[: spec.num_classes]]
+    index_in_split: dict[str, int] = {}
     database: dict[str, dict] = {}
     layouts = plan_dataset(spec)
     jobs = [(spec, layout, videos / synthetic_anet.video_file_name(spec, layout.video_id)) for layout in layouts]
@@ -154,7 +160,9 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
         else:
             counts = (write_video(*job) for job in jobs)
         for i, (layout, frames) in enumerate(zip(layouts, counts, strict=True)):
-            database[layout.video_id] = synthetic_anet.json_entry(spec, layout, frames, names)
+            place = index_in_split[layout.subset] = index_in_split.get(layout.subset, -1) + 1
+            database[layout.video_id] = (synthetic_epic.json_entry(layout, frames, place) if epic
+                                         else synthetic_anet.json_entry(spec, layout, frames, names))
             if progress is not None:
                 progress(f"[{i + 1}/{len(layouts)}] {layout.video_id}: {frames} frames, "
                          f"{len(layout.instances)} actions")
@@ -169,6 +177,7 @@ def generate_from_spec(out_dir: str | os.PathLike, spec: SyntheticSpec,
         atomic_write_text(videos / synthetic_anet.BLOCK_LIST_FILE, "".join(f"{vid}\n" for vid in missing))
         atomic_write_text(root / synthetic_anet.CLASSIFIER_FILE,
                           json.dumps(synthetic_anet.classifier_results(spec, layouts, names)) + "\n")
+    database.update(synthetic_epic.extra_entries(spec))
     atomic_write_text(root / CLASS_MAP_FILE, "".join(f"{n}\n" for n in names))
     atomic_write_text(root / SPEC_FILE, json.dumps(spec.to_json(), indent=1) + "\n")
     atomic_write_text(ann_path, json.dumps({"database": database}, indent=1) + "\n")

@@ -63,7 +63,8 @@ class SyntheticSpec:
     noise: int = 16  # per-pixel uniform noise amplitude (+-noise grey levels per channel); 16 at crf 23
     # gives ~3.7 MB per minute at 320x180, close to a real 320x180 THUMOS video (about 3.5 MB per minute)
     fps_cycle: tuple[int, ...] = ()  # per-video frame rates (video i: fps_cycle[i % len]); () = all at fps
-    # "thumos": THUMOS names and json; "anet": ActivityNet's conventions (adatad.datasets.synthetic_anet)
+    # "thumos": THUMOS names and json; "anet": ActivityNet's conventions (adatad.datasets.synthetic_anet);
+    # "epic": EPIC-KITCHENS-100's (adatad.datasets.synthetic_epic)
     layout: str = "thumos"
     single_class: bool = False  # every action of a video has one class (ActivityNet: one activity per video)
 
@@ -117,6 +118,13 @@ ANET_DEMO_SPEC = SyntheticSpec(num_train=40, num_test=12, num_classes=6, duratio
                                layout="anet", single_class=True)
 
 
+# EPIC-shaped demo (configs/synthetic_epic.yaml): videos of 45-75 s at 30 fps (OpenTAD's EPIC copy is
+# 30 fps) dense with short actions (0.6-3 s, 0.3-2 s apart: about 20 per minute), 6 classes, read as
+# windows of 8 frames per position.
+EPIC_DEMO_SPEC = SyntheticSpec(num_train=20, num_test=6, num_classes=6, duration_s=(45.0, 75.0), fps=30,
+                               width=160, height=96, action_duration_s=(0.6, 3.0), gap_s=(0.3, 2.0), layout="epic")
+
+
 def demo_spec() -> SyntheticSpec:
     """The built-in demo set parameters."""
     return DEMO_SPEC
@@ -142,10 +150,12 @@ class VideoLayout:
     fps: int
 
 
-LAYOUTS = ("thumos", "anet")
+LAYOUTS = ("thumos", "anet", "epic")
 
 
 def _video_id(split: str, idx: int, layout: str = "thumos") -> tuple[str, str]:
+    if layout == "epic":  # EPIC's participant_video ids; OpenTAD's subsets "train" / "val"
+        return (f"P01_{idx + 1:02d}", "train") if split == "train" else (f"P30_{idx + 1:02d}", "val")
     if layout == "anet":
         return f"anet_{'train' if split == 'train' else 'val'}_{idx + 1:05d}", "training" if split == "train" \
             else "validation"

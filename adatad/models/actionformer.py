@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adatad.models.layers_1d import (
@@ -139,7 +140,8 @@ class ActionFormerHead(nn.Module):
     """Everything after the backbone: features (B, C, T) + mask -> per-level logits and offsets.
 
     Outputs per level l (stride 2**l): cls logits (B, T_l, K), regression offsets (B, T_l, 2) >= 0 in
-    stride units (distance to start, distance to end), and the level mask (B, T_l) bool.
+    stride units (distance to start, distance to end), and the level mask (B, T_l) bool; with
+    `pad_to` T is that length and the added positions are masked out.
     All learnt state is in parameters; the only buffer is the optional position table, a constant
     rebuilt from its formula (not saved), so EMA copies and state dicts are complete.
     """
@@ -149,11 +151,15 @@ class ActionFormerHead(nn.Module):
                  path_pdrop: float = 0.1, feat_channels: int = 512, head_num_convs: int = 2,
                  cls_prior_prob: float = 0.01,
                  regression_ranges: Sequence[tuple[float, float]] | None = None,
-                 use_abs_pe: bool = False, input_pdrop: float = 0.0, proj_pdrop: float = 0.0):
+                 use_abs_pe: bool = False, input_pdrop: float = 0.0, proj_pdrop: float = 0.0,
+                 pad_to: int | None = None):
         super().__init__()
         num_levels = 1 + arch[2]
         self.num_classes = num_classes
         self.max_seq_len = max_seq_len  # the position table's length (only used with use_abs_pe)
+        # OpenTAD's `ActionFormer.pad_data`: shorter features are zero-padded to this length, mask
+        # False, before the projection (Ego4D: 1,800 positions -> 2,048); None: never.
+        self.pad_to = pad_to
         self.strides: list[int] = [2**i for i in range(num_levels)]
         ranges = DEFAULT_REGRESSION_RANGES if regression_ranges is None else regression_ranges
         if len(ranges) != num_levels:
@@ -171,7 +177,12 @@ class ActionFormerHead(nn.Module):
         if feats.dim() != 3 or masks.shape != (feats.shape[0], feats.shape[2]):
             raise ValueError(f"ActionFormerHead expects feats (B, C, T) and masks (B, T); "
                              f"got {tuple(feats.shape)} and {tuple(masks.shape)}")
-        level_feats, level_masks = self.projection(feats, masks.bool())
+        masks = masks.bool()
+        extra = (self.pad_to or 0) - feats.shape[-1]
+        if extra > 0:  # zeros, not the backbone's features of repeated frames: those end at T
+            feats = F.pad(feats, (0, extra))
+            masks = F.pad(masks, (0, extra), value=False)
+        level_feats, level_masks = self.projection(feats, masks)
         level_feats = self.neck(level_feats)
         cls_logits, reg_offsets = self.heads(level_feats, level_masks)
         return cls_logits, reg_offsets, level_masks

@@ -48,6 +48,10 @@ class TemporalAdapter(nn.Module):
 
     def forward(self, x: Tensor, grid: Grid, chunks_per_video: int) -> Tensor:
         """x: (videos*chunks, t*h*w, C) tokens in (t, h, w) order, chunks of a video contiguous."""
+        return x + self.branch(x, grid, chunks_per_video)
+
+    def branch(self, x: Tensor, grid: Grid, chunks_per_video: int) -> Tensor:
+        """gamma * up(z + PW(DW(z))): what the adapter adds to its input (the side network's whole output)."""
         t, h, w = grid
         n, length, _ = x.shape
         if length != t * h * w or n % chunks_per_video:
@@ -60,7 +64,7 @@ class TemporalAdapter(nn.Module):
         seq = z.reshape(videos, steps, h, w, c).permute(0, 2, 3, 4, 1).reshape(videos * h * w, c, steps)
         d = self.conv(self.dwconv(seq))
         d = d.reshape(videos, h, w, c, steps).permute(0, 4, 1, 2, 3).reshape(n, length, c)
-        return x + self.gamma * self.up_proj(z + d)
+        return self.gamma * self.up_proj(z + d)
 
 
 class PlainAdapter(nn.Module):

@@ -30,13 +30,14 @@ def make_points(level_lengths: Sequence[int], strides: Sequence[int],
 
 @torch.no_grad()
 def assign_targets(points: Tensor, gt_segments: Tensor, gt_labels: Tensor, num_classes: int,
-                   center_sample_radius: float = 1.5, similar_len_tol: float = 1e-3) -> tuple[Tensor, Tensor]:
+                   center_sample_radius: float = 1.5, similar_len_tol: float | None = 1e-3) -> tuple[Tensor, Tensor]:
     """Targets of one video: cls (P, K) multi-hot in {0, 1} and reg (P, 2) = (left, right) / stride.
 
     A point is positive for a GT when it lies strictly inside centre +- radius * stride clipped to the
     GT, and the GT's max(left, right) is within the level's regression range. Among qualifying GTs the
     shortest wins the regression target; every GT within `similar_len_tol` of that length adds its
-    class (THUMOS has near-duplicate annotations). Vectorised over points x GTs.
+    class (THUMOS has near-duplicate annotations); `similar_len_tol=None` lets every qualifying GT add
+    its class (OpenTAD's `filter_similar_gt=False`, the Ego4D row). Vectorised over points x GTs.
     """
     num_pts = points.shape[0]
     gt_segments = gt_segments.to(points.dtype).reshape(-1, 2)
@@ -56,7 +57,9 @@ def assign_targets(points: Tensor, gt_segments: Tensor, gt_labels: Tensor, num_c
     lens = (ends - starts).expand(num_pts, -1)
     lens = lens.masked_fill(~(inside_centre & in_range), float("inf"))
     min_len, min_idx = lens.min(dim=1)  # (P,)
-    chosen = (lens <= min_len[:, None] + similar_len_tol) & torch.isfinite(lens)  # (P, N)
+    chosen = torch.isfinite(lens)  # (P, N)
+    if similar_len_tol is not None:
+        chosen &= lens <= min_len[:, None] + similar_len_tol
 
     one_hot = F.one_hot(gt_labels.long().reshape(-1), num_classes).to(points.dtype)  # (N, K)
     cls_targets = (chosen.to(points.dtype) @ one_hot).clamp_(max=1.0)

@@ -64,6 +64,7 @@ def _build(cfg: Config, load_backbone: bool) -> AdaTAD:
         use_abs_pe=h.use_abs_pe,
         input_pdrop=h.input_pdrop,
         proj_pdrop=h.proj_pdrop,
+        pad_to=position_table_length(cfg),  # pads only when model.head.max_seq_len > data.window_size
     )
     criterion = DetectionLoss(
         num_classes=h.num_classes,
@@ -76,12 +77,14 @@ def _build(cfg: Config, load_backbone: bool) -> AdaTAD:
         loss_norm_momentum=h.loss_norm_momentum,
         label_smoothing=h.label_smoothing,
         loss_weight=h.loss_weight,
+        filter_similar_gt=h.filter_similar_gt,
     )
     return AdaTAD(encoder, head, criterion)
 
 
 def position_table_length(cfg: Config) -> int:
-    """Positions of the projection's absolute position table: model.head.max_seq_len, else the window."""
+    """Positions of the projection's absolute position table, and the length shorter features are padded
+    to: model.head.max_seq_len, else the window."""
     h = cfg.model.head
     return h.max_seq_len if h.max_seq_len is not None else cfg.data.window_size
 

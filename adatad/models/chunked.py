@@ -43,13 +43,15 @@ class ChunkedEncoder(nn.Module):
         return self.backbone.embed_dim
 
     def frozen_modules(self) -> list[nn.Module]:
-        """patch_embed and every block child except its adapter and drop-path modules."""
+        """patch_embed and every block child except its adapter and drop-path modules; with a side
+        network (ladder) the drop-path modules too, as OpenTAD's ladder puts whole blocks in eval mode."""
         if not self.freeze_backbone:
             return []
+        ladder = self.backbone.ladders is not None
         modules: list[nn.Module] = [self.backbone.patch_embed]
         for block in self.backbone.blocks:
             modules += [m for name, m in block.named_children()
-                        if name != "adapter" and not name.startswith("drop_path")]
+                        if name != "adapter" and (ladder or not name.startswith("drop_path"))]
         return modules
 
     def train(self, mode: bool = True) -> ChunkedEncoder:

@@ -37,6 +37,7 @@ class DetectionLoss(nn.Module):
     `loss_normalizer` is a buffer (saved with the model, averaged by EMA) holding an EMA of
     max(#positive points, 1); it is updated on every training-mode forward. In eval mode the
     batch's own max(#pos, 1) is used, as in the reference.
+    `filter_similar_gt` False gives a point the classes of every GT it qualifies for (`assign_targets`).
     `label_smoothing` s turns targets t into t (1 - s) + s / (K + 1); `loss_weight` multiplies the
     regression loss (the returned "reg_loss" is the weighted one, as OpenTAD logs it); a weight
     <= 0 means OpenTAD's adaptive weight cls_loss / max(reg_loss, 0.01), without gradient.
@@ -45,7 +46,7 @@ class DetectionLoss(nn.Module):
     def __init__(self, num_classes: int, strides: Sequence[int], regression_ranges: Sequence[tuple[float, float]],
                  center_sample_radius: float = 1.5, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  init_loss_norm: float = 100.0, loss_norm_momentum: float = 0.9, label_smoothing: float = 0.0,
-                 loss_weight: float = 1.0):
+                 loss_weight: float = 1.0, filter_similar_gt: bool = True):
         super().__init__()
         if len(strides) != len(regression_ranges):
             raise ValueError(f"{len(strides)} strides but {len(regression_ranges)} regression ranges")
@@ -58,6 +59,7 @@ class DetectionLoss(nn.Module):
         self.loss_norm_momentum = loss_norm_momentum
         self.label_smoothing = label_smoothing
         self.loss_weight = loss_weight
+        self.similar_len_tol = 1e-3 if filter_similar_gt else None  # `assign_targets`
         self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
 
     def forward(self, cls_logits: list[Tensor], reg_offsets: list[Tensor], level_masks: list[Tensor],
@@ -67,7 +69,8 @@ class DetectionLoss(nn.Module):
                              f"and {len(gt_labels)} gt_labels")
         device = cls_logits[0].device
         points = make_points([m.shape[1] for m in level_masks], self.strides, self.regression_ranges, device=device)
-        targets = [assign_targets(points, s.to(device), lab.to(device), self.num_classes, self.center_sample_radius)
+        targets = [assign_targets(points, s.to(device), lab.to(device), self.num_classes, self.center_sample_radius,
+                                  self.similar_len_tol)
                    for s, lab in zip(gt_segments, gt_labels, strict=True)]
         gt_cls = torch.stack([t[0] for t in targets])  # (B, P, K)
         gt_reg = torch.stack([t[1] for t in targets])  # (B, P, 2)

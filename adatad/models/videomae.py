@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from adatad.models.adapter import Grid, build_adapter
+from adatad.models.ladder import LadderNetwork
 from adatad.models.videomae_keys import (
     convert_videomae_state_dict,
     describe_vit,
@@ -148,6 +149,9 @@ class VideoMAEBackbone(nn.Module):
     `mlp_hidden_dim` (None = int(embed_dim * mlp_ratio)) sets the MLP width directly, for sizes
     whose width is not a round multiple (VideoMAEv2-g: 6144 = 48/11 x 1408). `adapter_layers`
     (None = every block) lists the blocks that get an adapter (VideoMAEv2-g at 224 px: 20..39).
+    `adapter_type="ladder"` puts those adapters beside the ViT instead (`ladders.adapters.N` reads
+    block `adapter_layers[N]`; OpenTAD's side-tuning, `adatad.models.ladder`): the blocks keep no
+    adapter, run without autograd, and the features are the ladder's sum.
     """
 
     def __init__(
@@ -188,14 +192,20 @@ class VideoMAEBackbone(nn.Module):
         bad = [i for i in layers if not 0 <= i < depth]
         if bad:
             raise ValueError(f"adapter_layers {bad} out of range for depth {depth}")
-        with_adapter = set(layers) if adapter_type else set()
+        ladder = adapter_type == "ladder"
+        if ladder and len(set(layers)) != len(list(layers)):
+            raise ValueError(f"adapter_layers {list(layers)} name a block twice")
+        with_adapter = set(layers) if adapter_type and not ladder else set()
         self.adapter_layers = sorted(with_adapter)
+        self.ladder_layers: list[int] = sorted(layers) if ladder else []
         rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # also when built on meta
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, hidden, rates[i],
                   build_adapter(adapter_type, embed_dim, adapter_mlp_ratio) if i in with_adapter else None)
             for i in range(depth)
         )
+        # Registered after the blocks: the state dict lists the blocks first, as OpenTAD's does.
+        self.ladders = LadderNetwork(embed_dim, len(self.ladder_layers), adapter_mlp_ratio) if ladder else None
         self._init_vit_weights()
 
     def _init_vit_weights(self) -> None:
@@ -257,12 +267,27 @@ class VideoMAEBackbone(nn.Module):
         # The table stays float32: under AMP the residual stream is then float32 from here on, as in
         # OpenTAD (its buffer is added without a cast), while the blocks' matmuls still run in fp16.
         x = x + self.pos_embed(grid)
+        if self.ladders is not None:
+            return self._forward_ladder(x, grid, chunks_per_video, use_checkpoint)
         for block in self.blocks:
             if use_checkpoint and x.requires_grad:
                 x = checkpoint(block, x, grid, chunks_per_video, use_reentrant=False)
             else:
                 x = block(x, grid, chunks_per_video)
         return x
+
+    def _forward_ladder(self, x: Tensor, grid: Grid, chunks_per_video: int, use_checkpoint: bool) -> Tensor:
+        """The frozen ViT without autograd (OpenTAD's `forward_vit` is `torch.no_grad`), keeping the
+        listed blocks' outputs, then the side network. Blocks after the last listed one are not run:
+        their output is never used (OpenTAD runs and discards them)."""
+        wanted = set(self.ladder_layers)
+        feats = []
+        with torch.no_grad():
+            for index, block in enumerate(self.blocks[: self.ladder_layers[-1] + 1]):
+                x = block(x, grid, chunks_per_video)
+                if index in wanted:
+                    feats.append(x)
+        return self.ladders(feats, grid, chunks_per_video, use_checkpoint=use_checkpoint)
 
     def forward(self, x: Tensor, chunks_per_video: int = 1) -> Tensor:
         return self.forward_tokens(x, chunks_per_video)

@@ -13,8 +13,10 @@ Parts (full size: VideoMAE-S, adapters in all 12 blocks, 768 frames x 160 px, ra
   eval     `AdaTAD.predict` under autocast (validation's call), batch 1/4;
   backbone one training step per backbone of OpenTAD's zoo at batch 1 (S, B, L, H and VideoMAEv2-g at
            768 x 160 px; the g at 224 px with 2 frames per position, 1536 frames, adapters in blocks
-           20-39), with activation checkpointing and AMP, random weights: peak memory and step time,
-           the figures docs/recipe.md "Memory and checkpoints" estimates;
+           20-39; the longest inputs: EPIC's L at 768 x 8 = 6,144 frames and Ego4D's L at 1,800 x 4 =
+           7,200 frames, 192 px, padded to 2,048 positions; the side networks (AdaTAD†) of the g at
+           224 px and of S), with activation checkpointing and AMP, random weights: peak memory and
+           step time, the figures docs/recipe.md "Memory and checkpoints" estimates;
   decode   N spawned processes, one thread each, running `ClipLoader(train=True).load` (sample a
            random window, decode with decord, full train augmentation) on a pre-made THUMOS-like video;
   ratio    CPU clips/s at N processes against the GPU's training clips/s at its best batch.
@@ -54,17 +56,33 @@ RECIPE = REPO / "configs" / "thumos_videomae_s_768x1_160_adapter.yaml"
 GIB = 2**30
 PARTS = ("train", "eval", "backbone", "decode")
 
-# The backbone rows: name -> (`VIDEOMAE_VARIANTS` size, data overrides, backbone overrides beyond the size).
-# "g-224x2" is OpenTAD's e2e_thumos_videomaev2_g_768x2_224_adapter.py: 768 positions x 2 frames at 224 px,
-# adapters (and so the backward) in blocks 20-39 only.
-BACKBONES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "S": ("S", {}, {}),
-    "B": ("B", {}, {}),
-    "L": ("L", {}, {}),
-    "H": ("H", {}, {}),
-    "g": ("g", {}, {}),
-    "g-224x2": ("g", {"crop_size": 224, "frames_per_position": 2, "train_resize_short": 256, "test_resize_short": 224},
-                {"adapter_layers": list(range(20, 40))}),
+# The backbone rows: name -> (`VIDEOMAE_VARIANTS` size, data overrides, backbone overrides beyond the size,
+# head overrides). "g-224x2" is OpenTAD's e2e_thumos_videomaev2_g_768x2_224_adapter.py: 768 positions x 2
+# frames at 224 px, adapters (and so the backward) in blocks 20-39 only. "L-epic-768x8" and
+# "L-ego4d-1800x4" are configs/opentad/e2e_epic_videomae_l_ft_768x8_160_adapter_noun.yaml and
+# e2e_ego4d_internvideo_1800x4_192_adapter_lr4e-4.yaml (Ego4D: 110 classes, 10 levels, 2,048 positions);
+# "g-224x2-side" / "S-side" the side networks of e2e_thumos_videomaev2_g_768x2_224_side_2e-4.yaml and
+# e2e_thumos_videomae_s_768x1_160_side.yaml.
+_G224 = {"crop_size": 224, "frames_per_position": 2, "train_resize_short": 256, "test_resize_short": 224}
+_EGO4D_HEAD = {"num_classes": 110, "arch": (2, 2, 9), "use_abs_pe": True, "max_seq_len": 2048,
+               "mha_win_size": [17] * 7 + [-1] * 3, "filter_similar_gt": False,
+               "regression_ranges": [(0, 4), (2, 8), (4, 16), (8, 32), (16, 64), (32, 128), (64, 256), (128, 512),
+                                     (256, 1024), (512, 10000)]}
+BACKBONES: dict[str, tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "S": ("S", {}, {}, {}),
+    "B": ("B", {}, {}, {}),
+    "L": ("L", {}, {}, {}),
+    "H": ("H", {}, {}, {}),
+    "g": ("g", {}, {}, {}),
+    "g-224x2": ("g", _G224, {"adapter_layers": list(range(20, 40))}, {}),
+    "L-epic-768x8": ("L", {"frame_stride": 16, "frames_per_position": 8}, {},
+                     {"num_classes": 293, "mha_win_size": 9}),
+    "L-ego4d-1800x4": ("L", {"window_size": 1800, "frame_stride": 8, "frames_per_position": 4, "crop_size": 192,
+                             "train_resize_short": 220, "test_resize_short": 192},
+                       {"adapter_layers": list(range(12, 24))}, _EGO4D_HEAD),
+    "g-224x2-side": ("g", _G224, {"adapter_type": "ladder", "adapter_layers": list(range(20, 40)),
+                                  "adapter_mlp_ratio": 0.125, "drop_path_rate": 0.0}, {}),
+    "S-side": ("S", {}, {"adapter_type": "ladder", "adapter_layers": list(range(6, 12)), "drop_path_rate": 0.0}, {}),
 }
 
 
@@ -124,22 +142,28 @@ def backbone_config(cfg: Any, name: str, dry: bool) -> Any:
     from adatad.config import validate
     from adatad.models.videomae import VIDEOMAE_VARIANTS
 
-    variant, data, extra = BACKBONES[name]
+    variant, data, extra, head = BACKBONES[name]
     cfg = copy.deepcopy(cfg)
     b = cfg.model.backbone
     for key, value in {**VIDEOMAE_VARIANTS[variant], **extra}.items():
         setattr(b, key, value)
     for key, value in data.items():
         setattr(cfg.data, key, value)
+    for key, value in head.items():
+        setattr(cfg.model.head, key, value)
     b.activation_checkpointing = True
     cfg.train.batch_size = 1
     if dry:
         ratio = b.mlp_hidden_dim / b.embed_dim if b.mlp_hidden_dim else None
         b.embed_dim, b.depth = 8 * b.num_heads, 2
         b.mlp_hidden_dim = round(ratio * b.embed_dim) if ratio else None
-        b.adapter_layers = [1] if b.adapter_layers is not None else None
+        if b.adapter_layers is not None:  # in-block: in the second block; a ladder: on both
+            b.adapter_layers = [0, 1] if b.adapter_type == "ladder" else [1]
         cfg.data.crop_size = cfg.data.test_resize_short = 32
         cfg.data.train_resize_short = 36
+        cfg.data.window_size = 32
+        if cfg.model.head.max_seq_len is not None:  # the padding, to the dry window's smallest whole levels
+            cfg.model.head.max_seq_len = 2 ** cfg.model.head.arch[2]
     validate(cfg)
     return cfg
 
@@ -483,7 +507,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-checkpointing-batches", type=int, nargs="*", default=[1])
     p.add_argument("--eval-batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--backbones", nargs="*", choices=list(BACKBONES), default=list(BACKBONES),
-                   help="backbone rows (batch 1, checkpointing, AMP); g-224x2 = the g at 224 px, 768 x 2 frames")
+                   help="backbone rows (batch 1, checkpointing, AMP); g-224x2 = the g at 224 px, 768 x 2 frames; "
+                        "L-epic-768x8 / L-ego4d-1800x4 = the EPIC / Ego4D rows' inputs; *-side = side networks")
     p.add_argument("--backbone-warmup", type=int, default=1, help="untimed steps per backbone row")
     p.add_argument("--backbone-iters", type=int, default=None, help="timed steps per backbone row (default 3; dry run 1)")
     p.add_argument("--procs", type=int, nargs="*", default=None, help="decode processes (default 4 8 16; dry run 1 2)")
