@@ -42,7 +42,6 @@ from adatad.data.annotations import AnnotationError
 from adatad.data.class_names import resolve_class_names
 from adatad.data.video_files import VIDEO_EXTENSIONS, VideoListError, list_videos
 from adatad.evaluation import EvaluationInputError, load_ground_truth_of_all_subsets
-from adatad.models.build import model_from_checkpoint
 from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
 from adatad.trained_settings import config_for_trained_file
@@ -107,8 +106,9 @@ class DetectPlan:
 def plan_detection(args: argparse.Namespace) -> DetectPlan:
     base = load_config(args.config, args.overrides) if args.config else None  # an OpenTAD file's architecture
     try:
+        # Every key, shape and dtype is checked against the model the config builds (on the meta
+        # device): weights that do not fit fail here, not in a Predict actor.
         file = read_trained(args.checkpoint, base, use_ema=not args.no_ema)
-        model_from_checkpoint(file.state)  # fails here, not in an actor, if the weights do not fit
     except (WeightsError, ValueError) as exc:
         raise DetectInputError(f"--checkpoint: {exc}") from None
     own = file.state["config"] if file.kind == "adatad" else None

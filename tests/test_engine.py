@@ -156,7 +156,7 @@ def test_read_trained_takes_the_latest_checkpoint_of_a_run_and_its_ema(tmp_path,
     assert model_from_checkpoint(raw)[0].head.heads.scales[2].scale.item() == 3.0
     assert model_from_checkpoint(raw, use_ema=False)[0].head.heads.scales[2].scale.item() == 5.0
     short = dict(trained.state, model={k: v for k, v in trained.state["model"].items() if "scales.2" not in k})
-    with pytest.raises(WeightsError, match=r"^checkpoint does not fit the model it describes: "
+    with pytest.raises(WeightsError, match=r"^checkpoint: does not fit the model it describes: "
                                            r"1 missing \[head\.heads\.scales\.2\.scale\]$"):
         model_from_checkpoint(short)
 

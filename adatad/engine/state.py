@@ -24,7 +24,7 @@ from adatad.engine.step import build_scaler
 from adatad.models.build import build_model
 from adatad.models.checkpoint_ema import EMA_FROM_MODEL, complete_ema, leave_out_shared
 from adatad.models.trained import is_project_checkpoint, read_trained
-from adatad.models.weights import WeightsError, load_weights, read_torch_file
+from adatad.models.weights import MISSING, WeightsError, load_weights, read_torch_file
 from adatad.run_folder import CHECKPOINT_FILE
 
 
@@ -136,11 +136,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist")
     try:
         state = read_torch_file(path)
     except WeightsError as exc:
+        if exc.reason == MISSING:
+            raise WeightsError(f"checkpoint {path} does not exist", MISSING) from None
         raise WeightsError(f"{path}: not an adatad training checkpoint ({exc.reason})") from None
     if not is_project_checkpoint(state):
         raise WeightsError(f"{path}: not an adatad training checkpoint (expected keys 'model' and 'config')")

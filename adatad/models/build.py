@@ -12,7 +12,7 @@ from adatad.models.chunked import ChunkedEncoder
 from adatad.models.detector import AdaTAD
 from adatad.models.losses import DetectionLoss
 from adatad.models.videomae import VideoMAEBackbone, load_videomae_checkpoint
-from adatad.models.weights import WeightsError, cast_like, describe_misfit, shapes_of, unwrap_ema
+from adatad.models.weights import load_weights
 
 
 def build_model(cfg: Config, device: torch.device | str | None = None) -> AdaTAD:
@@ -90,24 +90,19 @@ def position_table_length(cfg: Config) -> int:
 
 
 def model_from_checkpoint(state: dict, use_ema: bool = True) -> tuple[AdaTAD, Config]:
-    """Rebuild the trained detector from a training checkpoint dict (`adatad.engine.state.read_checkpoint`).
+    """The one way to rebuild a trained detector from a checkpoint dict: this project's saved file
+    (`adatad.engine.state.read_checkpoint`) or what `adatad.models.trained.read_trained` returns for any
+    trained file, OpenTAD's included.
 
-    The checkpoint holds every weight, so neither the VideoMAE file nor `model.init_from` is read
-    again (the returned config says checkpoint=None, init_from=None); the EMA weights (what
-    validation used) are taken when present; weights that do not fit are one WeightsError line.
-    `adatad.models.trained.read_trained` gives such a dict for any trained model file, OpenTAD's
-    included.
+    The dict holds every weight, so neither the VideoMAE file nor `model.init_from` is read again
+    (the returned config says checkpoint=None, init_from=None); the EMA weights (what validation
+    used) are taken when present; weights that do not fit are one WeightsError line.
     """
     from adatad.config import WEIGHTS_FROM_TRAINED_FILE, config_from_dict, deep_merge
-    from adatad.models.checkpoint_ema import complete_ema
+    from adatad.models.checkpoint_ema import chosen_weights
 
     cfg = config_from_dict(deep_merge(state["config"], WEIGHTS_FROM_TRAINED_FILE))
     model = build_model(cfg)
-    ema = complete_ema(state, "checkpoint") if use_ema else None  # frozen entries come from 'model'
-    weights = unwrap_ema(ema) if ema is not None else state["model"]
-    reference = shapes_of(model)
-    problem = describe_misfit(reference, weights)
-    if problem:
-        raise WeightsError(f"checkpoint does not fit the model it describes: {problem}")
-    model.load_state_dict(cast_like(reference, weights), strict=True)
+    weights, _ = chosen_weights(state, use_ema, "checkpoint")
+    load_weights(model, weights, "checkpoint", misfit="does not fit the model it describes")
     return model.eval(), cfg

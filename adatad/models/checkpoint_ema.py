@@ -6,6 +6,7 @@ and 'ema' doubled every checkpoint (8.6 GB per kept epoch for the g). `save_chec
 entries out of 'ema' and lists them under `EMA_FROM_MODEL`; every reader asks `complete_ema` for the
 whole EMA, which takes them back from 'model' (the same tensors, no copy). A checkpoint written
 before this (a complete 'ema', no list) is read as it is. docs/recipe.md "Memory and checkpoints".
+`chosen_weights` picks the weights every reader of a checkpoint dict uses (EMA or plain).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from adatad.models.weights import EMA_PREFIX, WeightsError, key_listing
+from adatad.models.weights import EMA_PREFIX, WeightsError, key_listing, unwrap_ema
 
 EMA_FROM_MODEL = "ema_from_model"  # checkpoint key: model keys whose EMA entry is the model's own
 
@@ -62,3 +63,14 @@ def _same_values(a: Any, b: Any) -> bool:
     if a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
         return True  # the very same memory: the EMA shares the frozen parameters (`build_ema`)
     return bool(a.device == b.device and a.equal(b))
+
+
+def chosen_weights(checkpoint: Mapping[str, Any], use_ema: bool, source: str) -> tuple[Mapping[str, Any], str]:
+    """The weights a checkpoint dict is used with, and which they are ("ema" or "model"): the EMA when
+    asked for and present (what validation used), else 'model'. Every reader of a checkpoint dict
+    (`build.model_from_checkpoint`, `trained.read_trained`) chooses through here."""
+    ema = complete_ema(checkpoint, source) if use_ema else None
+    weights, which = (unwrap_ema(ema), "ema") if ema is not None else (checkpoint.get("model"), "model")
+    if not isinstance(weights, Mapping):
+        raise WeightsError(f"{source}: 'model' is a {type(weights).__name__}, expected a state dict")
+    return weights, which

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from adatad.config import WEIGHTS_FROM_TRAINED_FILE, Config, config_from_dict, deep_merge
 from adatad.models.build import build_model, position_table_length
-from adatad.models.checkpoint_ema import complete_ema
+from adatad.models.checkpoint_ema import chosen_weights
 from adatad.models.opentad_keys import (
     WEIGHT_ENTRIES,
     check_abs_pe,
@@ -35,13 +35,13 @@ from adatad.models.opentad_keys import (
     select_opentad_weights,
 )
 from adatad.models.weights import (
+    MISSING,
     Shapes,
     WeightsError,
     cast_like,
     describe_misfit,
     read_torch_file,
     shapes_of,
-    unwrap_ema,
 )
 from adatad.run_folder import CHECKPOINT_DIR_GLOB, CHECKPOINT_FILE, RunFolder
 
@@ -67,9 +67,7 @@ def resolve_trained_path(path: str | os.PathLike) -> Path:
         if latest is not None:
             return latest
         raise WeightsError(f"{path}: neither {CHECKPOINT_FILE} nor {CHECKPOINT_DIR_GLOB} folders inside")
-    if not path.is_file():
-        raise WeightsError(f"{path}: trained model file does not exist")
-    return path
+    return path  # a missing file: `read_torch_file` says so
 
 
 def read_trained(path: str | os.PathLike, config: Config | None = None, use_ema: bool = True) -> TrainedModel:
@@ -81,7 +79,12 @@ def read_trained(path: str | os.PathLike, config: Config | None = None, use_ema:
     files describe themselves, and `config` is ignored for them.
     """
     file = resolve_trained_path(path)
-    raw = read_torch_file(file)
+    try:
+        raw = read_torch_file(file)
+    except WeightsError as exc:
+        if exc.reason == MISSING:
+            raise WeightsError(f"{file}: trained model file does not exist", MISSING) from None
+        raise
     if is_project_checkpoint(raw):
         return _read_project_checkpoint(file, raw, use_ema)
     if is_opentad_checkpoint(raw):
@@ -109,13 +112,7 @@ def _read_project_checkpoint(path: Path, raw: Mapping[str, Any], use_ema: bool) 
         cfg = config_from_dict(deep_merge(raw["config"], WEIGHTS_FROM_TRAINED_FILE))
     except (TypeError, ValueError, AttributeError) as exc:  # ConfigError is a ValueError
         raise WeightsError(f"{path}: its config is not valid here ({exc})") from None
-    weights, which = raw["model"], "model"
-    ema = complete_ema(raw, str(path)) if use_ema else None  # frozen entries are stored once, under 'model'
-    if ema is not None:
-        weights = unwrap_ema(ema)
-        which = "ema"
-    if not isinstance(weights, Mapping):
-        raise WeightsError(f"{path}: 'model' is a {type(weights).__name__}, expected a state dict")
+    weights, which = chosen_weights(raw, use_ema, str(path))  # frozen EMA entries are stored once, under 'model'
     reference, _ = _reference(cfg)
     problem = describe_misfit(reference, weights)
     if problem:

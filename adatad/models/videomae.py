@@ -30,6 +30,7 @@ from adatad.models.videomae_keys import (
     videomae_layout,
 )
 from adatad.models.weights import (
+    MISSING,
     WeightsError,
     cast_like,
     describe_misfit,
@@ -322,11 +323,11 @@ def load_videomae_checkpoint(model: VideoMAEBackbone, path: str | os.PathLike,
     architecture does not know. Never leaves the backbone silently random.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(f"VideoMAE checkpoint not found: {path}")
     try:
         obj = read_torch_file(path)
     except WeightsError as exc:
+        if exc.reason == MISSING:
+            raise WeightsError(f"VideoMAE checkpoint not found: {path}", MISSING) from None
         raise WeightsError(f"{path} is not a loadable PyTorch checkpoint: {exc.reason}") from None
     state = unwrap_state_dict(obj)
     if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):

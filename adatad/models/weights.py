@@ -97,12 +97,14 @@ def shapes_of(model: nn.Module) -> Shapes:
     return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
-def load_weights(model: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
-    """`model.load_state_dict(weights, strict=True)` with one-line errors and dtypes cast to the model's."""
+def load_weights(model: nn.Module, weights: Mapping[str, Tensor], source: str,
+                 misfit: str = "does not fit this model") -> None:
+    """`model.load_state_dict(weights, strict=True)` with one-line errors (`<source>: <misfit>: <what>`)
+    and dtypes cast to the model's."""
     reference = shapes_of(model)
     problem = describe_misfit(reference, weights)
     if problem:
-        raise WeightsError(f"{source}: does not fit this model: {problem}")
+        raise WeightsError(f"{source}: {misfit}: {problem}")
     model.load_state_dict(cast_like(reference, weights), strict=True)
 
 
