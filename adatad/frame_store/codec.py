@@ -1,13 +1,18 @@
 """How one stored frame is compressed: three codecs, chosen by measurement.
 
-Figures (benchmarks/README.md, "Frame store": one core, a 768-frame 320x180 clip):
+Measured on one core (benchmarks/README.md, "Frame store"; a 768-frame 320x180 window, Parquet
+reads and decoding included): H.264 through decord 1.1-1.3 CPU s; from the store:
 
 * ``yuv420-zstd`` (default): the frame as I420 planes (4:2:0 chroma, as the H.264 source carries
-  it) compressed with zstd level 3. About a tenth of the CPU of JPEG decoding ... see the README
-  for numbers; PSNR against the decoder's RGB above 50 dB (only RGB -> YUV rounding is lost).
-* ``rgb-zstd``: the decoder's RGB bytes, zstd: lossless (bit-identical frames), ~2x the bytes.
-* ``jpeg``: libjpeg-turbo through OpenCV at ``quality`` (default 90): the smallest files, about
-  twice the decode CPU of ``yuv420-zstd``, PSNR ~38-40 dB.
+  it) compressed with zstd level 3: ~0.09 CPU s, ~50 KB per frame, PSNR ~53 dB against the
+  decoder's RGB (only the RGB -> YUV rounding is lost);
+* ``rgb-zstd``: the decoder's RGB bytes, zstd: lossless (bit-identical frames), ~0.13 CPU s, ~90 KB;
+* ``jpeg``: libjpeg-turbo through OpenCV at ``quality`` (default 90): ~0.18 CPU s, ~18 KB, PSNR
+  ~38 dB on these noisy synthetic frames (real footage: ~40 dB). The smallest files.
+
+JPEG alone cannot reach the store's target (decode + augment <= 0.35 CPU s per training clip with
+~0.15 s of augmentation), QOI and PNG cost more CPU than the zstd codecs for more bytes, and
+WebP 3.5x the CPU of JPEG: the table in benchmarks/README.md has them all.
 
 Why each frame is its own zstd frame instead of Parquet's page compression: a page holds several
 frames, so a coarser grid served from a finer store (every k-th frame) would decompress them all.
