@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adatad.config import CONFIG_DIR, Config, load_config  # noqa: E402
 from adatad.data.annotations import VideoRecord, load_annotations  # noqa: E402
 from adatad.data.clips import ClipLoader, record_to_row  # noqa: E402
+from adatad.data.frame_store.build import VideoToStore, build_entry  # noqa: E402
+from adatad.data.frame_store.codec import FrameCodec  # noqa: E402
+from adatad.data.frame_store.entry import EntryReader  # noqa: E402
+from adatad.data.frame_store.spec import StoreSpec, entry_path, spec_for_config, write_manifest  # noqa: E402
 from adatad.data.video import read_frames  # noqa: E402
 from adatad.datasets.synthetic import ANNOTATION_FILE, VIDEO_DIR, dataset_is_complete, generate_from_spec  # noqa: E402
 from adatad.datasets.synthetic_plan import SyntheticSpec  # noqa: E402
-from adatad.frame_store.build import VideoToStore, build_entry  # noqa: E402
-from adatad.frame_store.codec import FrameCodec  # noqa: E402
-from adatad.frame_store.entry import EntryReader  # noqa: E402
-from adatad.frame_store.spec import StoreSpec, entry_path, spec_for_config, write_manifest  # noqa: E402
 
 # THUMOS-14 (benchmarks/README.md, "THUMOS-14 at scale"): stride-4 frames the two subsets hold.
 THUMOS14 = {"hours": 11.6 + 12.8, "stored_frames": 305e3 + 336e3}

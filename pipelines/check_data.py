@@ -26,8 +26,8 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
 from adatad.config import PROJECT_ROOT, ConfigError, load_config
 from adatad.data.annotations import AnnotationError, segment_notices, subset_translation_note
 from adatad.data.check import check_videos, format_problems, segment_warnings
+from adatad.data.frame_store.check import check_store
 from adatad.data.splits import load_splits
-from adatad.frame_store.check import check_store
 from pipelines.cli.args import DEFAULT_CONFIG, add_config_arguments, fail
 from pipelines.cli.frame_store_check import frame_store_fix
 

@@ -30,11 +30,9 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
 
 from adatad.config import PROJECT_ROOT, Config, ConfigError, load_config, resolve_path
 from adatad.data.annotations import AnnotationError
-from adatad.data.splits import load_splits
-from adatad.data.video_files import VideoListError, list_videos
-from adatad.frame_store.build import BuiltEntry, VideoToStore, entry_is_current, remove_partial_entries
-from adatad.frame_store.codec import CODECS, DEFAULT_CODEC, CodecError
-from adatad.frame_store.spec import (
+from adatad.data.frame_store.build import BuiltEntry, VideoToStore, entry_is_current, remove_partial_entries
+from adatad.data.frame_store.codec import CODECS, DEFAULT_CODEC, CodecError
+from adatad.data.frame_store.spec import (
     StoreSpec,
     StoreSpecError,
     entry_path,
@@ -43,6 +41,8 @@ from adatad.frame_store.spec import (
     why_not_served,
     write_manifest,
 )
+from adatad.data.splits import load_splits
+from adatad.data.video_files import VideoListError, list_videos
 from pipelines.cli.args import (
     DEFAULT_CONFIG,
     EXIT_FAILED,

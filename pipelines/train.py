@@ -17,8 +17,8 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
 from adatad.config import ConfigError
 from adatad.data.annotations import AnnotationError, segment_note, subset_translation_note
 from adatad.data.check import check_videos, format_problems
+from adatad.data.frame_store.entry import FrameStoreError
 from adatad.data.splits import load_splits
-from adatad.frame_store.entry import FrameStoreError
 from pipelines.cli.args import UsageError, add_cluster_arguments, add_config_arguments, fail
 from pipelines.cli.console import Console
 from pipelines.cli.frame_store_check import frame_store_problems

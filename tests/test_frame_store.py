@@ -1,4 +1,4 @@
-"""The frame store (adatad/frame_store/, pipelines/prepare_frames.py) against decoding the videos.
+"""The frame store (adatad/data/frame_store/, pipelines/prepare_frames.py) against decoding the videos.
 
 Proofs asked of the store: the plans (frame indices, masks, ground truth) of every training clip
 and test window are the same with and without it; its frames equal the decoder's (bit for bit with
@@ -19,14 +19,20 @@ import pytest
 
 from adatad.config import Config
 from adatad.data.clips import ClipLoader, record_to_row
+from adatad.data.frame_store.build import VideoToStore, build_entry, entry_is_current, remove_partial_entries
+from adatad.data.frame_store.check import check_store, fill_frame_counts_from_store
+from adatad.data.frame_store.codec import CODECS, CodecError, FrameCodec
+from adatad.data.frame_store.entry import EntryReader, FrameStoreError, read_entry_info
+from adatad.data.frame_store.spec import (
+    StoreSpec,
+    StoreSpecError,
+    entry_path,
+    spec_for_config,
+    write_manifest,
+)
 from adatad.data.splits import load_splits
 from adatad.data.transforms import ResizeShortSide
 from adatad.data.video import read_frames
-from adatad.frame_store.build import VideoToStore, build_entry, entry_is_current, remove_partial_entries
-from adatad.frame_store.check import check_store, fill_frame_counts_from_store
-from adatad.frame_store.codec import CODECS, CodecError, FrameCodec
-from adatad.frame_store.entry import EntryReader, FrameStoreError, read_entry_info
-from adatad.frame_store.spec import StoreSpec, StoreSpecError, entry_path, spec_for_config, write_manifest
 from tests.conftest import tiny_config, tiny_overrides
 
 LOSSY_PSNR_DB = 40.0  # the stated bound of the default codec (measured: above 50 dB on these videos)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from adatad.data.clips import ClipLoader, window_rows
+from adatad.data.frame_store.build import VideoToStore, build_entry
+from adatad.data.frame_store.spec import spec_for_config, write_manifest
 from adatad.data.splits import load_test_split
 from adatad.engine.validation import WindowCollector
-from adatad.frame_store.build import VideoToStore, build_entry
-from adatad.frame_store.spec import spec_for_config, write_manifest
 from adatad.models.build import model_from_checkpoint
 from adatad.models.trained import read_trained
 from adatad.run_folder import EvalFolder

@@ -34,7 +34,7 @@ from adatad.data.transforms import (
 from adatad.data.frame_source import frame_source
 from adatad.data.video import VideoDecodeError
 from adatad.data.window_stream import WindowStream
-from adatad.frame_store.entry import FrameStoreError
+from adatad.data.frame_store.entry import FrameStoreError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from adatad.config import resolve_path
 from adatad.data.video import VideoStream, read_frames
-from adatad.frame_store.entry import EntryReader
-from adatad.frame_store.spec import entry_path
+from adatad.data.frame_store.entry import EntryReader
+from adatad.data.frame_store.spec import entry_path
 
 
 class FrameReader(Protocol):

@@ -7,7 +7,7 @@ from adatad.data.annotations import VideoRecord, load_annotations
 from adatad.data.block_list import read_block_list
 from adatad.data.check import fill_frame_counts
 from adatad.data.class_names import resolve_class_names
-from adatad.frame_store.check import fill_frame_counts_from_store
+from adatad.data.frame_store.check import fill_frame_counts_from_store
 
 
 def load_subset(cfg: Config, subset: str, class_names: list[str]) -> list[VideoRecord]:

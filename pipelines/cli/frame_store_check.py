@@ -10,7 +10,7 @@ def frame_store_problems(cfg: Config, records: list, config: str | None, overrid
                          videos: list[str] | None = None) -> list[str]:
     """When `data.frame_store` is set: every reason it cannot serve `records` under `cfg`, one line each
     ending with the command that fixes it (empty: it serves them, or no store is set)."""
-    from adatad.frame_store.check import check_store
+    from adatad.data.frame_store.check import check_store
 
     if not cfg.data.frame_store:
         return []
@@ -25,7 +25,7 @@ def frame_store_fix(cfg: Config, mismatch: bool, root: str, config: str | None, 
     another grid or frame size, into a sibling folder named for this config's (then point at it)."""
     if not mismatch:
         return prepare_frames_command(config, root, overrides, videos)
-    from adatad.frame_store.spec import spec_for_config
+    from adatad.data.frame_store.spec import spec_for_config
 
     other = f"{root.rstrip('/')}-{spec_for_config(cfg.data).tag()}"
     return f"{prepare_frames_command(config, other, overrides, videos)}, then --set data.frame_store={other}"

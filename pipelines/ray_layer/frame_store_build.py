@@ -1,7 +1,7 @@
 """Building a frame store on the cluster: one Ray Data task per video, each entry written by its task.
 
 Videos go out as rows (`from_items`, one block each) and come back as one summary row per video
-(`adatad.frame_store.build.BuiltEntry`), in the order they finish, so the driver's bar moves with
+(`adatad.data.frame_store.build.BuiltEntry`), in the order they finish, so the driver's bar moves with
 the work. Ray Data spreads the tasks over every CPU of the cluster (`num_cpus` each: one decoder
 thread) and retries a task whose node died; an entry is written atomically by its task, so a retry
 or a killed build leaves whole entries only. The store folder must be one every node writes to
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from adatad.frame_store.build import BuiltEntry, VideoToStore, build_entry
-from adatad.frame_store.spec import StoreSpec
+from adatad.data.frame_store.build import BuiltEntry, VideoToStore, build_entry
+from adatad.data.frame_store.spec import StoreSpec
 
 
 def _store_row(row: dict[str, Any], root: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from adatad.atomic import atomic_write_text
 from adatad.config import DataConfig
 from adatad.data.resize_sampling import resize_frame_indices
 from adatad.data.sampling import frame_step
-from adatad.frame_store.codec import DEFAULT_CODEC, FrameCodec
+from adatad.data.frame_store.codec import DEFAULT_CODEC, FrameCodec
 
 MANIFEST_FILE = "frame_store.json"
 ENTRY_DIR = "videos"

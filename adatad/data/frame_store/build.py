@@ -16,9 +16,9 @@ import numpy as np
 
 from adatad.data.transforms import ResizeShortSide
 from adatad.data.video import VideoDecodeError, VideoStream
-from adatad.frame_store.entry import ROWS_PER_GROUP, EntryInfo, FrameStoreError, read_entry_info, write_entry
-from adatad.frame_store.fingerprint import source_fingerprint
-from adatad.frame_store.spec import StoreSpec, entry_name, entry_path
+from adatad.data.frame_store.entry import ROWS_PER_GROUP, EntryInfo, FrameStoreError, read_entry_info, write_entry
+from adatad.data.frame_store.fingerprint import source_fingerprint
+from adatad.data.frame_store.spec import StoreSpec, entry_name, entry_path
 
 
 @dataclass(frozen=True)

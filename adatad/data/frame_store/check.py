@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from adatad.config import DataConfig
 from adatad.data.annotations import VideoRecord
-from adatad.frame_store.entry import FrameStoreError, read_entry_info
-from adatad.frame_store.fingerprint import source_fingerprint
-from adatad.frame_store.spec import StoreSpecError, entry_path, needed_indices, read_manifest, why_not_served
+from adatad.data.frame_store.entry import FrameStoreError, read_entry_info
+from adatad.data.frame_store.fingerprint import source_fingerprint
+from adatad.data.frame_store.spec import StoreSpecError, entry_path, needed_indices, read_manifest, why_not_served
 
 NAMED = 5  # videos named per problem line
 

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adatad.atomic import atomic_open
-from adatad.frame_store.codec import FrameCodec
-from adatad.frame_store.spec import StoreSpec
+from adatad.data.frame_store.codec import FrameCodec
+from adatad.data.frame_store.spec import StoreSpec
 
 ROWS_PER_GROUP = 64
-METADATA_KEY = b"adatad.frame_store.entry"
+METADATA_KEY = b"adatad.data.frame_store.entry"
 SCHEMA = pa.schema([("video_id", pa.dictionary(pa.int32(), pa.string())), ("index", pa.int32()),
                     ("frame", pa.binary())])
 
@@ -43,7 +43,7 @@ class EntryInfo:
     """What an entry says about itself (the file's key-value metadata)."""
 
     video_id: str  # the entry's name: the video file's name without extension
-    source: str  # fingerprint of the source video (adatad.frame_store.fingerprint)
+    source: str  # fingerprint of the source video (adatad.data.frame_store.fingerprint)
     source_frames: int  # frames the decoder counts in the source video
     source_fps: float
     source_size: tuple[int, int]  # (height, width) of the source frames
