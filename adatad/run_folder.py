@@ -7,7 +7,7 @@ Train's own checkpoint folders:
     training_curves.png  TRAINING_SUMMARY.md
     checkpoint_<time>/checkpoint.pt  (+ history.json, predictions.json of that epoch)
 
-A test folder (`pipelines/test.py --out`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
+A test folder (`pipelines/test.py --out-dir`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
 test.log; a sweep folder (`pipelines/tune.py`) SWEEP_RESULTS.md, tune.log, Tune's state in tune/ and
 one run folder per trial in runs/. Ray, MLflow and the commands all name these files through here.
 """

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from adatad.engine.state import read_checkpoint
 from pipelines.cli.console import strip_ansi
 from pipelines.ray_layer.worker import TRAIN_VIDEOS_KEY
-from tests.conftest import tiny_config, tiny_overrides
+from tests.conftest import REPO, tiny_config, tiny_overrides
 from tests.run_watch import registered_epochs, titled, wait_for
 from tests.test_test_command import ONE_WINDOW, TWO_WORKERS, _per_window_predictions, _same_detections
 
@@ -182,8 +182,10 @@ def test_sigterm_stops_the_driver_cleanly_and_resume_continues(trained_run: dict
     assert "Execution plan of Dataset" in output and "(RayTrainWorker pid=" in output  # --verbose: Ray's lines
     # --verbose: Ray Data's progress bars share the console, so the line may follow their escapes
     lines = [m.strip() for m in re.findall(r"stopped: run [^\r\n]*", strip_ansi(output))]
+    py = os.path.relpath(sys.executable, REPO)  # the interpreter that ran, as pipelines/cli/hints.py prints it
+    py = sys.executable if py.startswith("..") else py
     assert lines == ["stopped: run tiny stopped (SIGTERM) after 1 finished epoch(s); continue with: "
-                     "python pipelines/train.py --resume --run-name tiny"], output[-3000:]
+                     f"{py} pipelines/train.py --resume --run-name tiny"], output[-3000:]
     assert [h["epoch"] for h in stopped["history"]] == [0]
     assert {"TRAINING_SUMMARY.md", "training_curves.png"} <= set(stopped["files"])
     assert not [name for name in stopped["files"] if name.endswith(".tmp")]  # nothing half-written (adatad/atomic.py)
