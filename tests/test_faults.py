@@ -228,7 +228,8 @@ def _epoch_metrics(epoch: int, validated: bool) -> dict:
                "lr_adapter": 1e-3, "epoch_time_s": 2.0, "clips_per_s": 3.0, "data_wait_frac": 0.1, "steps": 3.0,
                "decode_failures": 0.0, "peak_memory_mb": 100.0, "best_average_mAP": -1.0, "val_score": -1.0}
     if validated:
-        metrics.update({f"mAP_{t}": 0.1 for t in ("0.3", "0.4", "0.5", "0.6", "0.7")}, average_mAP=0.1)
+        metrics.update({f"mAP_{t}": 0.1 for t in ("0.3", "0.4", "0.5", "0.6", "0.7")}, average_mAP=0.1,
+                       best_average_mAP=0.1, val_score=0.1)
     return metrics
 
 
@@ -264,3 +265,9 @@ def test_finalize_logs_epochs_the_killed_driver_never_logged(tiny_data: Path, tm
     loss = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
     assert loss == [(0, 1.0), (1, 0.5)]  # filled once, from the history; nothing logged twice
     assert client.get_run(run_id).info.status == "FINISHED"
+    # This history has the -1 placeholders older versions wrote: MLflow gets no point for them, and mAP in
+    # percent (what people read); `val_score` (Ray's checkpoint ranking) is not logged at all.
+    points = {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+              for key in ("average_mAP", "best_average_mAP", "val_score", "steps")}
+    assert points == {"average_mAP": [(1, 10.0)], "best_average_mAP": [(1, 10.0)], "val_score": [],
+                      "steps": [(0, 3.0), (1, 3.0)]}

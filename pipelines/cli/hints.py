@@ -36,6 +36,15 @@ def prepare_frames_command(config: str | None, store: str, overrides: list[str] 
             + f"{sets} --store {store}" + (f" --videos {' '.join(videos)}" if videos else ""))
 
 
+def mlflow_ui_command(uri: str) -> str | None:
+    """The command that serves a local store's UI (bound to loopback), or None for a tracking server,
+    which is its own UI. `-m mlflow` with the running interpreter: a bare `mlflow` is not on PATH
+    outside the venv."""
+    if uri.startswith(("http://", "https://")):
+        return None
+    return f"{python_command()} -m mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+
+
 def fetch_weights_command(config: str, overrides: Sequence[str] = ()) -> str:
     """The command that downloads the backbone file `config` names (its `--set` of that path kept)."""
     sets = "".join(f" --set {o}" for o in overrides if o.strip().startswith("model.backbone.checkpoint="))
