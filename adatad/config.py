@@ -617,6 +617,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 < t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "in (0, 1)")
     _check(t.val_interval >= 1, "train.val_interval", t.val_interval, ">= 1")
     _check(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", t.checkpoints_to_keep, ">= 1")
+    _check(t.seed >= 0, "train.seed", t.seed, ">= 0 (it seeds the clips of every epoch and video)")
     _check(r.num_workers >= 1, "runtime.num_workers", r.num_workers, ">= 1")
     _check(r.decode_actors >= 1, "runtime.decode_actors", r.decode_actors, ">= 1")
     _check(r.val_decode_actors >= 1, "runtime.val_decode_actors", r.val_decode_actors, ">= 1")

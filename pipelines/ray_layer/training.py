@@ -33,7 +33,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     import ray.train
 
     from adatad.data.clips import record_to_row
-    from pipelines.ray_layer.datasets import train_dataset, validation_datasets
+    from pipelines.ray_layer.datasets import EpochClock, train_dataset, validation_datasets
     from pipelines.ray_layer.progress_relay import ProgressRelay, TrainingProgressView
     from pipelines.ray_layer.tracking_callback import MLflowEpochLogger
     from pipelines.ray_layer.trainer import build_trainer
@@ -56,6 +56,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         console.say(f"browse: {serve}  ->  {ui_url(uri, run_id)}" if serve else f"browse: {ui_url(uri, run_id)}")
 
     relay = ProgressRelay.remote() if console is not None else None
+    clock = EpochClock.remote()  # which epoch the decode actors draw clips for (reproducible runs)
     trainer, use_gpu = build_trainer(
         train_loop_per_worker,
         {
@@ -65,10 +66,11 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "num_train_videos": len(train_records),
             "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
             "progress": relay,
+            "epoch_clock": clock,
             "mlflow": {"uri": uri, "run_id": run_id} if cfg.tracking.system_metrics else None,
         },
         cfg, name=plan.run_name, storage=str(plan.storage),
-        datasets={"train": train_dataset(cfg, train_records), **validation_datasets(cfg, test_records)},
+        datasets={"train": train_dataset(cfg, train_records, clock), **validation_datasets(cfg, test_records)},
         split=["train"],  # val_<rank>: each worker reads its own videos (datasets.assign_videos)
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
                                                      checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,

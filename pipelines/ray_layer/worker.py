@@ -71,7 +71,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     monitor = start_system_metrics(tracking["uri"], tracking["run_id"]) if tracking and rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
 
+    clock = loop_config.get("epoch_clock")  # the decode actors draw this epoch's clips (datasets.EpochClock)
+
     def train_batches(epoch: int):
+        if clock is not None:  # before the iterator asks Ray Data for the epoch, which starts its execution
+            ray.get(clock.set.remote(rank, epoch))
         return train_shard.iter_torch_batches(batch_size=cfg.train.batch_size // world, device="cpu",
                                               prefetch_batches=cfg.runtime.prefetch_batches, drop_last=False)
 

@@ -186,10 +186,11 @@ def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINI
 
 
 def system_metrics_summary(client: MlflowClient, run_id: str) -> dict[str, dict[str, float]]:
-    """Mean, max and sample count of each percentage among the run's MLflow system metrics
-    (`system/cpu_utilization_percentage`, `system/gpu_0_utilization_percentage`, memory use, ...):
-    the utilisation TRAINING_SUMMARY.md shows. Empty when the run recorded none."""
-    keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith("system/") and k.endswith("_percentage"))
+    """Mean, max and sample count of the run's MLflow system metrics of utilisation and memory use, in
+    percent (`system/cpu_utilization_percentage`, `system/gpu_0_utilization_percentage`,
+    `system/system_memory_usage_percentage`, ...): what TRAINING_SUMMARY.md shows. Empty when none."""
+    keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith("system/")
+                  and k.endswith(("utilization_percentage", "memory_usage_percentage")))  # not the disk's fill
     summary = {}
     for key in keys:
         values = [m.value for m in client.get_metric_history(run_id, key)]
