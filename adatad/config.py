@@ -260,6 +260,10 @@ class RuntimeConfig:
     # started with `ray start --resources='{"gpu_node": 1}'`; empty = anywhere.
     worker_resources: dict[str, float] = field(default_factory=dict)
     decode_actor_resources: dict[str, float] = field(default_factory=dict)
+    # Training clips reach the trainer in the epoch's order (Ray Data's preserve_order), so a run
+    # repeats with any number of decode actors; false: as the actors finish them (an actor that is
+    # ahead need not wait for a slower one's clip; batches then vary between runs).
+    preserve_order: bool = True
 
 
 @dataclass

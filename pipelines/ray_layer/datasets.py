@@ -8,7 +8,8 @@ Training clips repeat: Ray Train executes the training dataset once per epoch, a
 actors learn which epoch it is from an `EpochClock` (a 0-CPU actor the training workers set before
 they read an epoch). Each row is a slot of the epoch's video order, `epoch_order(seed, epoch)`, and
 each clip draws from `clip_rng(seed, epoch, video)` (`adatad/data/clips.py`): the same config and
-`train.seed` give the same clips, in the same order into the pipeline, whichever actor decodes them.
+`train.seed` give the same clips, whichever actor decodes them; with `runtime.preserve_order` (the
+trainer's ingest options, `trainer.py`) they also leave the pipeline in that order.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         cfg, name=plan.run_name, storage=str(plan.storage),
         datasets={"train": train_dataset(cfg, train_records, clock), **validation_datasets(cfg, test_records)},
         split=["train"],  # val_<rank>: each worker reads its own videos (datasets.assign_videos)
+        ordered=["train"] if cfg.runtime.preserve_order else [],  # a run repeats whatever actor is faster
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
                                                      checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
                                                      checkpoint_score_order="max"),
