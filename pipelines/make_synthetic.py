@@ -43,7 +43,7 @@ from adatad.datasets.synthetic import (
 )
 from adatad.datasets.synthetic_plan import ANET_DEMO_SPEC, DEMO_SPEC, EPIC_DEMO_SPEC, SyntheticSpec
 from pipelines.cli.args import CommandParser
-from pipelines.cli.hints import python_command
+from pipelines.cli.hints import command_script, python_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +149,7 @@ def write_csv(out: Path, csv_path: Path | None) -> None:
         return
     rows = segment_rows(out)
     write_segments_csv(csv_path, rows)
-    print(f"wrote {len(rows)} segments to {csv_path}; next: {python_command()} pipelines/prepare_dataset.py "
+    print(f"wrote {len(rows)} segments to {csv_path}; next: {python_command()} {command_script('prepare_dataset')} "
           f"--videos {out / VIDEO_DIR} --segments {csv_path} --out-dir data/NAME")
 
 

@@ -21,9 +21,19 @@ def python_command() -> str:
     return rel if not rel.startswith("..") else exe
 
 
+def command_script(name: str) -> str:
+    """A command's script as a printed command names it: `pipelines/<name>.py` from the project folder,
+    its absolute path from anywhere else (so the line runs where it was printed)."""
+    import os
+
+    path = Path(__file__).resolve().parents[1] / f"{name}.py"
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
 def resume_command(run_name: str, storage: str | None = None) -> str:
     """The command that continues a stopped or interrupted training run."""
-    return (f"{python_command()} pipelines/train.py --resume --run-name {run_name}"
+    return (f"{python_command()} {command_script('train')} --resume --run-name {run_name}"
             + (f" --storage {storage}" if storage else ""))
 
 
@@ -48,7 +58,7 @@ def mlflow_ui_command(uri: str) -> str | None:
 def fetch_weights_command(config: str, overrides: Sequence[str] = ()) -> str:
     """The command that downloads the backbone file `config` names (its `--set` of that path kept)."""
     sets = "".join(f" --set {o}" for o in overrides if o.strip().startswith("model.backbone.checkpoint="))
-    return f"{python_command()} pipelines/fetch_weights.py --config {config}{sets}"
+    return f"{python_command()} {command_script('fetch_weights')} --config {config}{sets}"
 
 
 def missing_backbone(cfg: Config, config: str, overrides: Sequence[str] = ()) -> str | None:
@@ -65,7 +75,7 @@ def missing_backbone(cfg: Config, config: str, overrides: Sequence[str] = ()) ->
     source = source_for(path)
     if source is None:
         return (f"VideoMAE checkpoint not found: {path} (no published source is known for this file name; "
-                f"{python_command()} pipelines/fetch_weights.py --list shows the known ones)")
+                f"{python_command()} {command_script('fetch_weights')} --list shows the known ones)")
     command = fetch_weights_command(config, overrides)
     if source.url is None:
         return f"VideoMAE checkpoint not found: {path}; nobody may redistribute it, {command} says how to get it"
