@@ -112,10 +112,10 @@ def fetch(url: str, dest: Path, expected_sha256: str | None = None, say=print) -
     resume into the same wrong file).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_file(dest)
     offset = part.stat().st_size if part.is_file() else 0
     response, start = _start(url, offset)
+    dest.parent.mkdir(parents=True, exist_ok=True)  # only once the server answers: a failed try leaves nothing
     digest = file_sha256(part) if start else hashlib.sha256()
     written = start
     try:
