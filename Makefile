@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 data: env
-	@$(PY) pipelines/make_synthetic.py --demo --quiet --out $(DATA)
+	@$(PY) pipelines/make_synthetic.py --demo --quiet --out-dir $(DATA)
 
 train: data
 	$(PY) pipelines/train.py --cluster local --config $(CONFIG) $(ARGS)

@@ -260,6 +260,10 @@ class RuntimeConfig:
     # started with `ray start --resources='{"gpu_node": 1}'`; empty = anywhere.
     worker_resources: dict[str, float] = field(default_factory=dict)
     decode_actor_resources: dict[str, float] = field(default_factory=dict)
+    # Training clips reach the trainer in the epoch's order (Ray Data's preserve_order), so a run
+    # repeats with any number of decode actors; false: as the actors finish them (an actor that is
+    # ahead need not wait for a slower one's clip; batches then vary between runs).
+    preserve_order: bool = True
 
 
 @dataclass
@@ -617,6 +621,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 < t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "in (0, 1)")
     _check(t.val_interval >= 1, "train.val_interval", t.val_interval, ">= 1")
     _check(t.checkpoints_to_keep >= 1, "train.checkpoints_to_keep", t.checkpoints_to_keep, ">= 1")
+    _check(t.seed >= 0, "train.seed", t.seed, ">= 0 (it seeds the clips of every epoch and video)")
     _check(r.num_workers >= 1, "runtime.num_workers", r.num_workers, ">= 1")
     _check(r.decode_actors >= 1, "runtime.decode_actors", r.decode_actors, ">= 1")
     _check(r.val_decode_actors >= 1, "runtime.val_decode_actors", r.val_decode_actors, ">= 1")

@@ -5,9 +5,12 @@ Train's own checkpoint folders:
 
     config.yaml  history.json  stats.json  train.log  mlflow_run_id
     training_curves.png  TRAINING_SUMMARY.md
-    checkpoint_<time>/checkpoint.pt  (+ history.json, predictions.json of that epoch)
+    checkpoint_epoch_<NNNN>/checkpoint.pt  (+ history.json, predictions.json of that epoch)
 
-A test folder (`pipelines/test.py --out`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
+(runs made before checkpoints were named by epoch have Ray's `checkpoint_<time>` folders instead;
+both sort oldest first by name, and the older names before the newer ones.)
+
+A test folder (`pipelines/test.py --out-dir`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
 test.log; a sweep folder (`pipelines/tune.py`) SWEEP_RESULTS.md, tune.log, Tune's state in tune/ and
 one run folder per trial in runs/. Ray, MLflow and the commands all name these files through here.
 """
@@ -21,9 +24,16 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_FILE = "checkpoint.pt"      # this project's checkpoint, inside a Ray checkpoint folder
-CHECKPOINT_DIR_GLOB = "checkpoint_*"   # Ray Train's checkpoint folders; their names sort by time
+CHECKPOINT_DIR_GLOB = "checkpoint_*"   # Ray Train's checkpoint folders; their names sort by epoch (or time)
 HISTORY_FILE = "history.json"          # per-epoch records (in the run folder and each checkpoint folder)
 PREDICTIONS_FILE = "predictions.json"  # results json of a validated epoch / of a test
+
+
+def checkpoint_dir_name(epoch: int) -> str:
+    """The checkpoint folder of an epoch, `checkpoint_epoch_0007`: a person finds an epoch by its name,
+    and names sort by epoch (4 digits; a run of 10,000 epochs or more would still sort after the
+    `checkpoint_<time>` folders of older runs, just not among its own)."""
+    return f"checkpoint_epoch_{epoch:04d}"
 
 
 def timestamped(prefix: str, now: datetime | None = None) -> str:

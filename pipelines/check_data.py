@@ -12,6 +12,8 @@ names are read under ActionFormer's names, one `note:` line says so. Videos whos
 frame count are checked against their duration (the decoder supplies the count). Segments lying
 (partly) outside their video or of zero length are `warning:` lines (counts and the first few),
 never problems: training drops or clips them, evaluation scores them as the file has them.
+A VideoMAE file the config trains from that is not there yet is a `warning:` line naming the
+command that fetches it (it is not data, so the exit status does not change).
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from adatad.data.annotations import AnnotationError, segment_notices, subset_tra
 from adatad.data.check import check_videos, format_problems, segment_warnings
 from adatad.data.frame_store.check import check_store
 from adatad.data.splits import load_splits
-from pipelines.cli.args import DEFAULT_CONFIG, add_config_arguments, fail
+from pipelines.cli.args import DEFAULT_CONFIG, CommandParser, add_config_arguments, fail
 from pipelines.cli.frame_store_check import frame_store_fix
+from pipelines.cli.hints import missing_backbone
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__, aliases={"--threads": "--workers"})
     add_config_arguments(p)
     p.add_argument("--split", choices=("train", "test", "all"), default="all", help="which videos to check")
-    p.add_argument("--threads", type=int, default=None, help="videos checked at once (default: min(8, CPUs))")
+    p.add_argument("--workers", type=int, default=None,
+                   help="videos checked at once, in threads (default: min(8, CPUs); was --threads)")
     return p
 
 
@@ -54,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(exc)
     if note:
         print(f"note: {note}", flush=True)
+    weights = missing_backbone(cfg, args.config or DEFAULT_CONFIG, args.overrides)
+    if weights:  # not data, but what stops train.py next: say it now
+        print(f"warning: model.backbone.checkpoint: {weights}", flush=True)
     for line in segment_warnings(notices):
         print(line, flush=True)
     records = {"train": train, "test": test, "all": train + test}[args.split]
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data check: {report.summary()} ({len(train)} train, {len(test)} test, {len(classes)} classes; "
               f"{time.perf_counter() - start:.1f} s); the videos themselves are not read with a store")
         return 0
-    problems = check_videos(records, num_threads=args.threads)
+    problems = check_videos(records, num_threads=args.workers)
     elapsed = time.perf_counter() - start
     if problems:
         print(format_problems(problems, len(records)), file=sys.stderr)

@@ -2,7 +2,7 @@
 
     python pipelines/detect.py --checkpoint runs/synthetic/checkpoint_... --videos data/synthetic/videos
     python pipelines/detect.py --checkpoint CKPT --videos a.mp4 b.mkv --plot-dir plots --annotations GT.json
-    python pipelines/detect.py --checkpoint adatad_s_thumos.pth --config configs/thumos_videomae_s_768x1_160_adapter.yaml \
+    python pipelines/detect.py --checkpoint adatad_s_thumos.pth --config configs/thumos_videomae_s_768x1_160_adapter.yaml \\
         --videos DIR --out detections.json                          # OpenTAD's published weights
 
 Stages (`pipelines/ray_layer/detection.py`): list videos -> inspect each with the decoder (Ray
@@ -46,7 +46,7 @@ from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
 from adatad.trained_settings import config_for_trained_file
 from adatad.visualize import plot_timelines
-from pipelines.cli.args import EXIT_FAILED, add_cluster_arguments, fail
+from pipelines.cli.args import EXIT_FAILED, CommandParser, add_cluster_arguments, fail
 from pipelines.cli.console import Console
 from pipelines.cli.frame_store_check import frame_store_problems
 from pipelines.cli.hints import trained_config
@@ -56,7 +56,7 @@ from pipelines.ray_layer.run_log import RunLog
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint.pt, a Ray checkpoint folder holding one, a run folder (latest checkpoint), "
                         "or an OpenTAD .pth (with --config)")

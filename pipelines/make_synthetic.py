@@ -1,10 +1,10 @@
 """Write the synthetic THUMOS-like data set (real H.264 mp4 + THUMOS-layout json).
 
-    python pipelines/make_synthetic.py --out data/synthetic --demo
-    python pipelines/make_synthetic.py --out data/synthetic_anet --anet-demo
-    python pipelines/make_synthetic.py --out data/synthetic_epic --epic-demo
-    python pipelines/make_synthetic.py --out data/synth320 --num-train 20 --num-test 10 --seed 1
-    python pipelines/make_synthetic.py --out data/mixed --fps 25 30 --csv data/mixed/segments.csv
+    python pipelines/make_synthetic.py --out-dir data/synthetic --demo
+    python pipelines/make_synthetic.py --out-dir data/synthetic_anet --anet-demo
+    python pipelines/make_synthetic.py --out-dir data/synthetic_epic --epic-demo
+    python pipelines/make_synthetic.py --out-dir data/synth320 --num-train 20 --num-test 10 --seed 1
+    python pipelines/make_synthetic.py --out-dir data/mixed --fps 25 30 --csv data/mixed/segments.csv
 
 --anet-demo writes the ActivityNet-like set of configs/synthetic_anet.yaml (videos of 20-90 s with
 few long actions of one class, v_<id>.mp4 files, a json without frame counts, a block list and a
@@ -15,7 +15,7 @@ with several values gives the videos alternating frame rates. --csv also writes 
 segments as the CSV that pipelines/prepare_dataset.py reads (video,start,end,label,split), so the
 "own videos" path can be tried on a fresh machine.
 
-Skips when ``--out`` already holds a complete data set generated with the same parameters;
+Skips when ``--out-dir`` already holds a complete data set generated with the same parameters;
 refuses (exit 2) when it holds one made with other parameters, unless ``--force``. An
 incomplete one (interrupted run: no annotations.json) is regenerated.
 """
@@ -42,11 +42,13 @@ from adatad.datasets.synthetic import (
     segment_rows,
 )
 from adatad.datasets.synthetic_plan import ANET_DEMO_SPEC, DEMO_SPEC, EPIC_DEMO_SPEC, SyntheticSpec
+from pipelines.cli.args import CommandParser
+from pipelines.cli.hints import command_script, python_command
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+def build_parser() -> argparse.ArgumentParser:
+    p = CommandParser(description=__doc__, aliases={"--out": "--out-dir"})
+    p.add_argument("--out-dir", required=True, type=Path, help="output folder (was --out)")
     demo = p.add_mutually_exclusive_group()
     demo.add_argument("--demo", action="store_true",
                       help=f"built-in demo set ({DEMO_SPEC.num_train}+{DEMO_SPEC.num_test} videos, "
@@ -78,7 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no per-video lines")
     p.add_argument("--csv", type=Path, default=None,
                    help="also write the segments as a prepare_dataset.py CSV (video,start,end,label,split)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_spec(args: argparse.Namespace) -> SyntheticSpec:
@@ -112,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out.resolve()
+    out = args.out_dir.resolve()
     if not args.force:
         if dataset_is_complete(out, spec):
             print(f"{out}: complete data set with these parameters already there; skipping (--force regenerates)")
-            write_csv(args.out, args.csv)
+            write_csv(args.out_dir, args.csv)
             return 0
         old = saved_spec(out)
         if dataset_is_complete(out) and old is not None:
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(videos)} videos ({size_mb:.1f} MB, {spec.width}x{spec.height} @ {rates} fps, "
           f"{spec.num_classes} classes) + {ann.name} + {CLASS_MAP_FILE} to {out} in {elapsed:.1f} s "
           f"({args.workers} worker{'s' if args.workers > 1 else ''})")
-    write_csv(args.out, args.csv)
+    write_csv(args.out_dir, args.csv)
     return 0
 
 
@@ -143,8 +149,8 @@ def write_csv(out: Path, csv_path: Path | None) -> None:
         return
     rows = segment_rows(out)
     write_segments_csv(csv_path, rows)
-    print(f"wrote {len(rows)} segments to {csv_path}; next: python pipelines/prepare_dataset.py --videos "
-          f"{out / VIDEO_DIR} --segments {csv_path} --out data/NAME")
+    print(f"wrote {len(rows)} segments to {csv_path}; next: {python_command()} {command_script('prepare_dataset')} "
+          f"--videos {out / VIDEO_DIR} --segments {csv_path} --out-dir data/NAME")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from adatad.data.video_files import VideoListError, list_videos
 from pipelines.cli.args import (
     DEFAULT_CONFIG,
     EXIT_FAILED,
+    CommandParser,
     UsageError,
     add_cluster_arguments,
     add_config_arguments,
@@ -60,7 +61,7 @@ LOG_FILE = "prepare_frames.log"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     add_config_arguments(p)
     p.add_argument("--store", default=None, metavar="DIR", help="the store's folder (default: data.frame_store)")
     p.add_argument("--split", choices=("train", "test", "all"), default="all",

@@ -22,6 +22,7 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
 from adatad.reports.history import ReportError, load_run
 from adatad.reports.summary import write_reports
 from adatad.run_folder import RunFolder
+from pipelines.cli.args import CommandParser
 from pipelines.tracking import compare_runs as compare
 
 
@@ -49,7 +50,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="report.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

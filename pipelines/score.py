@@ -1,6 +1,6 @@
 """Score a predictions json against THUMOS-style annotations: mAP per tIoU and on average.
 
-    python pipelines/score.py --annotations GT.json --predictions PRED.json \
+    python pipelines/score.py --annotations GT.json --predictions PRED.json \\
         [--subset validation] [--class-map category_idx.txt] [--out metrics.json]
 
 (To evaluate a trained model on videos, use `pipelines/test.py`; this only scores a json, e.g. the
@@ -30,12 +30,13 @@ from adatad.evaluation import (
     load_ground_truth,
     load_predictions,
 )
+from pipelines.cli.args import CommandParser
 
 EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CommandParser(description=__doc__)
     p.add_argument("--annotations", required=True, help="THUMOS/OpenTAD annotation json")
     # A later `--checkpoint` (evaluate a trained model) joins --predictions in a mutually exclusive group.
     p.add_argument("--predictions", required=True, help='results json: {"results": {video_id: [...]}}')

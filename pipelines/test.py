@@ -3,12 +3,12 @@
     python pipelines/test.py --config configs/thumos_videomae_s_768x1_160_adapter.yaml \\
         --checkpoint pretrained/adatad_videomae_s_thumos.pth            # OpenTAD's published weights
     python pipelines/test.py --checkpoint runs/synthetic-20261130-120000  # a run of this project
-    python pipelines/test.py --checkpoint CKPT --config CONFIG --no-ema --out results/ --set runtime.num_workers=2
+    python pipelines/test.py --checkpoint CKPT --config CONFIG --no-ema --out-dir results/ --set runtime.num_workers=2
 
 It runs exactly training's validation: the test videos decoded once each on Ray Data actors, their
 sliding windows through the model on Ray Train workers (`runtime.num_workers`, a GPU each when
 present), windows merged per video with the same soft-NMS, mAP at the config's tIoU thresholds. It
-writes to --out: predictions.json (ActivityNet results layout), metrics.json (`pipelines/score.py`'s
+writes to --out-dir: predictions.json (ActivityNet results layout), metrics.json (`pipelines/score.py`'s
 format), TEST_SUMMARY.md and test.log (everything Ray printed), and prints the mAP table.
 
 Weights: OpenTAD files (published `{epoch, state_dict_ema}` or training checkpoints) and this
@@ -33,7 +33,7 @@ from adatad.data.check import check_videos, format_problems
 from adatad.data.frame_store.entry import FrameStoreError
 from adatad.data.splits import with_frame_counts
 from adatad.evaluation import format_map_table
-from pipelines.cli.args import UsageError, add_cluster_arguments, add_config_arguments, fail
+from pipelines.cli.args import CommandParser, UsageError, add_cluster_arguments, add_config_arguments, fail
 from pipelines.cli.console import Console, format_duration
 from pipelines.cli.frame_store_check import frame_store_problems
 from pipelines.cli.hints import trained_config
@@ -44,14 +44,15 @@ from pipelines.runs.evaluation_plan import plan_evaluation, write_outputs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__, aliases={"--out": "--out-dir"})
     p.add_argument("--checkpoint", required=True,
                    help="OpenTAD .pth, or this project's checkpoint.pt / checkpoint folder / run folder")
     add_config_arguments(p, config_help="experiment YAML: test videos, subset, class map, runtime (default: the "
                                         "checkpoint's own; required for OpenTAD files)",
                          set_help="override a config value, e.g. --set runtime.num_workers=2 (repeatable)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the plain weights instead of the EMA ones")
-    p.add_argument("--out", default=None, help="output folder (default: <runtime.storage_path>/test-<name>-<time>)")
+    p.add_argument("--out-dir", default=None,
+                   help="output folder (default: <runtime.storage_path>/test-<name>-<time>; was --out)")
     p.add_argument("--skip-data-check", action="store_true", help="do not check the test videos first")
     add_cluster_arguments(p)
     return p
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log: RunLog | None = None
     try:
-        plan = plan_evaluation(args.checkpoint, args.config, args.overrides, args.profile, args.no_ema, args.out)
+        plan = plan_evaluation(args.checkpoint, args.config, args.overrides, args.profile, args.no_ema, args.out_dir)
         store_problems = frame_store_problems(plan.cfg, plan.records, args.config or trained_config(plan.trained.path),
                                               args.overrides)
         if store_problems:  # the store is read instead of the videos; each line names the command that fixes it

@@ -19,9 +19,10 @@ from adatad.data.annotations import AnnotationError, segment_note, subset_transl
 from adatad.data.check import check_videos, format_problems
 from adatad.data.frame_store.entry import FrameStoreError
 from adatad.data.splits import load_splits
-from pipelines.cli.args import UsageError, add_cluster_arguments, add_config_arguments, fail
+from pipelines.cli.args import CommandParser, UsageError, add_cluster_arguments, add_config_arguments, fail
 from pipelines.cli.console import Console
 from pipelines.cli.frame_store_check import frame_store_problems
+from pipelines.cli.hints import resume_command
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.run_log import RunLog
 from pipelines.ray_layer.training import run_training
@@ -34,7 +35,7 @@ EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__)
     add_config_arguments(p)
     p.add_argument("--run-name", default=None, help="name of the run folder (default: <config name>-<time>)")
     p.add_argument("--storage", default=None, help="absolute folder for runs (default: runtime.storage_path)")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             if problems:
                 print(format_problems(problems, len(train) + len(test)), file=sys.stderr)
                 return 2
-        check_initial_weights(cfg, plan.resumed)
+        check_initial_weights(cfg, plan.resumed, args.config, args.overrides)
         check_external_classifier(cfg)
         log = RunLog(plan.folder.log, verbose=args.verbose).attach()
         console = Console(log)
@@ -86,14 +87,12 @@ def run(args: argparse.Namespace) -> int:
                     + f"; full log: {plan.folder.log}")
         connect_for_run(args.cluster, cfg.runtime, console.say, args.verbose)
         log.attach_ray()
-        console.say(f"if interrupted: python pipelines/train.py --resume --run-name {plan.run_name}"
-                    + (f" --storage {plan.storage}" if args.storage else ""))
+        console.say(f"if interrupted: {resume_command(plan.run_name, args.storage and str(plan.storage))}")
         summary = run_training(plan, console=console)
     except (ConfigError, AnnotationError, UsageError, ClusterError, FrameStoreError) as exc:
         return fail(exc)
     except RunStopped as exc:
-        print(f"stopped: {exc}; continue with: python pipelines/train.py --resume --run-name {exc.run_name}"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        print(f"stopped: {exc}; continue with: {resume_command(exc.run_name, args.storage)}", file=sys.stderr)
         return EXIT_STOPPED
     except KeyboardInterrupt as exc:  # before training started: nothing to keep
         print(f"stopped ({exc or 'interrupted'}) before training started", file=sys.stderr)

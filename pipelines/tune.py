@@ -2,7 +2,7 @@
 
     python pipelines/tune.py --sweep configs/sweeps/adapter_lr.yaml                 # local Ray, ASHA
     python pipelines/tune.py --sweep configs/sweeps/batch_workers.yaml --cluster auto
-    python pipelines/tune.py --sweep configs/sweeps/adapter_lr.yaml --num-samples 2 --max-concurrent 1 \
+    python pipelines/tune.py --sweep configs/sweeps/adapter_lr.yaml --num-samples 2 --max-concurrent 1 \\
         --set train.epochs=4
 
 A sweep file (`configs/sweeps/*.yaml`, `pipelines/sweeps/spec.py`) names the base config,
@@ -22,7 +22,7 @@ if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see
     import _bootstrap  # noqa: F401
 
 from adatad.config import PROJECT_ROOT, ConfigError
-from pipelines.cli.args import add_cluster_arguments, fail
+from pipelines.cli.args import CommandParser, add_cluster_arguments, fail
 from pipelines.cli.console import Console
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.run_log import RunLog
@@ -31,7 +31,7 @@ from pipelines.sweeps.spec import SweepError, check_sweep, load_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(description=__doc__, aliases={"--name": "--run-name"})
     p.add_argument("--sweep", required=True, help="sweep file, e.g. configs/sweeps/adapter_lr.yaml")
     p.add_argument("--config", default=None, help="base experiment YAML (default: the sweep's `config`)")
     p.add_argument("--profile", default=None, help="GPU-memory profile applied to every trial (e.g. 64gb)")
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=("asha", "none"), default=None,
                    help="override the sweep's scheduler (none = no early stopping)")
     p.add_argument("--storage", default=None, help="absolute folder for sweeps (default: runtime.storage_path)")
-    p.add_argument("--name", default=None, help="sweep folder name (default: sweep-<name>-<time>)")
+    p.add_argument("--run-name", default=None, help="sweep folder name (default: sweep-<name>-<time>; was --name)")
     p.add_argument("--out", default=None, help="also write the results markdown here")
     add_cluster_arguments(p, "also show Ray's and Tune's own output")
     return p
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"{spec.source}: no `config` in the sweep file; pass --config")
         profile = args.profile or spec.profile
         cfg = check_sweep(spec, config_path, profile, args.overrides)
-        folder = sweep_folder(spec, cfg, args.storage, args.name)
+        folder = sweep_folder(spec, cfg, args.storage, args.run_name)
         log = RunLog(folder.log, verbose=args.verbose).attach()
         console = Console(log)
         console.say(f"sweep folder: {folder.path}; full log: {log.path}")

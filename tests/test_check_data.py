@@ -24,6 +24,7 @@ from adatad.data.check import (
     format_problems,
 )
 from adatad.data.inspect import inspect_video
+from pipelines.cli.hints import python_command
 from tests.conftest import REPO, tiny_overrides
 
 
@@ -237,6 +238,16 @@ def test_check_data_reads_actionformer_layout(tiny_data: Path, tmp_path: Path, c
     assert check_data.main(explicit) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("data check: all 9 videos usable (6 train, 3 test")
+
+    # A backbone file that is not there yet is not a data problem, but the line names the command that
+    # fetches it (train.py would stop on it next). `--threads`: the old spelling of `--workers`.
+    weights = tmp_path / "pretrained" / "vit-small-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"
+    assert check_data.main([*explicit, "--set", f"model.backbone.checkpoint={weights}", "--threads", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"warning: model.backbone.checkpoint: VideoMAE checkpoint not found: {weights}; fetch it with: "
+                      f"{python_command()} pipelines/fetch_weights.py --config configs/synthetic.yaml "
+                      f"--set model.backbone.checkpoint={weights}")
+    assert out[1].startswith("data check: all 9 videos usable")
 
     missing = sorted((data / "videos").iterdir())[4]
     missing.unlink()

@@ -8,6 +8,7 @@ the interpreter start, to keep the file fast.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from adatad.engine.state import read_checkpoint
 from adatad.models.videomae import VideoMAEBackbone
 from adatad.models.weights import WeightsError
 from pipelines import train
+from pipelines.cli.hints import python_command
 from pipelines.runs.preflight import check_initial_weights
 from tests.conftest import REPO, tiny_config, tiny_overrides
 
@@ -77,9 +79,21 @@ def test_cli_config_errors_exit_2_with_one_line() -> None:
 def test_cli_missing_backbone_checkpoint_fails_before_ray(tiny_args: list[str]) -> None:
     proc, _ = _cli([*tiny_args, "--set", "model.backbone.checkpoint=/nonexistent.pth"])
     assert proc.returncode == 2
+    py = os.path.relpath(sys.executable, REPO)  # the interpreter as the command prints it (pipelines/cli/hints.py)
+    py = sys.executable if py.startswith("..") else py
     assert _one_line_error(proc.stderr) == (
-        "error: model.backbone.checkpoint: VideoMAE checkpoint not found: /nonexistent.pth")
+        "error: model.backbone.checkpoint: VideoMAE checkpoint not found: /nonexistent.pth (no published source is "
+        f"known for this file name; {py} pipelines/fetch_weights.py --list shows the known ones)")
     assert "Ray cluster" not in proc.stdout  # failed before connecting
+
+
+def test_a_missing_published_backbone_names_the_command_that_fetches_it(tiny_args, tmp_path, capsys) -> None:
+    path = tmp_path / "pretrained" / "vit-small-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"
+    rc, out, err = _main([*tiny_args, "--set", f"model.backbone.checkpoint={path}", "--skip-data-check"], capsys)
+    assert rc == 2 and "local Ray" not in out
+    assert _one_line_error(err) == (
+        f"error: model.backbone.checkpoint: VideoMAE checkpoint not found: {path}; fetch it with: {python_command()} "
+        f"pipelines/fetch_weights.py --config configs/synthetic.yaml --set model.backbone.checkpoint={path}")
 
 
 def test_cli_unreachable_cluster_fails_in_seconds(tiny_args: list[str]) -> None:

@@ -94,6 +94,9 @@ def test_rayignore_keeps_the_job_package_small(tmp_path: Path) -> None:
              or n.endswith((".pth", ".pt", "mlflow.db"))]
     assert not heavy, heavy[:10]
     assert "pipelines/train.py" in names and "configs/synthetic.yaml" in names
+    # Packages named like a top-level folder that is left out travel too (else the job imports them from
+    # wherever else Python finds them: an installed copy of another version).
+    assert {"adatad/data/clips.py", "pipelines/runs/preflight.py"} <= set(names)
     assert target.stat().st_size < 5 * 2**20
 
 

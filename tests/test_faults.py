@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from adatad.engine.state import read_checkpoint
 from pipelines.cli.console import strip_ansi
 from pipelines.ray_layer.worker import TRAIN_VIDEOS_KEY
-from tests.conftest import tiny_config, tiny_overrides
+from tests.conftest import REPO, tiny_config, tiny_overrides
 from tests.run_watch import registered_epochs, titled, wait_for
 from tests.test_test_command import ONE_WINDOW, TWO_WORKERS, _per_window_predictions, _same_detections
 
@@ -182,8 +182,10 @@ def test_sigterm_stops_the_driver_cleanly_and_resume_continues(trained_run: dict
     assert "Execution plan of Dataset" in output and "(RayTrainWorker pid=" in output  # --verbose: Ray's lines
     # --verbose: Ray Data's progress bars share the console, so the line may follow their escapes
     lines = [m.strip() for m in re.findall(r"stopped: run [^\r\n]*", strip_ansi(output))]
+    py = os.path.relpath(sys.executable, REPO)  # the interpreter that ran, as pipelines/cli/hints.py prints it
+    py = sys.executable if py.startswith("..") else py
     assert lines == ["stopped: run tiny stopped (SIGTERM) after 1 finished epoch(s); continue with: "
-                     "python pipelines/train.py --resume --run-name tiny"], output[-3000:]
+                     f"{py} pipelines/train.py --resume --run-name tiny"], output[-3000:]
     assert [h["epoch"] for h in stopped["history"]] == [0]
     assert {"TRAINING_SUMMARY.md", "training_curves.png"} <= set(stopped["files"])
     assert not [name for name in stopped["files"] if name.endswith(".tmp")]  # nothing half-written (adatad/atomic.py)
@@ -226,7 +228,8 @@ def _epoch_metrics(epoch: int, validated: bool) -> dict:
                "lr_adapter": 1e-3, "epoch_time_s": 2.0, "clips_per_s": 3.0, "data_wait_frac": 0.1, "steps": 3.0,
                "decode_failures": 0.0, "peak_memory_mb": 100.0, "best_average_mAP": -1.0, "val_score": -1.0}
     if validated:
-        metrics.update({f"mAP_{t}": 0.1 for t in ("0.3", "0.4", "0.5", "0.6", "0.7")}, average_mAP=0.1)
+        metrics.update({f"mAP_{t}": 0.1 for t in ("0.3", "0.4", "0.5", "0.6", "0.7")}, average_mAP=0.1,
+                       best_average_mAP=0.1, val_score=0.1)
     return metrics
 
 
@@ -262,3 +265,9 @@ def test_finalize_logs_epochs_the_killed_driver_never_logged(tiny_data: Path, tm
     loss = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
     assert loss == [(0, 1.0), (1, 0.5)]  # filled once, from the history; nothing logged twice
     assert client.get_run(run_id).info.status == "FINISHED"
+    # This history has the -1 placeholders older versions wrote: MLflow gets no point for them, and mAP in
+    # percent (what people read); `val_score` (Ray's checkpoint ranking) is not logged at all.
+    points = {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+              for key in ("average_mAP", "best_average_mAP", "val_score", "steps")}
+    assert points == {"average_mAP": [(1, 10.0)], "best_average_mAP": [(1, 10.0)], "val_score": [],
+                      "steps": [(0, 3.0), (1, 3.0)]}

@@ -20,6 +20,7 @@ from adatad.data.annotations import load_annotations, load_class_names
 from adatad.datasets.split import stratified_split
 from adatad.datasets.stride_advice import advise_frame_stride
 from pipelines import detect, make_synthetic, prepare_dataset, prepare_frames
+from pipelines.cli.hints import python_command
 from tests.conftest import REPO, fresh_mlflow_db
 
 BASE = str(CONFIG_DIR / "synthetic.yaml")
@@ -399,6 +400,26 @@ def test_make_synthetic_csv_and_mixed_fps(own_videos: dict) -> None:
         probed = probe_video(own_videos["videos"] / f"{vid}.mp4")
         assert probed.fps == pytest.approx(25.0 if int(vid[-1]) % 2 else 30.0, abs=1e-3)
         assert probed.num_frames == info["frame"] and info["frame"] / info["duration"] == pytest.approx(probed.fps)
+
+
+def test_the_default_base_names_the_weights_it_needs_first(own_videos: dict, tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:
+    """The default base (THUMOS VideoMAE-S) trains from a VideoMAE file: when it is not there yet, a note
+    and the first of the next commands fetch it, before train.py would stop on it."""
+    monkeypatch.setenv("ADATAD_ROOT", str(tmp_path))  # relative paths (pretrained/...) resolve here
+    out, config = tmp_path / "data" / "mine", tmp_path / "configs" / "mine.yaml"
+    assert prepare_dataset.main(["--videos", str(own_videos["videos"]), "--segments", str(own_videos["csv"]),
+                                 "--out-dir", str(out), "--config-out", str(config), "--dataset-name", "mine",
+                                 "--workers", "1", "--keep-unlabelled"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    weights = tmp_path / "pretrained" / "vit-small-p16_videomae-k400-pre_16x4x1_kinetics-400_my.pth"
+    py = python_command()
+    assert f"note: model.backbone.checkpoint: VideoMAE checkpoint not found: {weights}; fetch it with: {py} " \
+           f"pipelines/fetch_weights.py --config {config}" in printed
+    nexts = printed[printed.index("next:") + 1:]
+    assert nexts[0].strip() == f"{py} pipelines/fetch_weights.py --config {config}"
+    assert nexts[1].strip().startswith(f"{py} ") and "pipelines/train.py --config" in nexts[1]
+    assert f"# Train: {py} pipelines/train.py --config" in config.read_text()  # the config's header too
 
 
 def test_cli_help_runs_as_a_script() -> None:

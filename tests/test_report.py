@@ -26,16 +26,21 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPORT_PY = Path(report_command.__file__)
 
 
-def make_history(epochs: int = 10, first_val: int = 3, every: int = 2) -> list[dict]:
-    """Falling losses; validation every `every` epochs from `first_val`, ending on a known last epoch."""
+def make_history(epochs: int = 10, first_val: int = 3, every: int = 2, old_format: bool = False) -> list[dict]:
+    """Falling losses; validation every `every` epochs from `first_val`, ending on a known last epoch.
+
+    As `adatad.engine.fit` records it (integer counts; `best_average_mAP` on validated epochs only), or
+    with `old_format` as earlier versions did (counts as floats, `best_average_mAP` / `val_score` -1 on
+    every epoch before a validation, `val_score` everywhere)."""
     history = []
+    best = -1.0
     for e in range(epochs):
         cls, reg = 1.0 / (e + 1) + 0.1, 0.5 / (e + 1) + 0.2
         row = {"epoch": e, "loss": cls + reg, "cls_loss": cls, "reg_loss": reg, "lr_base": 1e-4 * (e + 1) / epochs,
                "lr_adapter": 2e-4 * (e + 1) / epochs, "epoch_time_s": 10.0 + e, "clips_per_s": 2.0 + 0.1 * e,
-               "data_wait_frac": 0.01 * e, "peak_memory_mb": 1000.0 + 10 * e, "steps": 25.0,
-               "decode_failures": float(e == 4) * 2, "best_average_mAP": -1.0, "val_score": -1.0}
-        if e >= first_val and (e - first_val) % every == 0:
+               "data_wait_frac": 0.01 * e, "peak_memory_mb": 1000.0 + 10 * e, "steps": 25,
+               "decode_failures": int(e == 4) * 2, "clips_lost": 0, "clips_repeated": 0}
+        if e >= first_val and (e - first_val) % every == 0 or e == epochs - 1:
             base = 0.30 + 0.04 * e
             for k, off in zip(MAP_KEYS, (0.15, 0.11, 0.03, -0.07, -0.22, 0.0), strict=True):
                 row[k] = base + off
@@ -44,6 +49,13 @@ def make_history(epochs: int = 10, first_val: int = 3, every: int = 2) -> list[d
     # A distinctive final validation so the formatting is checked on known numbers.
     history[-1].update({"mAP_0.3": 0.8350, "mAP_0.4": 0.7955, "mAP_0.5": 0.7342, "mAP_0.6": 0.6195,
                         "mAP_0.7": 0.4694, "average_mAP": 0.68672, "val_time_s": 3.0})
+    for row in history:
+        if "average_mAP" in row:
+            best = max(best, row["average_mAP"])
+            row["best_average_mAP"] = best
+        if old_format:
+            row.update({k: float(row[k]) for k in ("steps", "decode_failures", "clips_lost", "clips_repeated")},
+                       best_average_mAP=best, val_score=row.get("average_mAP", -1.0))
     return history
 
 
@@ -140,12 +152,54 @@ def test_key_statistics_computed_from_history(written):
     assert rows["checkpoint size"] == "12.5 MB"
     assert rows["run name"] == "unit-run"
     assert rows["wall time"] == "321.0 s (5 min 21 s)"
-    assert rows["utilisation"] == "not measured in this run"
+    assert not [label for label in rows if "utilisation" in label]  # none recorded: no row, no "not measured"
+
+
+def test_summary_leads_with_the_result_and_ends_with_the_config_collapsed(written):
+    md = written[2]["summary"].read_text()
+    headings = [ln[3:] for ln in md.splitlines() if ln.startswith("## ")]
+    assert headings == ["Result", "Loss per epoch", "Validation mAP per epoch (%)", "Final mAP per tIoU (%)",
+                        "Key statistics", "Configuration"]
+    details = md.index("<details><summary>Configuration</summary>")
+    assert details < md.index("## Configuration") and md.rstrip().endswith("</details>")
+
+
+def test_summary_names_the_mlflow_run_and_its_utilisation(tmp_path, config):
+    stats = {**STATS, "mlflow_run_id": "abc123", "mlflow_tracking_uri": "sqlite:////tmp/mlflow.db",
+             "mlflow_ui": "http://127.0.0.1:5000/#/experiments/1/runs/abc123?workflowType=machine_learning",
+             "mlflow_ui_command": ".venv/bin/python -m mlflow ui --backend-store-uri sqlite:////tmp/mlflow.db",
+             "system_metrics": {"cpu_utilization_percentage": {"mean": 63.2, "max": 98.0, "samples": 12},
+                                "gpu_0_utilization_percentage": {"mean": 91.4, "max": 100.0, "samples": 12}}}
+    md = summary.write_summary(make_history(), config, stats, tmp_path / "s.md").read_text()
+    result = section(md, "Result")
+    assert "- MLflow run `abc123` in `sqlite:////tmp/mlflow.db`" in result
+    assert (f"- browse: `{stats['mlflow_ui_command']}` then {stats['mlflow_ui']}") in result
+    rows = dict(tuple(r[:2]) for r in table_rows(section(md, "Key statistics")))
+    assert rows["CPU utilisation"] == "mean 63 %, max 98 % (12 samples, MLflow system metrics)"
+    assert rows["GPU 0 utilisation"] == "mean 91 %, max 100 % (12 samples, MLflow system metrics)"
+    assert not [k for k in rows if k.startswith(("mlflow", "system"))]  # shown once, where they belong
+
+
+def test_an_old_history_file_reports_as_a_new_one(tmp_path, config):
+    """Histories written before: float counts, -1 placeholders and `val_score`: the same summary."""
+    new = summary.render_summary(make_history(), config, STATS)
+    assert summary.render_summary(make_history(old_format=True), config, STATS) == new
+    run_dir = make_run_dir(tmp_path / "old", history=make_history(old_format=True))
+    assert report_command.main(["run", "--run-dir", str(run_dir)]) == 0
+
+
+def test_curves_show_the_input_pace_per_epoch(written):
+    history = written[0]
+    fig = curves.build_figure(history)
+    pace = [ax for ax in fig.axes if ax.get_title() == "Input pace"][0]
+    assert list(pace.lines[0].get_ydata()) == [h["clips_per_s"] for h in history]
+    wait = [ax for ax in fig.axes if ax.get_ylabel().startswith("waiting for data")][0]
+    assert list(wait.lines[0].get_ydata()) == pytest.approx([100 * h["data_wait_frac"] for h in history])
 
 
 def test_single_epoch_without_validation(tmp_path, config):
     history = make_history(epochs=1, first_val=5)
-    for k in (*MAP_KEYS, "val_time_s"):
+    for k in (*MAP_KEYS, "val_time_s", "best_average_mAP"):
         history[0].pop(k)
     fig = curves.build_figure(history)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adatad.run_folder import CHECKPOINT_FILE, RunFolder, latest_run
+from adatad.run_folder import CHECKPOINT_FILE, RunFolder, checkpoint_dir_name, latest_run
 
 
 def _checkpoint(run: Path, name: str) -> Path:
@@ -29,6 +29,17 @@ def test_latest_checkpoint_is_the_newest_that_ray_registered(tmp_path: Path) -> 
     assert [p.name for p in folder.checkpoint_dirs()] == [first.parent.name, second.parent.name]
     folder.ray_snapshot.write_text("{broken")  # an unreadable record: every complete folder counts
     assert folder.latest_checkpoint().parent.name == "checkpoint_2026-01-01_12-00-00.1"
+
+
+def test_checkpoint_folders_are_named_by_epoch_and_sort_after_older_runs_folders(tmp_path: Path) -> None:
+    """A run resumed across the change keeps its Ray-named (time) folders; the epoch-named ones follow."""
+    run = tmp_path / "run"
+    _checkpoint(run, "checkpoint_2026-01-01_10-00-00.1")  # epoch 0, written before checkpoints had epoch names
+    for epoch in (1, 2, 10):
+        _checkpoint(run, checkpoint_dir_name(epoch))
+    assert [p.name for p in RunFolder(run).checkpoint_dirs()] == [
+        "checkpoint_2026-01-01_10-00-00.1", "checkpoint_epoch_0001", "checkpoint_epoch_0002", "checkpoint_epoch_0010"]
+    assert RunFolder(run).latest_checkpoint().parent.name == "checkpoint_epoch_0010"
 
 
 def test_the_latest_run_is_the_one_whose_config_was_written_last(tmp_path: Path) -> None:

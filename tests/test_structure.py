@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 PIPELINES = REPO / "pipelines"
 COMMANDS = {"train", "test", "detect", "tune", "check_data", "prepare_dataset", "prepare_frames", "make_synthetic", "report",
-            "score"}
+            "score", "fetch_weights"}
 
 
 def imported_modules(path: Path, package: str | None = None) -> set[str]:

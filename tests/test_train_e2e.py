@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from adatad.engine.state import read_checkpoint
@@ -46,6 +47,18 @@ def test_run_produces_checkpoint_metrics_and_reports(trained_run: dict) -> None:
     assert Path(summary["stats"]["best_checkpoint"]) == best, {str(p): m["average_mAP"] for p, m in kept.items()}
     # MLflow's system metrics of the training node, sampled by the rank-0 worker.
     assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    # A metric only where it was measured (no -1 placeholder points), mAP in percent as people read it.
+    assert "val_score" not in run.data.metrics and run.data.tags["adatad.map_unit"] == "percent"
+    for key in run.data.metrics:
+        assert all(m.value >= 0 for m in client.get_metric_history(run.info.run_id, key)), key
+    logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "average_mAP")}
+    assert logged == pytest.approx({h["epoch"]: 100 * h["average_mAP"] for h in history})
+    assert all(type(h[k]) is int for h in history for k in ("steps", "decode_failures", "clips_lost"))
+    # Checkpoint folders named by epoch; the summary names the MLflow run and the utilisation it recorded.
+    assert sorted(p.name for p in kept) == ["checkpoint_epoch_0000", "checkpoint_epoch_0001"]
+    text = md.read_text()
+    assert f"- MLflow run `{run.info.run_id}` in `sqlite:///{trained_run['mlflow_db']}`" in text
+    assert "| CPU utilisation | mean " in text and text.index("## Loss per epoch") < text.index("## Configuration")
     # The best checkpoint's EMA detector is the run's MLflow model (what `mlflow ui` links to the run).
     model_id = summary["stats"]["mlflow_model"].removeprefix("models:/")
     assert model_id in {o.model_id for o in run.outputs.model_outputs}

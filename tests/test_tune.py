@@ -222,7 +222,7 @@ def test_two_trial_sweep_logs_each_trial_to_mlflow(sweep: dict, tmp_path: Path) 
     assert params["sweep.config"] == str(CONFIG_DIR / "synthetic.yaml") and params["sweep.trials"] == "2"
     assert params["best.trial_id"] == best["trial_id"]
     assert float(params["best.train.adapter_lr"]) == best["params"]["train.adapter_lr"]
-    assert parent.data.metrics["best_average_mAP"] == pytest.approx(best["best"])
+    assert parent.data.metrics["best_average_mAP"] == pytest.approx(100 * best["best"])  # percent, as people read it
     assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_error"] == 0
     assert parent.data.tags["adatad.best_run_id"] == best["mlflow_run_id"]
     assert [a.path for a in client.list_artifacts(parent_id)] == ["SWEEP_RESULTS.md"]

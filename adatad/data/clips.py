@@ -74,6 +74,28 @@ def row_to_record(row: dict[str, Any]) -> VideoRecord:
     )
 
 
+# The two streams drawn from (seed, epoch) kept apart (SeedSequence pads short entropy with zeros, so
+# [seed, epoch] and [seed, epoch, 0] would be one stream).
+_ORDER_STREAM, _CLIP_STREAM = 0, 1
+
+
+def clip_rng(seed: int, epoch: int, video_index: int) -> np.random.Generator:
+    """The randomness of one training clip: its window and its augmentation, from (seed, epoch, video).
+
+    Why not one generator per decode actor: which actor decodes which clip, and in what order,
+    depends on timing; a clip's randomness then would too, and a run could not be repeated. Seeded
+    from the three numbers alone, the same config and `train.seed` give the same clips whatever
+    decodes them, and every epoch and video still draws differently.
+    """
+    return np.random.default_rng([seed, epoch, _CLIP_STREAM, video_index])
+
+
+def epoch_order(seed: int, epoch: int, num_videos: int) -> list[int]:
+    """The order an epoch visits the training videos: a permutation drawn from (seed, epoch) alone, so
+    it is new every epoch and the same in every run of the same seed."""
+    return [int(i) for i in np.random.default_rng([seed, epoch, _ORDER_STREAM]).permutation(num_videos)]
+
+
 def plan_test_windows(record: VideoRecord, data: DataConfig) -> list[ClipPlan]:
     """The test windows of one video under ``data`` (every key that places them): its sliding
     windows, or its one resized window (``data.sampling``)."""

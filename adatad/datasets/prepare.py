@@ -89,6 +89,7 @@ class PrepareRequest:
     columns: dict[str, str] = field(default_factory=dict)  # CSV header renames
     workers: int | None = None  # probing processes (None: min(8, CPUs))
     force: bool = False  # replace existing outputs
+    python: str = "python"  # the interpreter the config's header names (the command passes the running one)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _outputs(req: PrepareRequest, name: str) -> tuple[Path, Path]:
 
 def _check_request(req: PrepareRequest, name: str, problems: list[str]) -> None:
     if not NAME_PATTERN.fullmatch(name):
-        problems.append(f"--name {name!r}: expected letters, digits, '_', '.' or '-' (it names the config and runs)")
+        problems.append(f"--dataset-name {name!r}: expected letters, digits, '_', '.' or '-' (it names the config and runs)")
     if not req.videos.is_dir():
         problems.append(f"--videos {req.videos}: not a folder")
     if req.segments.suffix.lower() not in (".csv", ".json"):
@@ -415,7 +416,7 @@ def prepare_dataset(req: PrepareRequest, say: Callable[[str], None] | None = Non
                       f"Data set '{name}', written by pipelines/prepare_dataset.py from {req.segments.resolve()}",
                       f"  {len(videos)} videos ({len(split.train)} train, {len(split.test)} test, {background} "
                       f"background), {len(classes)} classes, {segments} segments; split {how}",
-                      f"Train: python pipelines/train.py --config {_display(config_file)}"])
+                      f"Train: {req.python} pipelines/train.py --config {_display(config_file)}"])
     config = config_text(base=_base_reference(req.base, config_file), annotation_file=_display(out / ANNOTATION_FILE),
                          video_dir=_display(video_dir), class_map_file=_display(out / CLASS_MAP_FILE), **fields)
     check_config = config_text(base=str(req.base.resolve()), annotation_file=str(out / ANNOTATION_FILE),

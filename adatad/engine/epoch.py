@@ -115,8 +115,8 @@ def train_one_epoch(state: TrainingState, batches: Iterable[Batch], device: torc
         epoch_time_s=elapsed,
         clips_per_s=clips / elapsed if elapsed > 0 else 0.0,
         data_wait_frac=wait / elapsed if elapsed > 0 else 0.0,
-        steps=float(n_steps),
-        decode_failures=float(len(failures)),
+        steps=n_steps,
+        decode_failures=len(failures),
     )
     return metrics
 
@@ -150,7 +150,7 @@ def predict_windows(model: torch.nn.Module, batches: Iterable[Batch], device: to
     return collector
 
 
-def clip_accounting(trained: list[int], failed: list[int], num_videos: int) -> dict[str, float]:
+def clip_accounting(trained: list[int], failed: list[int], num_videos: int) -> dict[str, int]:
     """How an epoch's input compares with its plan (one clip per training video): `clips_lost`
     videos that no process received, `clips_repeated` extra receptions, `decode_failures` clips
     that failed to decode. `trained` and `failed` hold the video index of every clip this process
@@ -167,9 +167,9 @@ def clip_accounting(trained: list[int], failed: list[int], num_videos: int) -> d
         dist.all_gather_object(parts, (list(trained), list(failed)))
     everything = [i for t, f in parts for i in (*t, *f)]
     received = set(everything)
-    return {"clips_lost": float(sum(1 for i in range(num_videos) if i not in received)),
-            "clips_repeated": float(len(everything) - len(received)),
-            "decode_failures": float(sum(len(f) for _, f in parts))}
+    return {"clips_lost": sum(1 for i in range(num_videos) if i not in received),
+            "clips_repeated": len(everything) - len(received),
+            "decode_failures": sum(len(f) for _, f in parts)}
 
 
 def _processes() -> int:

@@ -47,6 +47,12 @@ class FitHooks:
     on_epoch_end: Callable[[EpochResult], None] | None = field(default=None)  # checkpoint, report
 
 
+def best_average_map(history: Sequence[dict[str, Any]]) -> float | None:
+    """The best validation mAP so far (None before the first validation); read from the records, so a
+    resumed run and a history written with the old -1 sentinels give the same answer."""
+    return max((h["average_mAP"] for h in history if "average_mAP" in h), default=None)
+
+
 def validates(train: TrainConfig, epoch: int) -> bool:
     """Validation epochs: every `val_interval` from `val_start_epoch`, and always the last one."""
     return (epoch >= train.val_start_epoch and (epoch + 1) % train.val_interval == 0) or epoch == train.epochs - 1
@@ -65,6 +71,10 @@ def fit(state: TrainingState, cfg: Config, train_batches: Callable[[int], Iterab
         hooks: FitHooks | None = None, rank: int = 0) -> list[dict[str, Any]]:
     """Train epochs `state.epoch + 1 .. cfg.train.epochs - 1`; returns the history.
 
+    An epoch's record holds only what was measured in it: `average_mAP`, `mAP_<tIoU>`, `val_time_s`
+    and `best_average_mAP` (the best so far) on validated epochs only, no placeholder elsewhere;
+    counts (`steps`, `decode_failures`, `clips_lost`, `clips_repeated`) are integers.
+
     `train_batches(epoch)` / `val_batches(epoch)` give an epoch's batches (a Ray Data shard's
     iterator, a DataLoader, a list). `train_paths[i]` is the file of training video `i` (names
     the files of decode failures; its length is the number of clips an epoch plans). Under
@@ -73,7 +83,7 @@ def fit(state: TrainingState, cfg: Config, train_batches: Callable[[int], Iterab
     """
     hooks = hooks or FitHooks()
     t = cfg.train
-    best_map = state.history[-1].get("best_average_mAP", -1.0) if state.history else -1.0
+    best_map = best_average_map(state.history)
     for epoch in range(state.epoch + 1, t.epochs):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -95,11 +105,9 @@ def fit(state: TrainingState, cfg: Config, train_batches: Callable[[int], Iterab
             val_metrics, results = validate_once(state.eval_model, cfg, val_batches(epoch), device, test_records,
                                                  class_names, hooks, epoch)
             metrics.update(val_metrics)
-            best_map = max(best_map, val_metrics["average_mAP"])
+            best_map = val_metrics["average_mAP"] if best_map is None else max(best_map, val_metrics["average_mAP"])
+            metrics["best_average_mAP"] = best_map
         metrics["peak_memory_mb"] = peak_memory_mb(device)  # training and validation of this epoch
-        metrics["best_average_mAP"] = best_map
-        # Checkpoint ranking: validated epochs by mAP; the rest rank last (Ray always keeps the latest).
-        metrics["val_score"] = metrics.get("average_mAP", -1.0)
         state.epoch = epoch
         state.history.append(metrics)
         if hooks.on_epoch_end is not None:

@@ -35,7 +35,7 @@ class RunRecord:
     run_id: str
     name: str
     params: dict[str, str]
-    history: dict[str, list[float]]  # metric -> values ordered by epoch
+    history: dict[str, list[float]]  # metric -> values ordered by epoch; mAP in percent
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ MEASURES = (
     Measure("clips/s (mean over epochs)", "clips_per_s", _mean, lambda v: f"{v:.2f}"),
     Measure("time per epoch (mean)", "epoch_time_s", _mean, _seconds),
     Measure("peak memory", "peak_memory_mb", max, _megabytes),
-    Measure("final average mAP", "average_mAP", lambda v: v[-1], lambda v: f"{100 * v:.2f} %"),
+    Measure("final average mAP", "average_mAP", lambda v: v[-1], lambda v: f"{v:.2f} %"),
 )
 
 

@@ -25,12 +25,14 @@ def uses_gpu(cfg: Config, cluster_gpus: float | None = None) -> bool:
 
 def build_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], cfg: Config, *,
                   name: str, storage: str, datasets: dict[str, Any], split: Sequence[str] = (),
+                  ordered: Sequence[str] = (),
                   checkpoint_config: ray.train.CheckpointConfig | None = None, max_failures: int = 0,
                   callbacks: Sequence[ray.train.UserCallback] = ()) -> tuple[TorchTrainer, bool]:
     """A TorchTrainer running `loop(loop_config)` on every worker; returns it and whether it uses GPUs.
 
     `split`: the datasets Ray Train splits between the workers (the others, e.g. each worker's own
-    `val_<rank>`, are read whole by the worker that asks for them).
+    `val_<rank>`, are read whole by the worker that asks for them). `ordered`: the datasets whose rows
+    reach the workers in their order (Ray Data's preserve_order), whatever actor finishes first.
     """
     r = cfg.runtime
     gpu = uses_gpu(cfg)
@@ -44,6 +46,15 @@ def build_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        callbacks=list(callbacks)),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=list(split)),
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(split),
+                                            execution_options={n: _in_order() for n in ordered} or None),
     )
     return trainer, gpu
+
+
+def _in_order():
+    """Ray Train's ingest options with preserve_order: the data set's rows in their order, and split
+    between the workers without locality (which would make the split depend on where blocks land)."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options

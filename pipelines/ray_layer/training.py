@@ -16,6 +16,7 @@ from adatad.data.clips import count_windows
 from adatad.data.splits import load_splits, with_frame_counts
 from adatad.run_folder import CHECKPOINT_FILE, HISTORY_FILE
 from pipelines.cli.console import Console
+from pipelines.cli.hints import mlflow_ui_command
 from pipelines.runs.plan import RunPlan
 from pipelines.runs.stop import RunStopped, stop_on_sigterm, stop_reason
 from pipelines.tracking.finish import finish_training_run, save_stopped_run
@@ -32,11 +33,11 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     import ray.train
 
     from adatad.data.clips import record_to_row
-    from pipelines.ray_layer.datasets import train_dataset, validation_datasets
+    from pipelines.ray_layer.datasets import EpochClock, train_dataset, validation_datasets
     from pipelines.ray_layer.progress_relay import ProgressRelay, TrainingProgressView
     from pipelines.ray_layer.tracking_callback import MLflowEpochLogger
     from pipelines.ray_layer.trainer import build_trainer
-    from pipelines.ray_layer.worker import train_loop_per_worker
+    from pipelines.ray_layer.worker import CHECKPOINT_SCORE_KEY, train_loop_per_worker
     from pipelines.tracking.runs import finish_run, start_or_resume_run, tracking_uri, ui_url
 
     cfg = plan.cfg
@@ -51,9 +52,11 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     run_id = start_or_resume_run(cfg, uri, plan.folder, plan.run_name, mlflow_params, mlflow_tags)
     if console is not None:
         console.say(f"MLflow run {run_id} in {uri}")
-        console.say(f"browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1  ->  {ui_url(uri, run_id)}")
+        serve = mlflow_ui_command(uri)
+        console.say(f"browse: {serve}  ->  {ui_url(uri, run_id)}" if serve else f"browse: {ui_url(uri, run_id)}")
 
     relay = ProgressRelay.remote() if console is not None else None
+    clock = EpochClock.remote()  # which epoch the decode actors draw clips for (reproducible runs)
     trainer, use_gpu = build_trainer(
         train_loop_per_worker,
         {
@@ -63,13 +66,15 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
             "num_train_videos": len(train_records),
             "train_paths": [rec.path for rec in train_records],  # names the files of decode failures
             "progress": relay,
+            "epoch_clock": clock,
             "mlflow": {"uri": uri, "run_id": run_id} if cfg.tracking.system_metrics else None,
         },
         cfg, name=plan.run_name, storage=str(plan.storage),
-        datasets={"train": train_dataset(cfg, train_records), **validation_datasets(cfg, test_records)},
+        datasets={"train": train_dataset(cfg, train_records, clock), **validation_datasets(cfg, test_records)},
         split=["train"],  # val_<rank>: each worker reads its own videos (datasets.assign_videos)
+        ordered=["train"] if cfg.runtime.preserve_order else [],  # a run repeats whatever actor is faster
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep,
-                                                     checkpoint_score_attribute="val_score",
+                                                     checkpoint_score_attribute=CHECKPOINT_SCORE_KEY,
                                                      checkpoint_score_order="max"),
         max_failures=cfg.runtime.max_failures,
         callbacks=[MLflowEpochLogger(uri, run_id), *(extra_callbacks or [])])

@@ -26,13 +26,17 @@ from adatad.engine.epoch import StepProgress
 from adatad.engine.fit import EpochResult, FitHooks, fit, validate_once
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.models.build import model_from_checkpoint
-from adatad.run_folder import HISTORY_FILE, PREDICTIONS_FILE
+from adatad.run_folder import HISTORY_FILE, PREDICTIONS_FILE, checkpoint_dir_name
 from pipelines.ray_layer.datasets import val_name
 from pipelines.ray_layer.progress_relay import ProgressReporter
 from pipelines.tracking.runs import start_system_metrics, stop_system_metrics
 
 log = logging.getLogger("adatad.train")
 TRAIN_VIDEOS_KEY = "train_video_indices"  # per-rank report entry: video index of every clip trained on
+# Ray Train ranks the checkpoints by this report entry (RunConfig's CheckpointConfig): the epoch's average
+# mAP, -1 where the epoch did not validate (those rank last; Ray always keeps the latest). It lives in the
+# report only: the history and MLflow record mAP where it was measured, without placeholders.
+CHECKPOINT_SCORE_KEY = "val_score"
 
 
 def _warn(progress: ProgressReporter):
@@ -67,7 +71,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     monitor = start_system_metrics(tracking["uri"], tracking["run_id"]) if tracking and rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
 
+    clock = loop_config.get("epoch_clock")  # the decode actors draw this epoch's clips (datasets.EpochClock)
+
     def train_batches(epoch: int):
+        if clock is not None:  # before the iterator asks Ray Data for the epoch, which starts its execution
+            ray.get(clock.set.remote(rank, epoch))
         return train_shard.iter_torch_batches(batch_size=cfg.train.batch_size // world, device="cpu",
                                               prefetch_batches=cfg.runtime.prefetch_batches, drop_last=False)
 
@@ -117,7 +125,7 @@ def _report(state: TrainingState, cfg: Config, done: EpochResult, class_names: l
             progress: ProgressReporter) -> None:
     """Every rank reports which training videos it saw (callbacks get all ranks' reports: the shards
     must be disjoint and cover the epoch; kept out of the history); rank 0 adds the checkpoint."""
-    reported = {**done.metrics, TRAIN_VIDEOS_KEY: done.seen}
+    reported = {**done.metrics, CHECKPOINT_SCORE_KEY: done.metrics.get("average_mAP", -1.0), TRAIN_VIDEOS_KEY: done.seen}
     if rank != 0:
         ray.train.report(reported, checkpoint=None)
         return
@@ -128,7 +136,8 @@ def _report(state: TrainingState, cfg: Config, done: EpochResult, class_names: l
         atomic_write_text(Path(directory) / HISTORY_FILE, json.dumps(state.history, indent=1))
         if done.results is not None:
             atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(done.results))
-        ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=checkpoint_dir_name(done.epoch))
 
 
 def evaluate_loop_per_worker(loop_config: dict[str, Any]) -> None:

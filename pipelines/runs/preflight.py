@@ -3,17 +3,22 @@ initial weights, the external video classifier, the frame store (`pipelines/cli/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from adatad.config import Config
-from pipelines.cli.args import UsageError
+from pipelines.cli.args import DEFAULT_CONFIG, UsageError
+from pipelines.cli.hints import missing_backbone
 
 
-def check_initial_weights(cfg: Config, resumed: bool = False) -> None:
+def check_initial_weights(cfg: Config, resumed: bool = False, config: str | None = None,
+                          overrides: Sequence[str] = ()) -> None:
     """Load the configured VideoMAE file (or `model.init_from`) here, before Ray starts (one-line error).
 
     Training builds the model inside a Ray worker, where a wrong path or architecture would only
     surface after the cluster, datasets and workers are up. Reading the file once on the driver
     costs a few seconds and runs the exact loading code the workers run. A resumed run starts from
-    its own checkpoint and needs neither file.
+    its own checkpoint and needs neither file. A VideoMAE file that is not there yet gets the
+    command that fetches it (`config` / `overrides`: the command line's, for that command).
     """
     from adatad.models.build import build_model
     from adatad.models.trained import read_trained
@@ -27,6 +32,9 @@ def check_initial_weights(cfg: Config, resumed: bool = False) -> None:
         except WeightsError as exc:
             raise UsageError(f"model.init_from: {exc}") from None
     elif cfg.model.backbone.checkpoint:
+        missing = missing_backbone(cfg, config or DEFAULT_CONFIG, overrides)
+        if missing:
+            raise UsageError(f"model.backbone.checkpoint: {missing}")
         try:
             build_model(cfg)
         except WeightsError as exc:

@@ -2,9 +2,13 @@
 
     python pipelines/report.py compare --runs RUN_A RUN_B [--tracking-uri URI] [--out compare.md]
 
-The table itself is the library's (`adatad.reports.comparison`); this module finds the runs (by id
-or run name) in an MLflow store. MLflow is imported only when the command runs, so `report.py`
-stays fast to import.
+Each setting (batch size, decode workers, prefetch, validation batch and workers, and any other
+config value that differs) is a row; each run is a column; then the measured rows (clips/s,
+time per epoch, peak memory, final average mAP) and a ratio column per run against the first.
+Everything is read from the runs' MLflow params and per-epoch metric history (the table itself is
+`adatad/reports/comparison.py`); mAP is read in each run's own unit (percent, or the fractions of
+runs logged before `adatad.map_unit`). MLflow is imported only when the command runs, so
+`report.py` stays fast to import.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ def _find_run(client, ref: str, uri: str):
 
 
 def load_runs(uri: str, refs: Sequence[str]) -> list[RunRecord]:
-    """Params and per-epoch history of each run (by id or run name)."""
+    """Params and per-epoch history of each run (by id or run name); mAP in percent."""
     from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking.runs import MAP_UNIT, MAP_UNIT_TAG, is_map
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise CompareError(f"--tracking-uri {uri}: the database file does not exist")
@@ -45,10 +51,13 @@ def load_runs(uri: str, refs: Sequence[str]) -> list[RunRecord]:
     records = []
     for ref in refs:
         run = _find_run(client, ref, uri)
+        percent = run.data.tags.get(MAP_UNIT_TAG) == MAP_UNIT
         history = {}
         for measure in MEASURES:
             points = client.get_metric_history(run.info.run_id, measure.metric)
-            history[measure.metric] = [p.value for p in sorted(points, key=lambda p: (p.step, p.timestamp))]
+            scale = 100.0 if is_map(measure.metric) and not percent else 1.0  # an older run's fractions
+            history[measure.metric] = [scale * p.value for p in sorted(points, key=lambda p: (p.step, p.timestamp))
+                                       if not (is_map(measure.metric) and p.value < 0)]
         records.append(RunRecord(run.info.run_id, run.info.run_name or run.info.run_id, dict(run.data.params),
                                  history))
     return records

@@ -17,8 +17,9 @@ from typing import Any
 from adatad.atomic import atomic_write_text
 from adatad.reports.summary import write_reports
 from adatad.run_folder import HISTORY_FILE, RunFolder
+from pipelines.cli.hints import mlflow_ui_command
 from pipelines.runs.plan import RunPlan
-from pipelines.tracking.runs import finish_run, log_epoch, logged_epochs
+from pipelines.tracking.runs import finish_run, log_epoch, logged_epochs, system_metrics_summary, ui_url
 
 
 def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, run_id: str, *,
@@ -38,6 +39,9 @@ def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, 
         if int(metrics["epoch"]) not in logged:
             log_epoch(client, run_id, metrics)
     stats = stats if stats is not None else {"run_name": plan.run_name}  # gets `mlflow_model` when logged
+    # Where the run is in MLflow, and the utilisation MLflow's system metrics recorded, for the summary.
+    stats.update(mlflow_run_id=run_id, mlflow_tracking_uri=uri, mlflow_ui=ui_url(uri, run_id),
+                 mlflow_ui_command=mlflow_ui_command(uri), system_metrics=system_metrics_summary(client, run_id))
     # The best checkpoint's EMA detector as an MLflow model of this run (the checkpoint on disk stays
     # the source of truth, so a failure here is a warning, not a failed run).
     if model_checkpoint is not None and plan.cfg.tracking.log_model:

@@ -1,5 +1,11 @@
 """MLflow tracking: one MLflow run per training run, per-epoch metrics logged exactly once.
 
+What is logged is what people read: a metric only at the epochs that measured it (mAP at validated
+epochs, never a placeholder point), and mAP in percent, as the console, TRAINING_SUMMARY.md, the
+curves and the sweep tables show it (`history.json` keeps fractions, the machine record). Runs
+logged this way carry the tag `adatad.map_unit=percent`; older runs (fractions) lack it, and
+`report.py compare` reads each in its own unit.
+
 The run id is stored in the Ray run folder, so a resumed run (driver restart, `--resume`, a worker
 restarted by FailureConfig) keeps appending to the same MLflow run; epochs already logged are
 skipped, so the metric history stays continuous with no duplicates. Experiments are tagged as
@@ -37,6 +43,8 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 PARENT_RUN_TAG = MLFLOW_PARENT_RUN_ID  # MLflow's nesting tag: the UI shows the run under that parent
+MAP_UNIT_TAG, MAP_UNIT = "adatad.map_unit", "percent"
+NOT_LOGGED = frozenset({"epoch", "val_score"})  # the x axis; Ray's checkpoint ranking (= average_mAP where it exists)
 
 
 def default_tracking_uri() -> str:
@@ -95,7 +103,7 @@ def new_run(uri: str, experiment: str, run_id_file: Path, run_name: str, params:
     `mlflow_run_id`, `adatad.run_folder`; the folder may not exist yet)."""
     client = MlflowClient(uri)
     run = client.create_run(experiment_id(client, experiment), run_name=run_name,
-                            tags={"adatad.run_dir": str(run_id_file.parent), **(tags or {})})
+                            tags={"adatad.run_dir": str(run_id_file.parent), MAP_UNIT_TAG: MAP_UNIT, **(tags or {})})
     log_params(client, run.info.run_id, params)
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_id_file, run.info.run_id)
@@ -117,9 +125,22 @@ def start_or_resume_run(cfg: Config, uri: str, folder: RunFolder, run_name: str,
                    {**cfg.flat(), **(params or {})}, tags)
 
 
+def is_map(key: str) -> bool:
+    """mAP-like metrics: fractions in the records, percent where people read them."""
+    return "mAP" in key
+
+
+def as_read(key: str, value: float) -> float:
+    """A metric in the unit people read it: mAP in percent."""
+    return 100.0 * value if is_map(key) else value
+
+
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and k != "epoch"}
+    """The epoch's metrics as MLflow gets them: numbers only, mAP in percent; an mAP below 0 is the
+    placeholder older histories wrote for "not validated" (-1) and is left out, not drawn."""
+    numbers = {k: float(v) for k, v in metrics.items() if k not in NOT_LOGGED and isinstance(v, (int, float))
+               and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {k: as_read(k, v) for k, v in numbers.items() if not (is_map(k) and v < 0)}
 
 
 def log_epoch(client: MlflowClient, run_id: str, metrics: dict[str, Any]) -> None:
@@ -162,6 +183,21 @@ def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINI
         if Path(path).exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
+
+
+def system_metrics_summary(client: MlflowClient, run_id: str) -> dict[str, dict[str, float]]:
+    """Mean, max and sample count of the run's MLflow system metrics of utilisation and memory use, in
+    percent (`system/cpu_utilization_percentage`, `system/gpu_0_utilization_percentage`,
+    `system/system_memory_usage_percentage`, ...): what TRAINING_SUMMARY.md shows. Empty when none."""
+    keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith("system/")
+                  and k.endswith(("utilization_percentage", "memory_usage_percentage")))  # not the disk's fill
+    summary = {}
+    for key in keys:
+        values = [m.value for m in client.get_metric_history(run_id, key)]
+        if values:
+            summary[key.removeprefix("system/")] = {"mean": round(sum(values) / len(values), 1),
+                                                    "max": round(max(values), 1), "samples": len(values)}
+    return summary
 
 
 def ui_url(uri: str, run_id: str, ui: str = "http://127.0.0.1:5000") -> str:

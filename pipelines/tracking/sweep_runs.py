@@ -41,7 +41,7 @@ def close_sweep_run(uri: str, run_id: str, rows: list[TrialRow], spec: SweepSpec
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking.runs import finish_run, log_params
+    from pipelines.tracking.runs import as_read, finish_run, log_params
 
     client = MlflowClient(uri)
     best = best_row(rows, spec.mode)
@@ -50,7 +50,7 @@ def close_sweep_run(uri: str, run_id: str, rows: list[TrialRow], spec: SweepSpec
               for s in ("finished", "stopped early", "error")}
     metrics = [Metric(k, v, now, 0) for k, v in counts.items()]
     if best is not None:
-        metrics.append(Metric(f"best_{spec.metric}", float(best.best), now, 0))
+        metrics.append(Metric(f"best_{spec.metric}", as_read(spec.metric, float(best.best)), now, 0))
         log_params(client, run_id, {"best.trial_id": best.trial_id,
                                     **{f"best.{k}": v for k, v in best.params.items()}})
         if best.mlflow_run_id:
