@@ -53,7 +53,7 @@ from pipelines.cli.args import (
     fail,
 )
 from pipelines.cli.console import Console, format_duration
-from pipelines.cli.hints import python_command
+from pipelines.cli.hints import command_script, python_command
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.run_log import RunLog
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in failed:
             print(f"failed: {entry.video_id}: {entry.error}", file=sys.stderr)
         if not cfg.data.frame_store or resolve_path(cfg.data.frame_store) != root:
-            console.say(f"use it: {python_command()} pipelines/train.py --config {config_file} "
+            console.say(f"use it: {python_command()} {command_script('train')} --config {args.config or DEFAULT_CONFIG} "
                         f"--set data.frame_store={root}  (test.py and detect.py take the same --set)")
         return EXIT_FAILED if failed else 0
     except (UsageError, ConfigError, AnnotationError, ClusterError, VideoListError, StoreSpecError,

@@ -42,7 +42,7 @@ def prepare_frames_command(config: str | None, store: str, overrides: list[str] 
     """The command that builds (or completes) the frame store `store` for a config (+ its --set values),
     of the config's videos or of `videos` (detect.py's inputs)."""
     sets = "".join(f" --set {o}" for o in overrides or [] if not o.strip().startswith("data.frame_store="))
-    return (f"{python_command()} pipelines/prepare_frames.py" + (f" --config {config}" if config else "")
+    return (f"{python_command()} {command_script('prepare_frames')}" + (f" --config {config}" if config else "")
             + f"{sets} --store {store}" + (f" --videos {' '.join(videos)}" if videos else ""))
 
 
