@@ -296,11 +296,13 @@ def test_file_cut_mid_way_gives_valid_windows_then_invalid_ones(files, caplog):
         if not got["valid"]:
             assert not got["frames"].any()
             continue
-        # The reference seeks into the cut file on its own; on a loaded machine decord's seek there now
-        # and then fails a window the forward stream read fine (seen once in ~10 runs), so a window the
-        # reference could not read is not compared. The first window never needs a seek.
-        reference = loader.load(r, np.random.default_rng(0))
-        if reference["valid"] or k == 0:
+        # The reference reads the window from the cut file on its own; on a loaded machine decord now
+        # and then fails such a read that the forward stream made fine (seen in 2 of ~20 suite runs,
+        # the first window included), so it is tried up to three times, and a window the reference
+        # never read is not compared.
+        reference = next((ex for ex in (loader.load(r, np.random.default_rng(0)) for _ in range(3)) if ex["valid"]),
+                         None)
+        if reference is not None:
             _assert_same_example(got, reference, f"window {k}")
             compared += 1
     assert compared >= 1
