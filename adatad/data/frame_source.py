@@ -36,10 +36,15 @@ class FrameSource(Protocol):
 
 
 class VideoFiles:
-    """Decode the video files with decord (``num_threads`` decoder threads per read)."""
+    """Decode the video files with decord (``num_threads`` decoder threads per read); videos at a URI
+    from the node's cache of at most ``cache_gb`` (``adatad/data/video_cache.py``)."""
 
-    def __init__(self, num_threads: int = 1) -> None:
+    def __init__(self, num_threads: int = 1, cache_gb: float | None = None) -> None:
         self.num_threads = num_threads
+        if cache_gb is not None:
+            from adatad.data.video_cache import set_limit
+
+            set_limit(int(cache_gb * 2**30))
 
     def read(self, video_id: str, path: str, indices: np.ndarray) -> np.ndarray:
         return read_frames(path, indices, num_threads=self.num_threads)
@@ -49,7 +54,9 @@ class VideoFiles:
 
 
 class StoredFrames:
-    """Read the frames from the frame store at ``root`` (entries named by video id)."""
+    """Read the frames from the frame store at ``root`` (entries named by video id); a store at a URI
+    by byte ranges (the entry's footer, then the row groups a window covers), retried through an
+    outage of its endpoint (``EntryReader``)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -62,7 +69,7 @@ class StoredFrames:
         return EntryReader(entry_path(self.root, path), video_id)
 
 
-def frame_source(frame_store: str | None, num_threads: int = 1) -> FrameSource:
+def frame_source(frame_store: str | None, num_threads: int = 1, cache_gb: float | None = None) -> FrameSource:
     """The store at ``frame_store`` (relative paths from the work root, as every config path), else the videos."""
-    return StoredFrames(resolve_path(frame_store)) if frame_store else VideoFiles(num_threads)
+    return StoredFrames(resolve_path(frame_store)) if frame_store else VideoFiles(num_threads, cache_gb)
 
