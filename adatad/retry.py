@@ -68,17 +68,21 @@ def retrying(action: Callable[[], T], what: str, warn: Callable[[str], None] | N
         except OSError as exc:
             if not is_transient(exc):
                 raise
+            detail = _first_line(exc)
+            named = what.rsplit(" ", 1)[-1] + ": "  # the location, when `what` ends with it and the error starts with it
+            detail = detail.removeprefix(named) if what.endswith(named[:-2]) else detail
             now = time.monotonic()
             started = now if started is None else started
             if now - started >= _window[0]:
+                _warned.clear()  # the next outage is said again
                 # Without the client's "AWS Error ..." words, which callers such as Ray Train's
                 # checkpoint upload take as a reason to retry again.
-                short = re.sub(r"AWS Error \w+", "error", _first_line(exc))
+                short = re.sub(r"AWS Error \w+", "error", detail)
                 raise StorageUnavailable(f"{what}: still failing after {_window[0]:.0f} s "
                                          f"(runtime.storage_retry_s): {short}") from None
             if not _warned:
                 _warned.append(what)
-                (warn or log.warning)(f"{what}: {_first_line(exc)}; retrying for up to {_window[0]:.0f} s")
+                (warn or log.warning)(f"{what}: {detail}; retrying for up to {_window[0]:.0f} s")
             time.sleep(min(delay, max(0.1, started + _window[0] - now)))
             delay = min(delay * 2, 8.0)
 

@@ -78,10 +78,10 @@ def run(args: argparse.Namespace, uploads: LogUploads | None = None) -> int:
                 return 2
         check_initial_weights(cfg, plan.resumed)
         check_external_classifier(cfg)
+        if plan.local != plan.folder and uploads is not None:  # the run folder is at a URI
+            uploads.follow(plan.local.log, plan.folder.log)
         log = RunLog(plan.local.log, verbose=args.verbose).attach()
         console = Console(log)
-        if plan.local != plan.folder and uploads is not None:
-            uploads.follow(plan.local.log, plan.folder.log)
         note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
                                        [cfg.data.train_subset, cfg.data.test_subset])
         if note:

@@ -24,6 +24,14 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.s3_server import S3Server, session_server  # noqa: E402
+
+# The session's S3 endpoint (moto, started by the `s3` fixture when a test asks for it). Its AWS
+# variables are set now, before any Ray starts, so that Ray's workers, decode actors and `ray start`
+# nodes inherit them as a cloud node holds its own; no test reaches a real AWS account.
+S3 = session_server()
+S3.export()
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -87,6 +95,14 @@ def tiny_config(data_root: Path, storage: Path, mlflow_db: Path, epochs: int = 2
                 ) -> Config:
     return load_config(CONFIG_DIR / "synthetic.yaml", tiny_overrides(data_root, storage, mlflow_db, epochs)
                        + (extra or []))
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    """The session's S3 endpoint (moto in this process): `s3.bucket(name)`, `s3.outage()`, `s3.keys(uri)`."""
+    S3.start()
+    yield S3
+    S3.stop()
 
 
 @pytest.fixture(scope="session")

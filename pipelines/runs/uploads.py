@@ -40,7 +40,13 @@ class LogUploads:
         self.close()
 
     def follow(self, local: Path, remote: ObjectPath) -> None:
-        self._followed.append((Path(local), remote))
+        """Upload `local` to `remote` from now on; a log there already (a resumed run on another machine)
+        is fetched first, so that the run's lines append to it."""
+        local = Path(local)
+        if not local.exists() and remote.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            remote.download(local)
+        self._followed.append((local, remote))
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="adatad-log-uploads", daemon=True)
             self._thread.start()
