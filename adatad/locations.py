@@ -19,12 +19,13 @@ Writes go to the object in one PUT (an object appears whole or not at all, like 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import os
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,7 @@ class ObjectPath:
             except (FileNotFoundError, LocationError):
                 raise
             except OSError as exc:
-                raise LocationError(f"{self.uri}: {_reason(exc)}") from None
+                raise LocationError(f"{self.uri}: {_reason(exc, self.uri)}") from None
         try:
             return retrying(attempt, f"{what} {self.uri}")
         except FileNotFoundError:
@@ -320,45 +321,66 @@ def parent_of(location: str) -> str:
 
 def check_writable_location(uri: str, what: str) -> None:
     """Where a run will write: the bucket exists and takes a write, with these credentials, from this
-    machine. One line naming the URI, and nothing left behind; before any training starts."""
-    fs = quick_filesystem(uri)
-    _check_bucket(fs, uri, what)
-    probe = f"{filesystem(uri)[1]}/.adatad-write-check"
-    try:
-        with fs.open_output_stream(probe) as stream:
-            stream.write(b"")
-        fs.delete_file(probe)
-    except OSError as exc:
-        raise LocationError(f"{what} {uri}: cannot write there ({_reason(exc)})") from None
+    machine. One line naming `what` and the URI, and nothing left behind; before any training starts."""
+    with _named(what):
+        fs, path = quick_filesystem(uri), filesystem(uri)[1]
+        _check_bucket(fs, uri)
+        probe = f"{path}/.adatad-write-check"
+        try:
+            with fs.open_output_stream(probe) as stream:
+                stream.write(b"")
+            fs.delete_file(probe)
+        except OSError as exc:
+            raise LocationError(f"{uri}: cannot write there ({_reason(exc, uri)})") from None
 
 
 def check_readable_location(uri: str, what: str) -> None:
     """Something the run will read: there, readable with these credentials, from this machine."""
-    fs = quick_filesystem(uri)
-    _check_bucket(fs, uri, what)
+    with _named(what):
+        fs, path = quick_filesystem(uri), filesystem(uri)[1]
+        _check_bucket(fs, uri)
+        try:
+            info = fs.get_file_info(path)
+        except OSError as exc:
+            raise LocationError(f"{uri}: {_reason(exc, uri)}") from None
+        if info.type == pafs.FileType.NotFound:
+            raise LocationError(f"{uri}: not found")
+
+
+@contextlib.contextmanager
+def _named(what: str) -> Iterator[None]:
+    """A LocationError's line starts with the flag or key that gave the location."""
     try:
-        info = fs.get_file_info(filesystem(uri)[1])
-    except OSError as exc:
-        raise LocationError(f"{what} {uri}: {_reason(exc)}") from None
-    if info.type == pafs.FileType.NotFound:
-        raise LocationError(f"{what} {uri}: not found")
+        yield
+    except LocationError as exc:
+        raise LocationError(f"{what} {exc}") from None
 
 
 def quick_filesystem(uri: str) -> pafs.FileSystem:
-    """A client that gives up quickly: a wrong endpoint is one line in seconds, not after minutes of retries."""
-    if uri.split("://", 1)[0].lower() in ("s3", "s3a"):
+    """A client that gives up quickly: a wrong endpoint is one line in seconds, not after minutes of retries
+    (pyarrow's GCS client retries for 15 minutes by default)."""
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme in ("s3", "s3a"):
         return s3_filesystem(attempts=2, connect_timeout_s=5)
+    if scheme in ("gs", "gcs"):
+        from datetime import timedelta
+
+        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=5))
     return filesystem(uri)[0]
 
 
-def _check_bucket(fs: pafs.FileSystem, uri: str, what: str) -> None:
+def _check_bucket(fs: pafs.FileSystem, uri: str) -> None:
     bucket = bucket_of(uri)
     try:
         info = fs.get_file_info(bucket)
     except OSError as exc:
-        raise LocationError(f"{what} {uri}: {_reason(exc)}") from None
+        raise LocationError(f"{uri}: {_reason(exc, uri)}") from None
     if info.type == pafs.FileType.NotFound:
-        raise LocationError(f"{what} {uri}: bucket '{bucket}' does not exist" + _endpoint_note())
+        raise LocationError(f"{uri}: bucket '{bucket}' does not exist" + (_endpoint_note() if _is_s3(uri) else ""))
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.split("://", 1)[0].lower() in ("s3", "s3a")
 
 
 def _endpoint_note() -> str:
@@ -366,9 +388,12 @@ def _endpoint_note() -> str:
     return f" at {endpoint}" if endpoint else ""
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, uri: str = "s3://") -> str:
     """pyarrow's S3 messages, cut to what a user acts on (credentials, endpoint, permission)."""
     text = str(exc)
+    if not _is_s3(uri):
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first[:200]
     endpoint = endpoint_url() or "the AWS endpoint"
     if "NETWORK_CONNECTION" in text or "Could not connect" in text or "Could not resolve" in text:
         return (f"cannot reach {endpoint} (check AWS_ENDPOINT_URL and the network)")
