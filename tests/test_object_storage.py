@@ -296,3 +296,23 @@ def test_a_run_on_s3_rides_out_an_outage_resumes_from_the_store_and_serves_test_
                         "--out", detections, "--quiet"]) == 0
     assert list(json.loads(as_path(detections).read_text())["results"]) == ["video_test_0000001"]
     assert as_path("s3://adatad-runs/det/d.log").is_file()
+
+
+def test_a_sweep_keeps_its_folder_at_a_uri(s3, tiny_data: Path, tmp_path: Path) -> None:
+    """tune.py --storage s3://...: the sweep's folder (results, tune.log, the trials' run folders) and Tune's
+    own state there, through the same filesystem as Ray Train's (`trainer.storage_arguments`)."""
+    import pyarrow.fs as pafs
+
+    from pipelines.ray_layer.sweeps import sweep_folder
+    from pipelines.ray_layer.trainer import storage_arguments
+    from pipelines.sweeps.spec import load_sweep
+
+    storage = s3.bucket("adatad-sweeps") + "/sweeps"
+    spec = load_sweep(CONFIG_DIR / "sweeps" / "batch_workers_synthetic.yaml")
+    cfg = load_config(CONFIG_DIR / "synthetic.yaml", tiny_overrides(tiny_data, tmp_path, tmp_path / "m.db"))
+    folder = sweep_folder(spec, cfg, storage, "sw")
+    assert folder.path == as_path(f"{storage}/sw") and folder.trial_run("t1").path == as_path(f"{storage}/sw/runs/t1")
+    arguments = storage_arguments(str(folder.path))
+    assert arguments["storage_path"] == "adatad-sweeps/sweeps/sw"
+    assert isinstance(arguments["storage_filesystem"], pafs.S3FileSystem)
+    assert storage_arguments(str(tmp_path)) == {"storage_path": str(tmp_path)}

@@ -182,9 +182,17 @@ def stop_system_metrics(monitor) -> None:
 
 
 def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINISHED") -> None:
+    """Log the files that exist (a file at a URI through a local copy: MLflow logs local files) and
+    close the run with `status`."""
+    import tempfile
+
     client = MlflowClient(uri)
     for path in artifacts:
-        if Path(path).exists():
+        if isinstance(path, ObjectPath):
+            if path.is_file():
+                with tempfile.TemporaryDirectory() as folder:
+                    client.log_artifact(run_id, str(path.download(Path(folder) / path.name)))
+        elif Path(path).exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
 
