@@ -1,22 +1,38 @@
 """A real S3 endpoint on this machine for the tests and benchmarks: moto's server mode, in this process.
 
-moto keeps its buckets in this process's memory, so the server can be stopped and started again on
-the same port (a real outage: connections are refused meanwhile) without losing an object. The
-standard AWS variables point at it (`env`); set before Ray starts, every Ray worker, decode actor and
-`ray start` node of the session inherits them, as the nodes of a cloud cluster hold theirs. moto
-accepts any credentials unless `credentials_checked()` turns its IAM check on.
+Clients reach moto through a small TCP proxy on the endpoint's port, which counts the bytes and
+requests that pass (`bytes_down`, `requests`: what a reader costs on the wire) and makes an outage
+real: `stop()` closes the port and every open connection (a keep-alive connection to a stopped
+server would otherwise go on being served), `start()` opens it again; moto and its buckets stay
+up behind it. The standard AWS variables point at it (`env`); set before Ray starts, every Ray
+worker, decode actor and `ray start` node of the session inherits them, as the nodes of a cloud
+cluster hold theirs. moto accepts any credentials unless `credentials_checked()` turns its IAM check on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing", "us-east-1"
+
+
+def _wait_for_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:  # moto's thread binds the port after start() returns
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -25,12 +41,86 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Proxy:
+    """TCP from `port` to moto's port, counting what passes; `close()` drops the port and every connection."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.bytes_down = self.bytes_up = self.requests = 0
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked on it (close alone would not)
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for conn in list(self._open):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while chunk := source.recv(1 << 16):
+                sink.sendall(chunk)
+                with self._lock:
+                    if up:
+                        self.bytes_up += len(chunk)
+                        self.requests += len(_REQUEST_LINE.findall(chunk))
+                    else:
+                        self.bytes_down += len(chunk)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            with self._lock:
+                self._open.discard(source)
+                self._open.discard(sink)
+
+
+_REQUEST_LINE = re.compile(rb"^(?:GET|HEAD|PUT|POST|DELETE) /\S* HTTP/1\.1\r$", re.M)
+
+
 class S3Server:
-    """`start()` / `stop()` the endpoint at `url`; `env` holds the AWS variables that name it."""
+    """`start()` / `stop()` the endpoint at `url` (moto keeps running behind it); `env` holds the AWS
+    variables that name it; `close()` ends everything."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._server = None
+        self._moto = None
+        self._proxy: _Proxy | None = None
 
     @property
     def url(self) -> str:
@@ -49,31 +139,39 @@ class S3Server:
         os.environ.update(self.env)
 
     def start(self) -> S3Server:
-        import logging
+        if self._moto is None:
+            import logging
 
-        from moto.server import ThreadedMotoServer
+            from moto.server import ThreadedMotoServer
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        deadline = time.monotonic() + 30
-        while True:  # its thread binds the port after start() returns
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+            moto_port = free_port()
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+            self._moto.start()
+            _wait_for_port(moto_port)
+            self._proxy = _Proxy(self.port, moto_port)
+        self._proxy.open()
+        return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        """The endpoint goes away: its port closed, every connection dropped (moto keeps the objects)."""
+        if self._proxy is not None:
+            self._proxy.close()
+
+    def close(self) -> None:
+        self.stop()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self._proxy is not None and self._proxy._listener is not None
+
+    @property
+    def traffic(self) -> tuple[int, int]:
+        """(bytes sent to clients, requests) so far."""
+        return (self._proxy.bytes_down, self._proxy.requests) if self._proxy else (0, 0)
 
     def bucket(self, name: str) -> str:
         """A new empty bucket (or an existing one); returns `s3://name`."""

@@ -8,7 +8,6 @@ warning, one that lasts gives up. The multi-node run with no shared folder: test
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,24 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from adatad.config import CONFIG_DIR, load_config
 from adatad.locations import LocationError, ObjectPath, as_path, is_uri
 from adatad.retry import StorageUnavailable, retrying, set_window
-from tests.conftest import tiny_overrides
-from tests.run_watch import registered_epochs, wait_for
-
-DATA_KEYS = ("data.annotation_file", "data.video_dir", "data.class_map_file")
-
-
-def s3_overrides(data: str, storage: str, db: Path, epochs: int = 2) -> list[str]:
-    """The tests' tiny config with its data and run storage at URIs."""
-    kept = [o for o in tiny_overrides(Path("/unused"), Path("/unused"), db, epochs)
-            if not o.startswith((*DATA_KEYS, "runtime.storage_path", "tracking.experiment_name"))]
-    return [*kept, f"data.annotation_file={data}/annotations.json", f"data.video_dir={data}/videos",
-            f"data.class_map_file={data}/category_idx.txt", f"runtime.storage_path={storage}",
-            "tracking.experiment_name=adatad-tests-s3"]
+from tests.conftest import s3_overrides, tiny_overrides
+from tests.run_watch import wait_for
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -184,7 +171,7 @@ def test_an_outage_is_ridden_out_with_one_warning_and_a_lasting_one_gives_up(s3,
     target = as_path(s3.bucket("adatad-outage") + "/x.txt")
     target.write_text("kept")
     set_window(60)
-    restart = threading.Timer(1.5, s3.start)
+    restart = threading.Timer(4.0, s3.start)  # longer than the S3 client's own few retries
     s3.stop()
     restart.start()
     with caplog.at_level(logging.WARNING, logger="adatad.storage"):
@@ -219,83 +206,6 @@ def test_the_driver_warns_once_and_stops_a_run_whose_store_stays_away(s3, monkey
     assert warned == [f"the object store ({s3.url}) does not answer; reads and writes are retried for up to 2 s "
                       "(runtime.storage_retry_s), then the run stops"]
     assert stopped[0].startswith("the object store did not answer for ") and watch.outage
-
-
-# ------------------------------------------------------------------ a run stored on S3, its data too
-
-
-def test_a_run_on_s3_rides_out_an_outage_resumes_from_the_store_and_serves_test_and_detect(
-        ray_session, s3, s3_data: str, tmp_path: Path, capsys) -> None:
-    """`train.py` with its run folder and data at URIs (2 epochs; the endpoint away for 4 s once epoch 0's
-    checkpoint is registered), `--resume` from the object store for a third epoch, then `test.py` and
-    `detect.py` from its checkpoint there, writing there."""
-    from pipelines import detect, train
-    from pipelines.runs.evaluation_plan import plan_evaluation, write_outputs
-
-    storage = s3.bucket("adatad-runs") + "/runs"
-    overrides = s3_overrides(s3_data, storage, tmp_path / "mlflow.db")
-    run_dir = f"{storage}/tiny"
-
-    def outage_after_epoch_0() -> None:
-        wait_for(lambda: registered_epochs(run_dir), 300, "epoch 0's checkpoint", interval=0.5)
-        with s3.outage():
-            time.sleep(4)
-
-    outage = threading.Thread(target=outage_after_epoch_0, daemon=True)
-    outage.start()
-    rc = train.main([*sets(overrides), "--run-name", "tiny"])
-    outage.join(timeout=60)
-    first = capsys.readouterr()
-    assert rc == 0, (first.out + first.err)[-3000:]
-    warnings = [line for line in first.err.splitlines() if line.startswith("warning:")]
-    assert warnings == [f"warning: the object store ({s3.url}) does not answer; reads and writes are retried for "
-                        "up to 120 s (runtime.storage_retry_s), then the run stops"], first.err[-3000:]
-    rc = train.main(["--resume", "--run-name", "tiny", "--storage", storage,
-                     *sets(["train.epochs=3", "train.schedule_epochs=4", "tracking.log_model=true"])])
-    resumed = capsys.readouterr()
-    assert rc == 0, (resumed.out + resumed.err)[-3000:]
-    assert f"run folder: {run_dir} (resumed)" in resumed.out
-
-    run = as_path(run_dir)
-    history = json.loads((run / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-    assert all(h["clips_lost"] == 0 and h["clips_repeated"] == 0 for h in history)  # nothing lost to the outage
-    files = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "history.json", "stats.json", "train.log", "mlflow_run_id", "training_curves.png",
-            "TRAINING_SUMMARY.md", "checkpoint_manager_snapshot.json"} <= files
-    assert sorted(registered_epochs(run_dir)) == [0, 1, 2]
-    log = (run / "train.log").read_text()  # written locally, uploaded as the run goes and at the end
-    assert "epochs 2 (0-1)" in log and "epochs 3 (0-2)" in log and "warning: the object store" in log
-    stats = json.loads((run / "stats.json").read_text())
-    assert stats["best_checkpoint"].startswith(run_dir + "/checkpoint_")
-
-    # MLflow: the tracking store stays local, the run's artifacts and model go to the same object store
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("adatad-tests-s3")
-    assert experiment.artifact_location == f"{storage}/mlruns/adatad-tests-s3"
-    (mlflow_run,) = client.search_runs([experiment.experiment_id])
-    assert mlflow_run.info.run_id == (run / "mlflow_run_id").read_text().strip()  # the resumed run is the same run
-    assert mlflow_run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "loss")] == [0, 1, 2]
-    artifacts = s3.keys(f"{storage}/mlruns/adatad-tests-s3")
-    assert f"{mlflow_run.info.run_id}/artifacts/TRAINING_SUMMARY.md" in artifacts
-    assert any(k.startswith("models/") and k.endswith("data/model.pth") for k in artifacts)
-
-    # test.py (its plan: Ray would run the same validation as training's) and detect.py: the run folder's
-    # latest checkpoint read from the store, the outputs written there
-    plan = plan_evaluation(run_dir, None, [], None, False, "s3://adatad-runs/tests/t")
-    assert str(plan.trained.path) == f"{stats['checkpoint']}/checkpoint.pt" and plan.out.path == as_path(
-        "s3://adatad-runs/tests/t") and plan.records[0].path.startswith(f"{s3_data}/videos/")
-    outcome = {"predictions": {"results": {}}, "metrics": {"mAP": {"0.5": 0.25}, "average_mAP": 0.25},
-               "seconds": 1.0, "device": "cpu x 1"}
-    assert [str(p) for p in write_outputs(plan, outcome)] == [f"s3://adatad-runs/tests/t/{name}" for name in (
-        "predictions.json", "metrics.json", "TEST_SUMMARY.md")]
-    assert json.loads(as_path("s3://adatad-runs/tests/t/metrics.json").read_text())["average_mAP"] == 0.25
-    detections = "s3://adatad-runs/det/d.json"
-    assert detect.main(["--checkpoint", run_dir, "--videos", f"{s3_data}/videos/video_test_0000001.mp4",
-                        "--out", detections, "--quiet"]) == 0
-    assert list(json.loads(as_path(detections).read_text())["results"]) == ["video_test_0000001"]
-    assert as_path("s3://adatad-runs/det/d.log").is_file()
 
 
 def test_a_sweep_keeps_its_folder_at_a_uri(s3, tiny_data: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Every process that reads or writes a URI rides out an outage of its endpoint by 
 costs waiting time and nothing else. The user should still hear of it, once, and a run should not
 wait forever on a store that is gone: while training runs, the driver asks each bucket the run uses
 whether it answers, every few seconds. The first failure prints one `warning:` line; recovery goes
-to the log; an outage longer than `runtime.storage_retry_s` stops the run as SIGTERM does
+to the log (`adatad` logger); an outage longer than `runtime.storage_retry_s` stops the run as SIGTERM does
 (`pipelines/runs/stop.py`): the workers end, the last checkpoint Ray registered stays in the store,
 the MLflow run is marked KILLED and `--resume` is printed.
 """
@@ -67,8 +67,8 @@ class StorageWatch:
             now = time.monotonic()
             if failure is None:
                 if self.since is not None:
-                    log.warning("the object store answers again after %.0f s; reads and writes were retried",
-                                now - self.since)
+                    log.info("the object store answers again after %.0f s; reads and writes were retried",
+                             now - self.since)
                     self.since = None
                 continue
             if self.since is None:
