@@ -170,6 +170,7 @@ def test_rayignore_keeps_the_job_package_small(tmp_path: Path) -> None:
              or n.endswith((".pth", ".pt", "mlflow.db"))]
     assert not heavy, heavy[:10]
     assert "pipelines/train.py" in names and "configs/synthetic.yaml" in names
+    assert "pipelines/runs/plan.py" in names  # not taken for a run folder (`runs/` is anchored at the root)
     assert target.stat().st_size < 5 * 2**20
 
 
