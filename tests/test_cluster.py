@@ -89,11 +89,12 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
         bed: ClusterBed, s3, tiny_data: Path, tmp_path: Path) -> None:
     """Storage and data in a bucket, every node with a temporary folder of its own: the data nodes' decode
     actors read the videos from the bucket, the training node writes its checkpoints there, the driver its
-    records and log. After epoch 0's checkpoint the endpoint goes away for 4 s (epoch 1's reads wait; one
-    warning line), then a data node and the training node are lost (Ray Train restarts the workers on a
-    spare node with the same resources), then the driver is killed outright and `--resume` finishes the
-    run from the bucket: every clip of every epoch, nothing repeated. test.py's and detect.py's plans then
-    read the stored checkpoint. Runs last in this module: it kills nodes of the bed."""
+    records and log. After epoch 0's checkpoint a data node and the training node are lost (Ray Train
+    restarts the workers from that checkpoint on a spare node with the same resources); in the restarted
+    epoch 1 the endpoint goes away for 4 s (reads and the checkpoint upload wait; one warning line); after
+    epoch 1's checkpoint the driver is killed outright and `--resume` finishes the run from the bucket:
+    every clip of every epoch, nothing repeated. test.py's and detect.py's plans then read the stored
+    checkpoint. Runs last in this module: it kills nodes of the bed."""
     from pipelines import detect
     from pipelines.runs.evaluation_plan import plan_evaluation
 
@@ -101,9 +102,9 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
     storage, db = "s3://adatad-bed/runs", tmp_path / "mlflow.db"
     run_dir = f"{storage}/bed-s3"
     placement = ["runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
-                 "runtime.decode_actors=2", "runtime.max_failures=2", "train.val_start_epoch=1"]
+                 "runtime.decode_actors=2", "runtime.max_failures=2", "train.val_start_epoch=2"]
     command = [PYTHON, "pipelines/train.py", "--cluster", bed.gcs_address, "--run-name", "bed-s3", "--skip-data-check",
-               *[a for o in s3_overrides(data, storage, db, epochs=2) + placement for a in ("--set", o)]]
+               *[a for o in s3_overrides(data, storage, db, epochs=3) + placement for a in ("--set", o)]]
     spare = threading.Thread(target=bed.add_node, args=("gpu-2", 1, {"gpu_node": 1}))  # joins during epoch 0
     console = tmp_path / "console.txt"
     with console.open("w") as sink:
@@ -112,8 +113,6 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
         try:
             alive = lambda: proc.poll() is None  # noqa: E731
             wait_for(lambda: 0 in registered_epochs(run_dir), 600, "epoch 0's checkpoint", 0.5, alive)
-            with s3.outage():
-                time.sleep(4)
             spare.join()
             names = bed.node_names()
             (trainer,) = {names[a["node_id"]] for a in bed.actors() if a["class_name"] == TRAIN_WORKER
@@ -121,6 +120,9 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
             bed.kill_node("data-0")
             bed.kill_node(trainer)
             wait_for(lambda: "Ray Train restarted the workers" in console.read_text(), 600, "the restart", 0.5, alive)
+            with s3.outage():
+                time.sleep(4)
+            wait_for(lambda: 1 in registered_epochs(run_dir), 600, "epoch 1's checkpoint", 0.5, alive)
         finally:
             proc.kill()  # the driver is lost outright (SIGKILL): nothing of it runs on
             proc.wait(timeout=60)
@@ -132,19 +134,19 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
     assert [line for line in first.splitlines() if line.startswith("warning: the object store")] == [
         f"warning: the object store ({s3.url}) does not answer; reads and writes are retried for up to 120 s "
         "(runtime.storage_retry_s), then the run stops"], first[-3000:]
-    assert "Ray Train restarted the workers from the checkpoint of epoch" in first, first[-3000:]
+    assert "Ray Train restarted the workers from the checkpoint of epoch 0" in first, first[-3000:]
     assert f"run folder: {run_dir} (resumed)" in output
     history = json.loads(as_path(f"{run_dir}/history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1]
-    assert [(h["clips_lost"], h["clips_repeated"]) for h in history] == [(0, 0)] * 2
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert [(h["clips_lost"], h["clips_repeated"]) for h in history] == [(0, 0)] * 3
     client = MlflowClient(f"sqlite:///{db}")
     (run,) = client.search_runs([client.get_experiment_by_name("adatad-tests-s3").experiment_id])
     assert run.info.status == "FINISHED" and [m.step for m in client.get_metric_history(run.info.run_id, "loss")] \
-        == [0, 1]
+        == [0, 1, 2]
     assert run.info.run_id == as_path(f"{run_dir}/mlflow_run_id").read_text().strip()
     assert f"{run.info.run_id}/artifacts/TRAINING_SUMMARY.md" in s3.keys(f"{storage}/mlruns/adatad-tests-s3")
     log = as_path(f"{run_dir}/train.log").read_text()  # written on the head, uploaded as the run went
-    assert "epochs 2 (0-1)" in log and "(resumed)" in log
+    assert "epochs 3 (0-2)" in log and "(resumed)" in log
     assert not any(tmp_path.rglob("checkpoint.pt"))  # nothing of the run on a local disk of this test
 
     # test.py and detect.py plan from the stored run folder: its latest checkpoint read from the bucket
