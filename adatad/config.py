@@ -111,9 +111,10 @@ class DataConfig:
     # A frame store (pipelines/prepare_frames.py): read every window's frames from it instead of
     # decoding the videos; null = decode the videos (docs/architecture.md, "The frame store").
     frame_store: str | None = None
-    # Videos at a URI (data.video_dir: s3://...) are decoded from a cache on each node's disk, at most
-    # this size per node (adatad/data/video_cache.py); a frame store at a URI is read by byte ranges.
-    video_cache_gb: float = 20.0
+    # Videos and frame store entries at a URI (s3://...) are read from a cache on each node's disk, at
+    # most this size per node (adatad/data/node_cache.py); 0: only the file in use is kept (videos) and
+    # store entries are read by byte ranges.
+    cache_gb: float = 20.0
 
 
 SAMPLING_MODES = ("sliding", "resize")
@@ -547,7 +548,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= d.flip_ratio <= 1.0, "data.flip_ratio", d.flip_ratio, "in [0, 1]")
     _check(d.max_segments >= 1, "data.max_segments", d.max_segments, ">= 1")
     _check(d.max_decode_failures >= 0, "data.max_decode_failures", d.max_decode_failures, ">= 0")
-    _check(d.video_cache_gb > 0, "data.video_cache_gb", d.video_cache_gb, "> 0")
+    _check(d.cache_gb >= 0, "data.cache_gb", d.cache_gb, ">= 0")
     _check(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, ">= 0 (0 = decord's default)")
     for name in ("crop_size", "train_resize_short", "test_resize_short"):
         _check(getattr(d, name) > 0, f"data.{name}", getattr(d, name), "> 0")

@@ -187,7 +187,7 @@ class ObjectPath:
             except (FileNotFoundError, LocationError):
                 raise
             except OSError as exc:
-                raise LocationError(f"{self.uri}: {_reason(exc, self.uri)}") from None
+                raise LocationError(f"{self.uri}: {reason_of(exc, self.uri)}") from None
         try:
             return retrying(attempt, f"{what} {self.uri}")
         except FileNotFoundError:
@@ -331,7 +331,7 @@ def check_writable_location(uri: str, what: str) -> None:
                 stream.write(b"")
             fs.delete_file(probe)
         except OSError as exc:
-            raise LocationError(f"{uri}: cannot write there ({_reason(exc, uri)})") from None
+            raise LocationError(f"{uri}: cannot write there ({reason_of(exc, uri)})") from None
 
 
 def check_readable_location(uri: str, what: str) -> None:
@@ -342,7 +342,7 @@ def check_readable_location(uri: str, what: str) -> None:
         try:
             info = fs.get_file_info(path)
         except OSError as exc:
-            raise LocationError(f"{uri}: {_reason(exc, uri)}") from None
+            raise LocationError(f"{uri}: {reason_of(exc, uri)}") from None
         if info.type == pafs.FileType.NotFound:
             raise LocationError(f"{uri}: not found")
 
@@ -374,7 +374,7 @@ def _check_bucket(fs: pafs.FileSystem, uri: str) -> None:
     try:
         info = fs.get_file_info(bucket)
     except OSError as exc:
-        raise LocationError(f"{uri}: {_reason(exc, uri)}") from None
+        raise LocationError(f"{uri}: {reason_of(exc, uri)}") from None
     if info.type == pafs.FileType.NotFound:
         raise LocationError(f"{uri}: bucket '{bucket}' does not exist" + (_endpoint_note() if _is_s3(uri) else ""))
 
@@ -388,7 +388,7 @@ def _endpoint_note() -> str:
     return f" at {endpoint}" if endpoint else ""
 
 
-def _reason(exc: BaseException, uri: str = "s3://") -> str:
+def reason_of(exc: BaseException, uri: str = "s3://") -> str:
     """pyarrow's S3 messages, cut to what a user acts on (credentials, endpoint, permission)."""
     text = str(exc)
     if not _is_s3(uri):

@@ -113,7 +113,7 @@ def test_bad_locations_of_the_other_commands_are_one_line(s3, s3_data: str, tmp_
 
 def test_every_data_location_reads_from_the_object_store(s3, s3_data: str, tiny_data: Path, tmp_path: Path,
                                                          monkeypatch) -> None:
-    from adatad.data import video_cache
+    from adatad.data import node_cache
     from adatad.data.splits import load_splits
     from adatad.data.video import VideoDecodeError, read_frames
     from adatad.data.video_files import list_videos
@@ -123,7 +123,7 @@ def test_every_data_location_reads_from_the_object_store(s3, s3_data: str, tiny_
     from adatad.frame_store.spec import entry_path, spec_for_config, write_manifest
     from adatad.models.weights import read_torch_file
 
-    monkeypatch.setattr(video_cache, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(node_cache, "cache_dir", lambda: tmp_path / "cache")
     cfg = load_config(CONFIG_DIR / "synthetic.yaml", s3_overrides(s3_data, "runs", tmp_path / "m.db")
                       + [f"data.block_list={s3_data}/blocked.txt"])
     (tmp_path / "blocked.txt").write_text("video_test_0000003\n")
@@ -138,7 +138,7 @@ def test_every_data_location_reads_from_the_object_store(s3, s3_data: str, tiny_
     indices = np.array([0, 40, 80, 300])
     assert np.array_equal(read_frames(train[0].path, indices), read_frames(local_train[0].path, indices))
     read_frames(train[0].path, indices)
-    assert video_cache.stats["hits"] >= 1  # the second read decodes the node's copy
+    assert node_cache.stats["hits"] >= 1  # the second read decodes the node's copy
     as_path(f"{s3_data}/videos/empty.mp4").write_bytes(b"")
     with pytest.raises(VideoDecodeError, match=f"^{s3_data}/videos/empty.mp4: file is empty"):
         read_frames(f"{s3_data}/videos/empty.mp4", indices)
@@ -146,17 +146,23 @@ def test_every_data_location_reads_from_the_object_store(s3, s3_data: str, tiny_
         read_frames(f"{s3_data}/videos/none.mp4", indices)
     assert [p.name for p in list_videos([f"{s3_data}/videos"])][:2] == ["empty.mp4", "video_test_0000001.mp4"]
 
-    # a frame store at a URI: checked from the entries' footers, windows read by byte ranges
+    # a frame store at a URI (prepare_frames.py --store s3://...: each entry built here, uploaded whole):
+    # checked from the entries' footers, windows read by byte ranges or from the node's cache
     spec = spec_for_config(cfg.data)
-    store = tmp_path / "frames"
+    store, remote = tmp_path / "frames", f"{s3_data}/frames"
     write_manifest(store, spec)
-    for r in local_train[:2]:
-        assert build_entry(store, VideoToStore(r.video_id, r.path, r.num_frames), spec).error is None
-    remote = s3.upload_tree(store, f"{s3_data}/frames")
+    write_manifest(remote, spec)
+    r = local_train[1]
+    assert build_entry(store, VideoToStore(r.video_id, r.path, r.num_frames), spec).error is None
+    for r in train[:2]:  # from the videos in the bucket into the store in the bucket
+        assert build_entry(remote, VideoToStore(r.video_id, r.path, r.num_frames), spec).error is None
     report = check_store(remote, train[:2], cfg.data)
     assert report.lines("fix") == [] and report.summary().startswith(f"frame store {remote}: all 2 videos")
-    with EntryReader(entry_path(remote, train[1].path)) as stored, EntryReader(entry_path(store, train[1].path)) as here:
-        assert np.array_equal(stored.read(indices[:3]), here.read(indices[:3]))
+    with EntryReader(entry_path(store, train[1].path)) as here:
+        expected = here.read(indices[:3])
+    for cached in (False, True):  # by byte ranges, or from the node's cache (data.cache_gb > 0)
+        with EntryReader(entry_path(remote, train[1].path), cached=cached) as stored:
+            assert np.array_equal(stored.read(indices[:3]), expected)
 
     # weights (model.backbone.checkpoint, model.init_from, --checkpoint) read whole into memory
     torch.save({"w": torch.arange(4.0)}, tmp_path / "w.pth")

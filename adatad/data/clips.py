@@ -145,7 +145,7 @@ class ClipLoader:
             )
         else:
             self.transform = build_test_transform(resize_short=d.test_resize_short, crop_size=d.crop_size)
-        self.frames = frame_source(d.frame_store, d.decode_threads, d.video_cache_gb)  # the videos, or the store
+        self.frames = frame_source(d.frame_store, d.decode_threads, d.cache_gb)  # the videos, or the store
 
     def plan(self, row: dict[str, Any], rng: np.random.Generator) -> ClipPlan:
         record = row_to_record(row)

@@ -77,11 +77,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _readable(path: str) -> str:
-    """The file decord opens: `path`, or for a URI its copy in the node's cache (`video_cache.py`)."""
+    """The file decord opens: `path`, or for a URI its copy in the node's cache (`node_cache.py`)."""
     if "://" not in path:
         _check_file(path)
         return path
-    from adatad.data.video_cache import local_copy
+    from adatad.data.node_cache import local_copy
 
     try:
         local = local_copy(path)

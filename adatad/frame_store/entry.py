@@ -3,7 +3,7 @@
 Why Parquet: pyarrow and Ray Data read it as it is (``pyarrow.dataset`` / ``ray.data.read_parquet`` over
 ``<store>/videos/`` gives one row per stored frame), the footer says where each row group lies, so a
 window reads only the row groups it covers (a local file is memory-mapped; an entry at a URI is
-read by byte ranges: the footer, the ``index`` column, then those row groups), and the entry's facts travel in the file's own key-value metadata. Columns:
+read from the node's cache, or by byte ranges: the footer, the ``index`` column, then those row groups), and the entry's facts travel in the file's own key-value metadata. Columns:
 ``video_id`` (dictionary-encoded string), ``index`` (int32 raw frame index, ascending), ``frame``
 (binary: one frame compressed by the entry's codec, see ``codec.py``). The file itself is written
 uncompressed (the frames are compressed already) and only ``index`` has statistics.
@@ -15,6 +15,7 @@ reader (or a build killed half-way) never sees half an entry.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from adatad.atomic import atomic_open
 from adatad.frame_store.codec import FrameCodec
 from adatad.frame_store.spec import StoreSpec
-from adatad.locations import as_path, open_input_file
+from adatad.locations import ObjectPath, as_path, open_input_file
 from adatad.retry import StorageUnavailable, retrying
 
 ROWS_PER_GROUP = 64
@@ -70,6 +71,11 @@ def write_entry(path: str | Path, info: EntryInfo, chunks: Iterable[tuple[np.nda
     """Write ``chunks`` of (ascending raw indices, encoded frames) as the entry at ``path``, atomically.
     Returns the file's size in bytes."""
     schema = SCHEMA.with_metadata({METADATA_KEY: info.to_json()})
+    if isinstance(as_path(path), ObjectPath):  # a store at a URI: built locally, then one (multipart) upload,
+        with tempfile.TemporaryDirectory() as folder:  # which the store shows only once it is complete
+            size = write_entry(Path(folder) / as_path(path).name, info, chunks)
+            as_path(path).upload(Path(folder) / as_path(path).name)
+        return size
     path = Path(path)
     with atomic_open(path, "wb") as sink:
         with pq.ParquetWriter(sink, schema, compression="none", use_dictionary=["video_id"],
@@ -102,7 +108,9 @@ class EntryReader:
     and repeats, so it also serves a front-to-back stream of test windows (``WindowStream``).
     """
 
-    def __init__(self, path: str | Path, video_id: str | None = None) -> None:
+    def __init__(self, path: str | Path, video_id: str | None = None, cached: bool = False) -> None:
+        """``cached``: an entry at a URI is read from the node's cache (``adatad/data/node_cache.py``)
+        instead of by byte ranges."""
         self.path = as_path(path)
         name = f"video '{video_id}'" if video_id else str(self.path)
         try:
@@ -114,7 +122,12 @@ class EntryReader:
                                   f"pipelines/prepare_frames.py")
 
         def open_entry() -> tuple[pq.ParquetFile, EntryInfo, np.ndarray]:
-            file = pq.ParquetFile(open_input_file(self.path))  # memory-mapped, or byte ranges of a URI
+            source = self.path
+            if cached and isinstance(source, ObjectPath):
+                from adatad.data.node_cache import local_copy
+
+                source = local_copy(str(source))
+            file = pq.ParquetFile(open_input_file(source))  # memory-mapped, or byte ranges of a URI
             info = EntryInfo.from_json(file.schema_arrow.metadata[METADATA_KEY])
             return file, info, file.read(columns=["index"]).column(0).to_numpy().astype(np.int64)
 

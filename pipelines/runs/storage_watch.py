@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from adatad.locations import bucket_of, endpoint_url, is_uri, quick_filesystem
+from adatad.locations import bucket_of, endpoint_url, is_uri, quick_filesystem, reason_of
 from adatad.retry import set_window
 from pipelines.runs.stop import stop_from_thread
 
@@ -58,7 +58,7 @@ class StorageWatch:
             try:
                 quick_filesystem(bucket).get_file_info(bucket_of(bucket))
             except OSError as exc:
-                return f"{bucket}: {str(exc).splitlines()[0][:200]}"
+                return f"{bucket}: {reason_of(exc, bucket)}"
         return None
 
     def _loop(self) -> None:

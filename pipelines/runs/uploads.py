@@ -11,6 +11,7 @@ meanwhile (its path is printed at the start).
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import threading
@@ -77,7 +78,15 @@ class LogUploads:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._upload_all()
+        # The run log is closed by now: a retry's warning would reach the console as a bare line; the
+        # one warning below says it if the upload fails.
+        storage_log = logging.getLogger("adatad.storage")
+        level = storage_log.level
+        storage_log.setLevel(logging.ERROR)
+        try:
+            self._upload_all()
+        finally:
+            storage_log.setLevel(level)
 
 
 def local_log_for(target: str) -> tuple[Path, ObjectPath | None]:

@@ -67,7 +67,7 @@ def save_stopped_run(plan: RunPlan, uri: str, run_id: str) -> int:
               file=sys.stderr, flush=True)
         from mlflow.tracking import MlflowClient
 
-        finish_run(uri, run_id, [plan.local.config], status="KILLED")
+        finish_run(uri, run_id, [], status="KILLED")  # no artifacts: they would go to the same store
         return len(logged_epochs(MlflowClient(uri), run_id))  # the epochs the run registered and logged
     if history is None:
         finish_run(uri, run_id, [plan.local.config], status="KILLED")

@@ -1,9 +1,12 @@
-"""Videos at a URI, decoded from a bounded cache on the node's own disk.
+"""Data at a URI (videos, frame store entries), read from a bounded cache on the node's own disk.
 
-Why a cache and not byte ranges: decord needs the whole file (handed a file object, it copies all
-of it into memory before opening it), so a clip read straight from the object store costs the
-whole video every time. Cached, a video crosses the network once per node until it is evicted;
-the epochs after the first read it from disk (figures: benchmarks/README.md, "Object storage").
+Why a cache and not byte ranges (measured: benchmarks/README.md, "Object storage"): decord needs the
+whole file (handed a file object, it copies all of it into memory before opening it), so a clip read
+straight from the object store costs the whole video every time; and a frame store entry, although
+Parquet reads ranges, is read almost whole by one training clip (a 768-frame window of the THUMOS
+rows holds as many stored frames as the whole H.264 file's bytes several times over). Cached, a file
+crosses the network once per node until it is evicted, and the epochs after the first read it from
+disk. `data.cache_gb` bounds it (0: only the file in use is kept, and store entries are read by ranges).
 
 Entries are named by the object's URI, size and modification time (one HEAD per read), so a
 replaced object is fetched again; each is downloaded to a temporary name and renamed, so decode
@@ -29,17 +32,17 @@ stats = {"hits": 0, "misses": 0, "bytes_fetched": 0}
 
 
 def cache_dir() -> Path:
-    """`$TMPDIR/adatad-video-cache`: the node's own disk, shared by the decode actors on it."""
-    return Path(tempfile.gettempdir()) / "adatad-video-cache"
+    """`$TMPDIR/adatad-cache`: the node's own disk, shared by the decode actors on it."""
+    return Path(tempfile.gettempdir()) / "adatad-cache"
 
 
 def set_limit(limit_bytes: int) -> None:
-    """The cache's bound on this node (`data.video_cache_gb`)."""
+    """The cache's bound on this node (`data.cache_gb`)."""
     _limit[0] = int(limit_bytes)
 
 
 def local_copy(uri: str) -> str:
-    """A local file with the bytes of the video at `uri` (FileNotFoundError when there is no object)."""
+    """A local file with the bytes of the object at `uri` (FileNotFoundError when there is none)."""
     source = as_path(uri)
     info = source.info()  # retried through an outage (adatad.retry)
     if info.size is None or info.type.name != "File":
