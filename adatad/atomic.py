@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+On disk: a temp file beside the target, renamed over it. At a URI (`adatad.locations`): one PUT,
+which an object store makes visible whole or not at all.
+"""
 
 from __future__ import annotations
 
@@ -34,13 +38,30 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def _remote(path: object):
+    """The `ObjectPath` of a URI or ObjectPath, else None (a local path)."""
+    from adatad.locations import ObjectPath, as_path, is_uri
+
+    if isinstance(path, ObjectPath) or is_uri(path):
+        return as_path(path)
+    return None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    remote = _remote(path)
+    if remote is not None:
+        remote.write_text(text)
+        return remote
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    remote = _remote(path)
+    if remote is not None:
+        remote.write_bytes(data)
+        return remote
     with atomic_open(path, "wb") as fh:
         fh.write(data)
     return Path(path)

@@ -36,8 +36,11 @@ def work_root() -> Path:
 
 
 def resolve_path(path: str) -> str:
-    """A config path made absolute: relative to :func:`work_root` (Ray workers chdir elsewhere)."""
-    p = Path(os.path.expanduser(path))
+    """A config path made absolute: relative to :func:`work_root` (Ray workers chdir elsewhere).
+    A URI (`s3://...`, `adatad.locations`) is a location already and stays as given."""
+    if "://" in path and not path.startswith("file://"):
+        return path
+    p = Path(os.path.expanduser(path.removeprefix("file://")))
     return str(p if p.is_absolute() else (work_root() / p).resolve())
 
 
@@ -108,6 +111,10 @@ class DataConfig:
     # A frame store (pipelines/prepare_frames.py): read every window's frames from it instead of
     # decoding the videos; null = decode the videos (docs/architecture.md, "The frame store").
     frame_store: str | None = None
+    # Videos and frame store entries at a URI (s3://...) are read from a cache on each node's disk, at
+    # most this size per node (adatad/data/node_cache.py); 0: only the file in use is kept (videos) and
+    # store entries are read by byte ranges.
+    cache_gb: float = 20.0
 
 
 SAMPLING_MODES = ("sliding", "resize")
@@ -256,6 +263,9 @@ class RuntimeConfig:
     object_store_memory_mb: int | None = None
     max_failures: int = 1
     storage_path: str = "runs"
+    # How long reads and writes of a URI (storage, data) are retried while its endpoint cannot be
+    # reached; an outage that lasts longer stops the run as SIGTERM does (adatad/retry.py).
+    storage_retry_s: float = 120.0
     # Custom Ray resources (e.g. {"gpu_node": 1}) that pin train workers / decode actors to nodes
     # started with `ray start --resources='{"gpu_node": 1}'`; empty = anywhere.
     worker_resources: dict[str, float] = field(default_factory=dict)
@@ -314,7 +324,9 @@ def load_config(
     profile: str | None = None,
 ) -> Config:
     """Read an experiment YAML (with its `_base_` chain), apply a profile and `--set` overrides."""
-    raw = _load_yaml_tree(Path(path), seen=())
+    from adatad.locations import as_path
+
+    raw = _load_yaml_tree(as_path(path), seen=())
     if profile:
         profile_file = PROFILE_DIR / f"{profile}.yaml"
         if not profile_file.is_file():
@@ -336,10 +348,15 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 
 def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`path` may be an `adatad.locations.ObjectPath` (a run's config.yaml on object storage)."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular {BASE_KEY} chain")
-    if not path.is_file():
+    try:
+        present = path.is_file()
+    except OSError as exc:  # an object store that cannot be reached, or refuses the credentials
+        raise ConfigError(str(exc)) from None
+    if not present:
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -535,6 +552,7 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= d.flip_ratio <= 1.0, "data.flip_ratio", d.flip_ratio, "in [0, 1]")
     _check(d.max_segments >= 1, "data.max_segments", d.max_segments, ">= 1")
     _check(d.max_decode_failures >= 0, "data.max_decode_failures", d.max_decode_failures, ">= 0")
+    _check(d.cache_gb >= 0, "data.cache_gb", d.cache_gb, ">= 0")
     _check(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, ">= 0 (0 = decord's default)")
     for name in ("crop_size", "train_resize_short", "test_resize_short"):
         _check(getattr(d, name) > 0, f"data.{name}", getattr(d, name), "> 0")
@@ -629,6 +647,7 @@ def validate(cfg: Config) -> None:
     _check(r.decode_actor_cpus > 0, "runtime.decode_actor_cpus", r.decode_actor_cpus, "> 0")
     _check(r.prefetch_batches >= 0, "runtime.prefetch_batches", r.prefetch_batches, ">= 0")
     _check(r.max_failures >= -1, "runtime.max_failures", r.max_failures, ">= -1 (-1 = retry forever)")
+    _check(r.storage_retry_s > 0, "runtime.storage_retry_s", r.storage_retry_s, "> 0")
     for name in ("worker_resources", "decode_actor_resources"):
         for key, amount in getattr(r, name).items():
             _check(key not in ("CPU", "GPU", "memory"), f"runtime.{name}", key,

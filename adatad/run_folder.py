@@ -13,6 +13,7 @@ both sort oldest first by name, and the older names before the newer ones.)
 A test folder (`pipelines/test.py --out-dir`) holds predictions.json, metrics.json, TEST_SUMMARY.md and
 test.log; a sweep folder (`pipelines/tune.py`) SWEEP_RESULTS.md, tune.log, Tune's state in tune/ and
 one run folder per trial in runs/. Ray, MLflow and the commands all name these files through here.
+A folder may be at a URI (`s3://...`): its `path` is then an `adatad.locations.ObjectPath`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from adatad.locations import as_path
 
 CHECKPOINT_FILE = "checkpoint.pt"      # this project's checkpoint, inside a Ray checkpoint folder
 CHECKPOINT_DIR_GLOB = "checkpoint_*"   # Ray Train's checkpoint folders; their names sort by epoch (or time)
@@ -49,7 +52,7 @@ class RunFolderError(ValueError):
 def read_json(path: Path) -> Any:
     """A json file of a run folder, with one-line errors."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(as_path(path).read_text())
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except FileNotFoundError:
@@ -60,12 +63,12 @@ def read_json(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class _Folder:
-    """A folder of known files (`path` may be given as a string)."""
+    """A folder of known files (`path` may be given as a string, or a URI)."""
 
     path: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "path", as_path(self.path))
 
     @property
     def name(self) -> str:
@@ -138,7 +141,7 @@ class RunFolder(_Folder):
 
 def latest_run(storage: Path) -> RunFolder | None:
     """The run folder in `storage` whose config was written last (what `--resume` continues)."""
-    configs = sorted(Path(storage).glob(f"*/{RunFolder(Path()).config.name}"), key=lambda p: p.stat().st_mtime)
+    configs = sorted(as_path(storage).glob(f"*/{RunFolder(Path()).config.name}"), key=lambda p: p.stat().st_mtime)
     return RunFolder(configs[-1].parent) if configs else None
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adatad.atomic import atomic_write_bytes
+from adatad.locations import as_path
 
 DPI = 100
 WIDTH_PX = 1200
@@ -152,6 +153,6 @@ def plot_timelines(plot_dir: str | os.PathLike, records: Sequence, results: Mapp
         events = None if ground_truth is None else ground_truth.get(record.video_id)
         if events is not None:
             events = [e for e in events if e["label"] in class_names]
-        written.append(plot_timeline(Path(plot_dir) / f"{record.video_id}.png", record.video_id, record.duration,
+        written.append(plot_timeline(as_path(plot_dir) / f"{record.video_id}.png", record.video_id, record.duration,
                                      class_names, results[record.video_id], events, min_score))
     return written

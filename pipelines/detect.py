@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,13 @@ from adatad.data.annotations import AnnotationError
 from adatad.data.class_names import resolve_class_names
 from adatad.data.video_files import VIDEO_EXTENSIONS, VideoListError, list_videos
 from adatad.evaluation import EvaluationInputError, load_ground_truth_of_all_subsets
+from adatad.locations import (
+    LocationError,
+    check_readable_location,
+    check_writable_location,
+    is_uri,
+    parent_of,
+)
 from adatad.models.trained import read_trained
 from adatad.models.weights import WeightsError
 from adatad.trained_settings import config_for_trained_file
@@ -53,6 +61,7 @@ from pipelines.cli.hints import trained_config
 from pipelines.ray_layer.cluster import ClusterError, connect, ray_data_progress_bars
 from pipelines.ray_layer.detection import DetectInputError, detect_videos, unprobed_record
 from pipelines.ray_layer.run_log import RunLog
+from pipelines.runs.uploads import LogUploads, local_log_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +113,18 @@ class DetectPlan:
 
 
 def plan_detection(args: argparse.Namespace) -> DetectPlan:
+    for flag, value in (("--out", args.out and parent_of(args.out)), ("--plot-dir", args.plot_dir)):
+        if value and is_uri(value):  # written at the end: a wrong bucket or key fails now, in seconds
+            try:
+                check_writable_location(value, flag)
+            except LocationError as exc:
+                raise DetectInputError(str(exc)) from None
     base = load_config(args.config, args.overrides) if args.config else None  # an OpenTAD file's architecture
+    try:
+        if is_uri(args.checkpoint):  # one line in seconds for a wrong bucket, credentials or endpoint
+            check_readable_location(args.checkpoint, "--checkpoint")
+    except LocationError as exc:
+        raise DetectInputError(str(exc)) from None
     try:
         # Every key, shape and dtype is checked against the model the config builds (on the meta
         # device): weights that do not fit fail here, not in a Predict actor.
@@ -144,11 +164,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole detection; Ray is connected here unless it already is. Returns the written json plus
     `stats` (`detection.detect_videos`) and `plots`."""
     plan = plan_detection(args)
-    log = RunLog(Path(args.out).with_suffix(".log"), verbose=args.verbose).attach()
+    local_log, remote_log = local_log_for(re.sub(r"\.[^./]*$", "", args.out) + ".log")  # <out>.log
+    log = RunLog(local_log, verbose=args.verbose).attach()
+    uploads = LogUploads()
+    if remote_log is not None:
+        uploads.follow(local_log, remote_log)
     try:
         console = Console(log, quiet=args.quiet)
         console.say(f"checkpoint {plan.checkpoint}; {len(plan.class_names)} classes from {plan.class_source}; "
-                    f"{len(plan.paths)} videos; full log: {log.path}")
+                    f"{len(plan.paths)} videos; full log: {remote_log or log.path}")
         cfg = plan.cfg
         resources = connect(args.cluster, cfg.runtime.local_num_cpus, None, cfg.runtime.object_store_memory_mb)
         log.attach_ray()
@@ -169,6 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {**output, "stats": stats, "plots": [str(p) for p in plots]}
     finally:
         log.close()
+        uploads.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

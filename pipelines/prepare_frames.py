@@ -23,7 +23,6 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 if __package__ in (None, "") and __name__ == "__main__":  # run as a script: see pipelines/_bootstrap.py
     import _bootstrap  # noqa: F401
@@ -43,6 +42,7 @@ from adatad.data.frame_store.spec import (
 )
 from adatad.data.splits import load_splits
 from adatad.data.video_files import VideoListError, list_videos
+from adatad.locations import LocationError, as_path, check_writable_location, is_uri, join, open_input_file
 from pipelines.cli.args import (
     DEFAULT_CONFIG,
     EXIT_FAILED,
@@ -56,6 +56,7 @@ from pipelines.cli.console import Console, format_duration
 from pipelines.cli.hints import command_script, python_command
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.run_log import RunLog
+from pipelines.runs.uploads import LogUploads, local_log_for
 
 LOG_FILE = "prepare_frames.log"
 
@@ -126,12 +127,17 @@ def _store_size(root: str, videos: list[VideoToStore]) -> tuple[int, int]:
         path = entry_path(root, video.path)
         if path.is_file():
             total += path.stat().st_size
-            frames += pq.ParquetFile(path).metadata.num_rows
+            frames += pq.ParquetFile(open_input_file(path)).metadata.num_rows  # the footer (ranges at a URI)
     return total, frames
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with LogUploads() as uploads:
+        return run(args, uploads)
+
+
+def run(args: argparse.Namespace, uploads: LogUploads) -> int:
     log: RunLog | None = None
     try:
         config_file = args.config or PROJECT_ROOT / DEFAULT_CONFIG
@@ -142,10 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         spec = _spec(args, cfg, root)
         videos = _videos(args, cfg)
         todo, current, kept = _pending(root, spec, videos)
-        Path(root, "videos").mkdir(parents=True, exist_ok=True)
+        if is_uri(root):  # a store in a bucket: one line now if it cannot be written there
+            check_writable_location(root, "--store" if args.store else "data.frame_store")
+        as_path(join(root, "videos")).mkdir(parents=True, exist_ok=True)
         remove_partial_entries(root)
         write_manifest(root, spec)
-        log = RunLog(Path(root) / LOG_FILE, verbose=args.verbose).attach()
+        local_log, remote_log = local_log_for(join(root, LOG_FILE))  # at a URI: written here, uploaded
+        if remote_log is not None:
+            uploads.follow(local_log, remote_log)
+        log = RunLog(local_log, verbose=args.verbose).attach()
         console = Console(log)
         skipped = f"; {current} already stored" if current else ""
         skipped += f"; {kept} kept without their video file" if kept else ""
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             console.say(f"use it: {python_command()} {command_script('train')} --config {args.config or DEFAULT_CONFIG} "
                         f"--set data.frame_store={root}  (test.py and detect.py take the same --set)")
         return EXIT_FAILED if failed else 0
-    except (UsageError, ConfigError, AnnotationError, ClusterError, VideoListError, StoreSpecError,
+    except (UsageError, ConfigError, AnnotationError, ClusterError, VideoListError, StoreSpecError, LocationError,
             CodecError) as exc:
         return fail(exc)
     finally:

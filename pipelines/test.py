@@ -41,6 +41,8 @@ from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.evaluation import run_evaluation
 from pipelines.ray_layer.run_log import RunLog
 from pipelines.runs.evaluation_plan import plan_evaluation, write_outputs
+from pipelines.runs.preflight import check_locations
+from pipelines.runs.uploads import LogUploads, local_log_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with LogUploads() as uploads:
+        return run(args, uploads)
+
+
+def run(args: argparse.Namespace, uploads: LogUploads) -> int:
     log: RunLog | None = None
     try:
         plan = plan_evaluation(args.checkpoint, args.config, args.overrides, args.profile, args.no_ema, args.out_dir)
+        check_locations(plan.cfg, skip=("model.backbone.checkpoint", "model.init_from"))  # weights: the checkpoint's
         store_problems = frame_store_problems(plan.cfg, plan.records, args.config or trained_config(plan.trained.path),
                                               args.overrides)
         if store_problems:  # the store is read instead of the videos; each line names the command that fixes it
@@ -77,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.records = with_frame_counts(plan.cfg, plan.records)  # a json without `frame`/`fps`: the decoder's
         out = plan.out
         out.path.mkdir(parents=True, exist_ok=True)
-        log = RunLog(out.log, verbose=args.verbose).attach()
+        local_log, remote_log = local_log_for(str(out.log))  # an output folder at a URI: the log uploaded
+        log = RunLog(local_log, verbose=args.verbose).attach()
+        if remote_log is not None:
+            uploads.follow(local_log, remote_log)
         console = Console(log)
         note = segment_note(plan.cfg.resolve_path(plan.cfg.data.annotation_file), [plan.cfg.data.test_subset],
                             training=False)

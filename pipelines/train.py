@@ -28,8 +28,14 @@ from pipelines.ray_layer.run_log import RunLog
 from pipelines.ray_layer.training import run_training
 from pipelines.runs.closing import closing_lines, decode_failure_of
 from pipelines.runs.plan import plan_run
-from pipelines.runs.preflight import check_external_classifier, check_initial_weights
+from pipelines.runs.preflight import (
+    check_artifact_store,
+    check_external_classifier,
+    check_initial_weights,
+    check_locations,
+)
 from pipelines.runs.stop import RunStopped, stop_on_sigterm
+from pipelines.runs.uploads import LogUploads
 
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 
@@ -48,15 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with stop_on_sigterm():
-        return run(args)
+    with stop_on_sigterm(), LogUploads() as uploads:  # a run folder at a URI: its log uploaded as it goes
+        return run(args, uploads)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, uploads: LogUploads | None = None) -> int:
     log: RunLog | None = None
     try:
         plan = plan_run(args.config, args.overrides, args.profile, args.storage, args.run_name, args.resume)
         cfg = plan.cfg
+        check_locations(cfg, skip=("model.backbone.checkpoint", "model.init_from") if plan.resumed else ())
+        check_artifact_store(cfg, plan.storage)
         train, test, classes = load_splits(cfg)
         store_problems = frame_store_problems(cfg, train + test, str(plan.folder.config) if plan.resumed
                                               else args.config, args.overrides)
@@ -71,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         check_initial_weights(cfg, plan.resumed, args.config, args.overrides)
         check_external_classifier(cfg)
-        log = RunLog(plan.folder.log, verbose=args.verbose).attach()
+        if plan.local != plan.folder and uploads is not None:  # the run folder is at a URI
+            uploads.follow(plan.local.log, plan.folder.log)
+        log = RunLog(plan.local.log, verbose=args.verbose).attach()
         console = Console(log)
         note = subset_translation_note(cfg.resolve_path(cfg.data.annotation_file),
                                        [cfg.data.train_subset, cfg.data.test_subset])
@@ -84,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{len(classes)} classes; epochs {cfg.train.epochs} (0-{cfg.train.epochs - 1}), "
                     f"batch {cfg.train.batch_size}")
         console.say(f"run folder: {plan.run_dir}" + (" (resumed)" if plan.resumed else "")
-                    + f"; full log: {plan.folder.log}")
+                    + f"; full log: {plan.folder.log}"
+                    + (f" (written to {plan.local.log}, uploaded every 30 s)" if plan.local != plan.folder else ""))
         connect_for_run(args.cluster, cfg.runtime, console.say, args.verbose)
         log.attach_ray()
         console.say(f"if interrupted: {resume_command(plan.run_name, args.storage and str(plan.storage))}")

@@ -27,6 +27,7 @@ from pipelines.cli.console import Console
 from pipelines.ray_layer.cluster import ClusterError, connect_for_run
 from pipelines.ray_layer.run_log import RunLog
 from pipelines.ray_layer.sweeps import run_sweep, sweep_folder
+from pipelines.runs.uploads import LogUploads, local_log_for
 from pipelines.sweeps.spec import SweepError, check_sweep, load_sweep
 
 
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with LogUploads() as uploads:
+        return run(args, uploads)
+
+
+def run(args: argparse.Namespace, uploads: LogUploads) -> int:
     log: RunLog | None = None
     for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
         if value is not None and value < 1:
@@ -63,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         profile = args.profile or spec.profile
         cfg = check_sweep(spec, config_path, profile, args.overrides)
         folder = sweep_folder(spec, cfg, args.storage, args.run_name)
-        log = RunLog(folder.log, verbose=args.verbose).attach()
+        local_log, remote_log = local_log_for(str(folder.log))  # a sweep folder at a URI: the log uploaded
+        if remote_log is not None:
+            uploads.follow(local_log, remote_log)
+        log = RunLog(local_log, verbose=args.verbose).attach()
         console = Console(log)
-        console.say(f"sweep folder: {folder.path}; full log: {log.path}")
+        console.say(f"sweep folder: {folder.path}; full log: {remote_log or log.path}")
         connect_for_run(args.cluster, cfg.runtime, console.say, args.verbose)
         log.attach_ray()
         summary = run_sweep(spec, config_path, profile, args.overrides, args.num_samples, args.max_concurrent,

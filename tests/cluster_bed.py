@@ -81,16 +81,19 @@ class ClusterBed:
 
     # ---------------------------------------------------------------- nodes
 
-    def _start(self, name: str, args: list[str], resources: dict[str, float]) -> Node:
+    def _start(self, name: str, args: list[str], resources: dict[str, float], temp: str | None = None) -> Node:
         resources = {**resources, marker(name): 1}  # tells the nodes apart in the GCS's node table
         agent, agent_grpc, metrics, runtime_env = free_ports(4)
         log = self.work / f"{name}.log"
+        # TMPDIR: the node's processes keep their temporary files (Ray Train's local checkpoint copies,
+        # the video cache of data at a URI) in the node's own folder, as on a machine of their own.
+        env = {**self.env, "TMPDIR": temp} if temp else self.env
         with open(log, "w") as sink:
             process = subprocess.Popen(
                 [RAY, "start", "--block", "--disable-usage-stats", f"--dashboard-agent-listen-port={agent}",
                  f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
                  f"--runtime-env-agent-port={runtime_env}", *args, f"--resources={json.dumps(resources)}"],
-                env=self.env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
         node = Node(name, process, log, resources)
         self.nodes[name] = node
         return node
@@ -121,7 +124,7 @@ class ClusterBed:
             temp = tempfile.mkdtemp(prefix="rb-")
             self._temp_dirs.append(temp)
             started.append(self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}",
-                                               f"--temp-dir={temp}"], resources))
+                                               f"--temp-dir={temp}"], resources, temp))
         for node in started:
             self._wait(lambda node=node: self._joined(node), timeout_s, node, f"node {node.name} to join")
         return started

@@ -24,6 +24,14 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.s3_server import S3Server, session_server  # noqa: E402
+
+# The session's S3 endpoint (moto, started by the `s3` fixture when a test asks for it). Its AWS
+# variables are set now, before any Ray starts, so that Ray's workers, decode actors and `ray start`
+# nodes inherit them as a cloud node holds its own; no test reaches a real AWS account.
+S3 = session_server()
+S3.export()
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -83,10 +91,29 @@ def tiny_overrides(data_root: Path, storage: Path, mlflow_db: Path, epochs: int 
     ]
 
 
+def s3_overrides(data: str, storage: str, mlflow_db: Path, epochs: int = 2) -> list[str]:
+    """`tiny_overrides` with the data set (annotations, class map, videos: `S3Server.upload_tree` of
+    `tiny_data`) and the run storage at URIs, and an MLflow experiment whose artifacts live there."""
+    replaced = ("data.annotation_file", "data.video_dir", "data.class_map_file", "runtime.storage_path",
+                "tracking.experiment_name")
+    kept = [o for o in tiny_overrides(Path("/unused"), Path("/unused"), mlflow_db, epochs) if not o.startswith(replaced)]
+    return [*kept, f"data.annotation_file={data}/annotations.json", f"data.video_dir={data}/videos",
+            f"data.class_map_file={data}/category_idx.txt", f"runtime.storage_path={storage}",
+            "tracking.experiment_name=adatad-tests-s3"]
+
+
 def tiny_config(data_root: Path, storage: Path, mlflow_db: Path, epochs: int = 2, extra: list[str] | None = None
                 ) -> Config:
     return load_config(CONFIG_DIR / "synthetic.yaml", tiny_overrides(data_root, storage, mlflow_db, epochs)
                        + (extra or []))
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    """The session's S3 endpoint (moto in this process): `s3.bucket(name)`, `s3.outage()`, `s3.keys(uri)`."""
+    S3.start()
+    yield S3
+    S3.close()
 
 
 @pytest.fixture(scope="session")

@@ -277,15 +277,17 @@ def test_cluster_auto_without_a_cluster_says_how_to_start_one(monkeypatch) -> No
         cluster.connect("nonsense")
 
 
-def test_storage_must_be_a_filesystem_path(tiny_args, capsys) -> None:
-    """Run folders are written with file calls on every node: a cloud URI is refused in one line, before Ray."""
+def test_a_storage_uri_that_cannot_be_used_is_one_line_before_ray(tiny_args, monkeypatch, capsys) -> None:
+    """A run folder may be at a URI (tests/test_object_storage.py); one that cannot be reached, or whose
+    scheme nothing here resolves, is refused in one line before Ray starts."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     rc, out, err = _main([*tiny_args, "--storage", "s3://bucket/runs"], capsys)
     assert rc == 2 and "local Ray" not in out
-    assert _one_line_error(err) == ("error: --storage s3://bucket/runs: cloud storage URIs are not supported; use a "
-                                    "filesystem path that every node mounts at the same place (e.g. NFS), see "
-                                    "README 'On a Ray cluster'")
-    rc, _, err = _main([*tiny_args, "--set", "runtime.storage_path=gs://bucket/runs"], capsys)
-    assert rc == 2 and _one_line_error(err).startswith("error: runtime.storage_path gs://bucket/runs: cloud storage")
+    assert _one_line_error(err) == ("error: --storage s3://bucket/runs: cannot reach http://127.0.0.1:9 (check "
+                                    "AWS_ENDPOINT_URL and the network)")
+    rc, _, err = _main([*tiny_args, "--set", "runtime.storage_path=foo://bucket/runs"], capsys)
+    assert rc == 2 and _one_line_error(err) == ("error: runtime.storage_path foo://bucket/runs: no filesystem for "
+                                                "this URI (Unrecognized filesystem type in URI: foo://bucket/runs)")
 
 
 def test_a_missing_video_classifier_fails_before_ray(tiny_args, tmp_path, capsys) -> None:

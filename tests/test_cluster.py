@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from adatad.locations import as_path
 from tests.cluster_bed import RAY, ClusterBed
-from tests.conftest import REPO, tiny_config, tiny_overrides
+from tests.conftest import REPO, s3_overrides, tiny_config, tiny_overrides
+from tests.run_watch import registered_epochs, wait_for
 
 PYTHON = str(Path(sys.executable).parent / "python")
 DECODE_ACTOR = "MapWorker"  # Ray Data's actor class for map_batches with an actor pool
@@ -79,6 +83,80 @@ def test_job_submit_trains_with_the_trainer_on_the_gpu_node_and_decoders_on_data
     decoders = [node for cls, node in placed if DECODE_ACTOR in cls]
     assert trainers and set(trainers) == {"gpu"}, placed
     assert len(decoders) >= 3 and set(decoders) <= {"data-0", "data-1"}, placed
+
+
+def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_killed_driver(
+        bed: ClusterBed, s3, tiny_data: Path, tmp_path: Path) -> None:
+    """Storage and data in a bucket, every node with a temporary folder of its own: the data nodes' decode
+    actors read the videos from the bucket, the training node writes its checkpoints there, the driver its
+    records and log. After epoch 0's checkpoint a data node and the training node are lost (Ray Train
+    restarts the workers from that checkpoint on a spare node with the same resources); in the restarted
+    epoch 1 the endpoint goes away for 4 s (reads and the checkpoint upload wait; one warning line); after
+    epoch 1's checkpoint the driver is killed outright and `--resume` finishes the run from the bucket:
+    every clip of every epoch, nothing repeated. test.py's and detect.py's plans then read the stored
+    checkpoint. Runs last in this module: it kills nodes of the bed."""
+    from pipelines import detect
+    from pipelines.runs.evaluation_plan import plan_evaluation
+
+    data = s3.upload_tree(tiny_data, s3.bucket("adatad-bed") + "/data")
+    storage, db = "s3://adatad-bed/runs", tmp_path / "mlflow.db"
+    run_dir = f"{storage}/bed-s3"
+    placement = ["runtime.worker_resources={gpu_node: 1}", "runtime.decode_actor_resources={data_node: 1}",
+                 "runtime.decode_actors=2", "runtime.max_failures=2", "train.val_start_epoch=2"]
+    command = [PYTHON, "pipelines/train.py", "--cluster", bed.gcs_address, "--run-name", "bed-s3", "--skip-data-check",
+               *[a for o in s3_overrides(data, storage, db, epochs=3) + placement for a in ("--set", o)]]
+    spare = threading.Thread(target=bed.add_node, args=("gpu-2", 1, {"gpu_node": 1}))  # joins during epoch 0
+    console = tmp_path / "console.txt"
+    with console.open("w") as sink:
+        proc = subprocess.Popen(command, cwd=REPO, env=bed.env, stdout=sink, stderr=subprocess.STDOUT)
+        spare.start()
+        try:
+            alive = lambda: proc.poll() is None  # noqa: E731
+            wait_for(lambda: 0 in registered_epochs(run_dir), 600, "epoch 0's checkpoint", 0.5, alive)
+            spare.join()
+            names = bed.node_names()
+            (trainer,) = {names[a["node_id"]] for a in bed.actors() if a["class_name"] == TRAIN_WORKER
+                          and a["state"] == "ALIVE"}
+            bed.kill_node("data-0")
+            bed.kill_node(trainer)
+            wait_for(lambda: "Ray Train restarted the workers" in console.read_text(), 600, "the restart", 0.5, alive)
+            with s3.outage():
+                time.sleep(4)
+            wait_for(lambda: 1 in registered_epochs(run_dir), 600, "epoch 1's checkpoint", 0.5, alive)
+        finally:
+            proc.kill()  # the driver is lost outright (SIGKILL): nothing of it runs on
+            proc.wait(timeout=60)
+    first = console.read_text()
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=bed.env, capture_output=True, text=True,
+                             timeout=600)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output[-3000:]
+    assert [line for line in first.splitlines() if line.startswith("warning: the object store")] == [
+        f"warning: the object store ({s3.url}) does not answer; reads and writes are retried for up to 120 s "
+        "(runtime.storage_retry_s), then the run stops"], first[-3000:]
+    assert "Ray Train restarted the workers from the checkpoint of epoch 0" in first, first[-3000:]
+    assert f"run folder: {run_dir} (resumed)" in output
+    history = json.loads(as_path(f"{run_dir}/history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert [(h["clips_lost"], h["clips_repeated"]) for h in history] == [(0, 0)] * 3
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("adatad-tests-s3").experiment_id])
+    assert run.info.status == "FINISHED" and [m.step for m in client.get_metric_history(run.info.run_id, "loss")] \
+        == [0, 1, 2]
+    assert run.info.run_id == as_path(f"{run_dir}/mlflow_run_id").read_text().strip()
+    assert f"{run.info.run_id}/artifacts/TRAINING_SUMMARY.md" in s3.keys(f"{storage}/mlruns/adatad-tests-s3")
+    log = as_path(f"{run_dir}/train.log").read_text()  # written on the head, uploaded as the run went
+    assert "epochs 3 (0-2)" in log and "(resumed)" in log
+    assert not any(tmp_path.rglob("checkpoint.pt"))  # nothing of the run on a local disk of this test
+
+    # test.py and detect.py plan from the stored run folder: its latest checkpoint read from the bucket
+    stats = json.loads(as_path(f"{run_dir}/stats.json").read_text())
+    plan = plan_evaluation(run_dir, None, [], None, False, "s3://adatad-bed/tests/t")
+    assert str(plan.trained.path) == f"{stats['checkpoint']}/checkpoint.pt"
+    assert plan.records[0].path.startswith(f"{data}/videos/")
+    found = detect.plan_detection(detect.build_parser().parse_args(
+        ["--checkpoint", run_dir, "--videos", f"{data}/videos", "--out", "s3://adatad-bed/det/d.json"]))
+    assert str(found.checkpoint) == str(plan.trained.path) and len(found.paths) == 9
 
 
 def test_rayignore_keeps_the_job_package_small(tmp_path: Path) -> None:

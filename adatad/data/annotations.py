@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from adatad.locations import as_path, is_uri
+
 # A segment may overshoot [0, duration] by this much (seconds) without a notice: float rounding when the
 # json was written. Training clips it either way.
 SEGMENT_TOLERANCE_S = 1e-3
@@ -116,8 +118,7 @@ class AnnotationError(ValueError):
 def _read_json(annotation_file: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(annotation_file)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = as_path(path).read_text(encoding="utf-8")  # a URI too (adatad.locations)
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read annotation file ({e.strerror or e})") from None
     try:
@@ -174,8 +175,7 @@ def load_class_names(
     if class_map_file is not None:
         path = os.fspath(class_map_file)
         try:
-            with open(path, encoding="utf-8") as f:
-                names = [line.strip() for line in f if line.strip()]
+            names = [line.strip() for line in as_path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError as e:
             raise AnnotationError(f"{path}: cannot read class map ({e.strerror or e})") from None
         if not names:
@@ -453,7 +453,8 @@ def load_annotations(
         class_index = {n: i for i, n in enumerate(names)}
     index = {n: i for i, n in enumerate(names)}
 
-    root = os.path.abspath(os.fspath(video_dir))
+    root = os.fspath(video_dir)
+    root = root if is_uri(root) else os.path.abspath(root)  # a URI's videos: s3://bucket/videos/<id>.mp4
     records: list[VideoRecord] = []
     for vid in selected:
         info = database[vid]

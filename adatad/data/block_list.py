@@ -14,14 +14,14 @@ import json
 import os
 
 from adatad.data.annotations import AnnotationError
+from adatad.locations import as_path
 
 
 def read_block_list(path: str | os.PathLike) -> frozenset[str]:
     """The video ids in ``path``: a json list of strings, or one id per line (blank lines ignored)."""
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
+        text = as_path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise AnnotationError(f"{source}: cannot read the block list (data.block_list): "
                               f"{exc.strerror or exc}") from None

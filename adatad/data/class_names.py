@@ -17,10 +17,10 @@ not a source (a file may hold a subset of the classes), and ground truth is inde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from adatad.config import Config, ConfigError
 from adatad.data.annotations import load_class_names
+from adatad.locations import as_path
 
 
 class ClassNamesError(ConfigError):
@@ -47,16 +47,16 @@ def resolve_class_names(cfg: Config, class_map: str | None = None, annotations: 
     d = cfg.data
     candidates: list[tuple[str, str, str | None]] = []  # (source, annotation file, class map file)
     if class_map:
-        if not Path(class_map).is_file():
+        if not as_path(class_map).is_file():
             raise ClassNamesError(f"--class-map {class_map}: file not found")
         candidates.append((f"--class-map {class_map}", class_map, class_map))
     config_map = cfg.resolve_path(d.class_map_file) if d.class_map_file else None
-    if config_map and Path(config_map).is_file():
+    if config_map and as_path(config_map).is_file():
         candidates.append((f"the config's class map {config_map}", config_map, config_map))
     if annotations:
         candidates.append((f"the labels of --annotations {annotations}", annotations, None))
     config_annotations = cfg.resolve_path(d.annotation_file)
-    if Path(config_annotations).is_file():
+    if as_path(config_annotations).is_file():
         candidates.append((f"the labels of {config_annotations}", config_annotations, None))
     if not candidates:
         raise ClassNamesError(f"no class names: data.class_map_file ({d.class_map_file}) and data.annotation_file "
@@ -73,12 +73,12 @@ def resolve_class_names(cfg: Config, class_map: str | None = None, annotations: 
 
 def _stored_names(cfg: Config, class_map: str | None, stored: list[str]) -> ClassNames:
     """A trained file's own names, after checking the class map at hand (if any) lists the same ones."""
-    if class_map and not Path(class_map).is_file():
+    if class_map and not as_path(class_map).is_file():
         raise ClassNamesError(f"--class-map {class_map}: file not found")
     config_map = cfg.resolve_path(cfg.data.class_map_file) if cfg.data.class_map_file else None
     for source, path in ((f"--class-map {class_map}", class_map),
                          (f"the config's class map {config_map}", config_map)):
-        if path and Path(path).is_file():
+        if path and as_path(path).is_file():
             names = load_class_names(path, path)
             if names != stored:
                 raise ClassNamesError(f"{source}: {len(names)} classes {names[:3]}... differ from the {len(stored)} "

@@ -167,7 +167,7 @@ class ClipLoader:
             )
         else:
             self.transform = build_test_transform(resize_short=d.test_resize_short, crop_size=d.crop_size)
-        self.frames = frame_source(d.frame_store, d.decode_threads)  # the videos, or data.frame_store
+        self.frames = frame_source(d.frame_store, d.decode_threads, d.cache_gb)  # the videos, or the store
 
     def plan(self, row: dict[str, Any], rng: np.random.Generator) -> ClipPlan:
         record = row_to_record(row)

@@ -76,11 +76,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
+def _readable(path: str) -> str:
+    """The file decord opens: `path`, or for a URI its copy in the node's cache (`node_cache.py`)."""
+    if "://" not in path:
+        _check_file(path)
+        return path
+    from adatad.data.node_cache import local_copy
+
+    try:
+        local = local_copy(path)
+    except FileNotFoundError:
+        raise VideoDecodeError(f"{path}: file not found") from None
+    except OSError as exc:  # the store refused or could not be reached for longer than the retry window
+        raise VideoDecodeError(f"{path}: cannot read ({exc})") from None
+    if os.path.getsize(local) == 0:
+        raise VideoDecodeError(f"{path}: file is empty (0 bytes)")
+    return local
+
+
 def _open(path: str, num_threads: int) -> decord.VideoReader:
-    _check_file(path)
+    source = _readable(path)
     reason = None
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=num_threads)
     except AssertionError:  # decord asserts on a zero frame count
         reason = "video has no frames"
     except (decord.DECORDError, RuntimeError) as exc:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from adatad.locations import as_path
+
 # Containers ffmpeg (hence decord) reads; matched case-insensitively on the file's suffix.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
 
@@ -67,7 +69,7 @@ def list_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] =
     """
     found: dict[str, Path] = {}
     for item in inputs:
-        path = Path(item)
+        path = as_path(item)  # a folder or file at a URI too (adatad.locations)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
             if not files:
@@ -77,7 +79,8 @@ def list_videos(inputs: Sequence[str | os.PathLike], extensions: Sequence[str] =
         else:
             raise VideoListError(f"--videos {item}: no such file or folder")
         for f in files:
-            f = Path(os.path.abspath(f))  # not resolve(): a symlink's own name is the video id the user chose
+            if isinstance(f, Path):
+                f = Path(os.path.abspath(f))  # not resolve(): a symlink's own name is the video id the user chose
             if f.stem in found and found[f.stem] != f:
                 raise VideoListError(f"video id {f.stem!r} (the file name without extension) is used by both "
                                      f"{found[f.stem]} and {f}; rename one")

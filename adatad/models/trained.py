@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from adatad.config import WEIGHTS_FROM_TRAINED_FILE, Config, config_from_dict, deep_merge
+from adatad.locations import as_path
 from adatad.models.build import build_model, position_table_length
 from adatad.models.checkpoint_ema import chosen_weights
 from adatad.models.opentad_keys import (
@@ -58,9 +59,14 @@ class TrainedModel:
 
 
 def resolve_trained_path(path: str | os.PathLike) -> Path:
-    """A file as given; a folder with `checkpoint.pt` -> that file; a run folder -> its latest checkpoint's."""
-    path = Path(path)
-    if path.is_dir():
+    """A file as given; a folder with `checkpoint.pt` -> that file; a run folder -> its latest checkpoint's.
+    Any of them may be at a URI (`adatad.locations`)."""
+    path = as_path(path)
+    try:
+        folder = path.is_dir()
+    except OSError as exc:  # an object store that refuses the credentials or cannot be reached
+        raise WeightsError(f"{path}: cannot read ({exc})", str(exc)) from None
+    if folder:
         if (path / CHECKPOINT_FILE).is_file():
             return path / CHECKPOINT_FILE
         latest = RunFolder(path).latest_checkpoint()

@@ -15,6 +15,7 @@ The key converters of the foreign layouts sit beside this module (`videomae_keys
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -25,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from adatad.locations import ObjectPath, as_path
 
 EMA_PREFIX = "module."  # torch AveragedModel's state dict: module.<model key> + n_averaged
 NOT_A_ZIP = "not a zip archive: truncated, corrupt or another format"
@@ -54,13 +57,20 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     The reason of a failure (`WeightsError.reason`) is `MISSING`, `NOT_A_ZIP`, or the one
     informative line of torch's error (`weights_only refused it: ...` or `<ExceptionType>: ...`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: {MISSING}", MISSING)
-    if not zipfile.is_zipfile(path) and not _legacy_torch_pickle(path):  # refused before any unpickling
-        raise WeightsError(f"{path}: not a torch.save file ({NOT_A_ZIP})", NOT_A_ZIP)
+    path = as_path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if not path.is_file():
+            raise WeightsError(f"{path}: {MISSING}", MISSING)
+        # A file at a URI is read whole into memory (torch.load seeks all over it), then parsed as a local one.
+        source = io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
+    except OSError as exc:  # an object store that refuses the credentials or cannot be reached
+        raise WeightsError(f"{path}: cannot read ({exc})", str(exc)) from None
+    if not zipfile.is_zipfile(source) and not _legacy_torch_pickle(source):  # refused before any unpickling
+        raise WeightsError(f"{path}: not a torch.save file ({NOT_A_ZIP})", NOT_A_ZIP)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)  # is_zipfile left it at the end
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not usable here"
         reason = _reason(exc)
         raise WeightsError(f"{path}: cannot be read as a weights-only torch file ({reason})", reason) from None
@@ -70,10 +80,15 @@ def read_torch_file(path: str | os.PathLike) -> Any:
 _LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
 
 
-def _legacy_torch_pickle(path: Path) -> bool:
+def _legacy_torch_pickle(source: Path | io.BytesIO) -> bool:
     """A torch.save file of torch < 1.6, which some published backbones still are (weights_only
     reads those safely too); any other pickle is refused before unpickling."""
-    with open(path, "rb") as fh:
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        head = source.read(len(_LEGACY_MAGIC))
+        source.seek(0)
+        return head == _LEGACY_MAGIC
+    with open(source, "rb") as fh:
         return fh.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 

@@ -93,7 +93,7 @@ def read_records(path: Path) -> Any:
 
 def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Read history.json, config.yaml and the optional stats.json of a run directory."""
-    folder = RunFolder(Path(run_dir))
+    folder = RunFolder(run_dir)  # a URI too (adatad.locations)
     if not folder.path.is_dir():
         raise ReportError(f"run directory {folder.path} does not exist")
     history_file = folder.history

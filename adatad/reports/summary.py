@@ -215,7 +215,7 @@ def write_summary(history: list[dict[str, Any]], config: Mapping[str, Any] | Non
 def write_reports(history: list[dict[str, Any]], config: Mapping[str, Any] | None, stats: Mapping[str, Any] | None,
                   out_dir: str | Path) -> dict[str, Path]:
     """Curves and summary into `out_dir`; returns {"curves": png path, "summary": md path}."""
-    folder = RunFolder(Path(out_dir))
+    folder = RunFolder(out_dir)  # a URI too: the files are written in one PUT each
     config = _as_dict(config)
     thresholds = ((config or {}).get("evaluation") or {}).get("tiou_thresholds")
     history = check_history(history, tiou_thresholds=thresholds)

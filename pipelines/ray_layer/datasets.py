@@ -25,6 +25,7 @@ from adatad.config import Config, DataConfig
 from adatad.data.annotations import VideoRecord
 from adatad.data.batch import collate_examples
 from adatad.data.clips import ClipLoader, clip_rng, count_windows, epoch_order, record_to_row
+from adatad.retry import DEFAULT_WINDOW_S, set_window
 
 SLOT = "slot"  # a training row: its place in the epoch's video order
 
@@ -65,10 +66,11 @@ class DecodeClips:
     """
 
     def __init__(self, data: dict[str, Any], rows: list[dict[str, Any]], seed: int,
-                 epoch_of: Callable[[], int] | None = None) -> None:
+                 epoch_of: Callable[[], int] | None = None, storage_retry_s: float = DEFAULT_WINDOW_S) -> None:
         import cv2
 
         cv2.setNumThreads(1)  # one actor = one core; OpenCV's own pool would oversubscribe the node
+        set_window(storage_retry_s)  # data at a URI: how long reads ride out an outage (adatad.retry)
         self.loader = ClipLoader(DataConfig(**_tuples(data)), train=True)
         self.rows, self.seed = rows, seed
         self.epoch_of = epoch_of or (lambda: 0)  # no clock (a benchmark reading once): epoch 0
@@ -91,10 +93,11 @@ class DecodeVideoWindows:
     its sliding windows, holding about two at a time, never the whole video; or, with
     `data.sampling: resize`, its one window of frames spread over the whole video."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], storage_retry_s: float = DEFAULT_WINDOW_S) -> None:
         import cv2
 
         cv2.setNumThreads(1)
+        set_window(storage_retry_s)
         self.loader = ClipLoader(DataConfig(**_tuples(data)), train=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
@@ -117,7 +120,7 @@ def _decoded(ds: Dataset, cfg: Config, train: bool, actors: int, **kwargs: Any) 
     """Decode + transform each row on an actor pool of `actors` (the DataLoader-workers knob)."""
     return ds.map_batches(
         DecodeClips if train else DecodeVideoWindows,
-        fn_constructor_kwargs={"data": cfg.to_dict()["data"], **kwargs},
+        fn_constructor_kwargs={"data": cfg.to_dict()["data"], "storage_retry_s": cfg.runtime.storage_retry_s, **kwargs},
         batch_size=1,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=actors),

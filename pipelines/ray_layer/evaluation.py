@@ -32,7 +32,8 @@ def run_evaluation(plan: EvalPlan, console: Console | None = None) -> dict[str, 
 
     cfg, r = plan.cfg, plan.cfg.runtime
     relay = ProgressRelay.remote() if console is not None else None
-    with tempfile.TemporaryDirectory(prefix=".ray-", dir=plan.out.path) as storage:
+    local_out = plan.out.path if isinstance(plan.out.path, Path) else None  # Ray's scratch: never a URI
+    with tempfile.TemporaryDirectory(prefix=".ray-", dir=local_out) as storage:
         trainer, use_gpu = build_trainer(
             evaluate_loop_per_worker,
             {

@@ -5,7 +5,8 @@ Videos go out as rows (`from_items`, one block each) and come back as one summar
 the work. Ray Data spreads the tasks over every CPU of the cluster (`num_cpus` each: one decoder
 thread) and retries a task whose node died; an entry is written atomically by its task, so a retry
 or a killed build leaves whole entries only. The store folder must be one every node writes to
-(a shared filesystem), as the video folder must be one every node reads.
+(a shared filesystem, or a bucket: `s3://...`, each entry uploaded whole), as the video folder must
+be one every node reads.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 from pipelines.cli.console import strip_ansi
 
 # Loggers of Ray and the libraries it pulls in whose INFO output belongs in the log file.
-QUIET_LOGGERS = ("ray", "ray.data", "mlflow", "alembic", "py.warnings", "filelock", "urllib3")
+QUIET_LOGGERS = ("ray", "ray.data", "mlflow", "alembic", "py.warnings", "filelock", "urllib3",
+                 "adatad")  # adatad: e.g. the retries of an object store (adatad/retry.py)
 RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray: a progress-bar state, not a line
 
 

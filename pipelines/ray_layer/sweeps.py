@@ -23,7 +23,7 @@ from adatad.atomic import atomic_write_text
 from adatad.config import Config, load_config
 from adatad.run_folder import SweepFolder, timestamped
 from pipelines.cli.console import Console
-from pipelines.ray_layer.trainer import uses_gpu
+from pipelines.ray_layer.trainer import storage_arguments, uses_gpu
 from pipelines.sweeps.results import best_row, collect_rows, fmt, render_results, swept_values
 from pipelines.sweeps.spec import SETTING_KEY, SweepError, SweepSpec, check_sweep, num_trials, trial_overrides
 from pipelines.tracking.sweep_runs import close_stopped_runs, close_sweep_run, open_sweep_run
@@ -44,7 +44,7 @@ class TrialSetup:
 
     @property
     def folder(self) -> SweepFolder:
-        return SweepFolder(Path(self.sweep_dir))
+        return SweepFolder(self.sweep_dir)  # a URI too (adatad.locations)
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
@@ -196,7 +196,7 @@ def run_sweep(spec: SweepSpec, config_path: str, profile: str | None = None,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=asha,
                                     num_samples=num_samples or spec.num_samples, max_concurrent_trials=concurrent),
         # verbose=0: no status tables; one line per trial epoch instead (TrialLines)
-        run_config=tune.RunConfig(name=folder.tune_state.name, storage_path=str(folder.path), verbose=0,
+        run_config=tune.RunConfig(name=folder.tune_state.name, **storage_arguments(str(folder.path)), verbose=0,
                                   callbacks=[TrialLines(console, spec, max_epochs)]),
     )
     try:

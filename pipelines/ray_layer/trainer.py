@@ -15,6 +15,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from adatad.config import Config
+from adatad.locations import filesystem, is_uri
 
 
 def uses_gpu(cfg: Config, cluster_gpus: float | None = None) -> bool:
@@ -33,6 +34,9 @@ def build_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str,
     `split`: the datasets Ray Train splits between the workers (the others, e.g. each worker's own
     `val_<rank>`, are read whole by the worker that asks for them). `ordered`: the datasets whose rows
     reach the workers in their order (Ray Data's preserve_order), whatever actor finishes first.
+    `storage` may be a URI: Ray Train then writes the checkpoints there through the filesystem
+    `adatad.locations` builds for it (the endpoint of the AWS variables, the same client every reader
+    of the run uses).
     """
     r = cfg.runtime
     gpu = uses_gpu(cfg)
@@ -42,7 +46,7 @@ def build_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=gpu,
                                                resources_per_worker=resources),
-        run_config=ray.train.RunConfig(name=name, storage_path=storage, checkpoint_config=checkpoint_config,
+        run_config=ray.train.RunConfig(name=name, **storage_arguments(storage), checkpoint_config=checkpoint_config,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        callbacks=list(callbacks)),
         datasets=datasets,
@@ -58,3 +62,11 @@ def _in_order():
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
     return options
+
+
+def storage_arguments(storage: str) -> dict[str, Any]:
+    """`RunConfig`'s storage: a local folder as it is; a URI as (filesystem, path inside it)."""
+    if not is_uri(storage):
+        return {"storage_path": storage}
+    fs, path = filesystem(storage)
+    return {"storage_path": path, "storage_filesystem": fs}

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from adatad.run_folder import CHECKPOINT_FILE, HISTORY_FILE
 from pipelines.cli.console import Console
 from pipelines.cli.hints import mlflow_ui_command
 from pipelines.runs.plan import RunPlan
+from pipelines.runs.preflight import config_locations
 from pipelines.runs.stop import RunStopped, stop_on_sigterm, stop_reason
+from pipelines.runs.storage_watch import StorageWatch
 from pipelines.tracking.finish import finish_training_run, save_stopped_run
+
+log = logging.getLogger("adatad.train")
 
 
 def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_params: dict[str, Any] | None = None,
@@ -46,8 +51,8 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     # A json without `frame`/`fps`: the decoder's (or the frame store's) counts; the command's check
     # already probed them.
     train_records, test_records = with_frame_counts(cfg, train_records), with_frame_counts(cfg, test_records)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, plan.folder.config)
+    plan.local.path.mkdir(parents=True, exist_ok=True)
+    plan.publish(write_config(cfg, plan.local.config))
     uri = tracking_uri(cfg)
     run_id = start_or_resume_run(cfg, uri, plan.folder, plan.run_name, mlflow_params, mlflow_tags)
     if console is not None:
@@ -85,19 +90,25 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         windows = sum(count_windows(rec, cfg.data) for rec in test_records)
         view = TrainingProgressView(console, relay, cfg.train.epochs, windows).start()
     start = time.perf_counter()
+    # An object store the run uses (storage, data): an outage said once, one that lasts stops the run.
+    watch = StorageWatch([str(plan.storage), *config_locations(cfg).values()], cfg.runtime.storage_retry_s,
+                         console.warn if console is not None else log.warning)
     try:
-        with stop_on_sigterm():  # ray.init installed its own handler (sys.exit): ours stops the run cleanly
+        with watch, stop_on_sigterm():  # ray.init installed its own handler (sys.exit): ours stops the run cleanly
             result = trainer.fit()
     except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM (`stop_on_sigterm`) or Ctrl-C (Ray aborts the run)
-        if view is not None:
-            view.stop()
-            view = None
+        view = _stop_view(view)
         # The run's controller and workers belong to this driver: disconnecting ends them, so nothing
         # else is written while the files below are; a local Ray stops altogether.
         ray.shutdown()
         stopped = save_stopped_run(plan, uri, run_id)
         raise RunStopped(plan.run_name, stopped, stop_reason(exc)) from exc
-    except Exception:
+    except Exception as exc:
+        if watch.outage:  # the workers failed on the store before the watch gave up on it: a stop too
+            view = _stop_view(view)
+            ray.shutdown()
+            stopped = save_stopped_run(plan, uri, run_id)
+            raise RunStopped(plan.run_name, stopped, watch.stopped_for or "the object store does not answer") from exc
         finish_run(uri, run_id, [], status="FAILED")
         raise
     finally:
@@ -106,6 +117,12 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     wall = time.perf_counter() - start
     device = f"cuda ({cfg.runtime.num_workers} GPU worker(s))" if use_gpu else "cpu"
     return finalize_run(plan, result, wall, uri, run_id, device)
+
+
+def _stop_view(view):
+    if view is not None:
+        view.stop()
+    return None
 
 
 def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, device: str = "unknown"
@@ -124,8 +141,9 @@ def finalize_run(plan: RunPlan, result, wall_s: float, uri: str, run_id: str, de
     stats = {
         "run_name": plan.run_name,
         "storage": str(plan.storage),
-        "checkpoint": result.checkpoint.path,
-        "best_checkpoint": best_checkpoint.path,
+        # Ray's path is inside its filesystem (no scheme for a URI): the same folder, named from the run's
+        "checkpoint": str(plan.run_dir / Path(result.checkpoint.path).name),
+        "best_checkpoint": str(plan.run_dir / Path(best_checkpoint.path).name),
         "checkpoint_size_mb": round(size_mb, 2),
         "wall_time_s": round(wall_s, 1),
         "num_workers": plan.cfg.runtime.num_workers,

@@ -26,7 +26,9 @@ from adatad.engine.epoch import StepProgress
 from adatad.engine.fit import EpochResult, FitHooks, fit, validate_once
 from adatad.engine.state import TrainingState, build_training_state, read_checkpoint, save_checkpoint
 from adatad.models.build import model_from_checkpoint
+from adatad.retry import set_window
 from adatad.run_folder import HISTORY_FILE, PREDICTIONS_FILE, checkpoint_dir_name
+from pipelines.ray_layer.checkpoint_upload import checkpoint_uploader
 from pipelines.ray_layer.datasets import val_name
 from pipelines.ray_layer.progress_relay import ProgressReporter
 from pipelines.tracking.runs import start_system_metrics, stop_system_metrics
@@ -58,6 +60,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point: the library's fit (`adatad.engine.fit`) over this worker's shards, with a
     report (metrics, and on rank 0 a checkpoint) per epoch and progress events for the driver."""
     cfg = config_from_dict(loop_config["config"])
+    set_window(cfg.runtime.storage_retry_s)  # reads and checkpoint uploads of a URI ride out an outage this long
     test_records = [row_to_record(r) for r in loop_config["test_rows"]]
     class_names = list(loop_config["class_names"])
     context = ray.train.get_context()
@@ -137,7 +140,8 @@ def _report(state: TrainingState, cfg: Config, done: EpochResult, class_names: l
         if done.results is not None:
             atomic_write_text(Path(directory) / PREDICTIONS_FILE, json.dumps(done.results))
         ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=checkpoint_dir_name(done.epoch))
+                         checkpoint_dir_name=checkpoint_dir_name(done.epoch),
+                         checkpoint_upload_fn=checkpoint_uploader())
 
 
 def evaluate_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ def decode_failure_of(exc: BaseException) -> Exception | None:
 
 def closing_lines(summary: dict[str, Any]) -> list[str]:
     """The end of a run: best mAP, reports, checkpoint."""
-    history = json.loads(RunFolder(Path(summary["run_dir"])).history.read_text())
+    history = json.loads(RunFolder(summary["run_dir"]).history.read_text())
     final, stats = summary["final"], summary["stats"]
     validated = [h for h in history if "average_mAP" in h]
     lines = [f"done: {len(history)} epochs in {format_duration(stats['wall_time_s'])}, final loss {final['loss']:.4f}"]

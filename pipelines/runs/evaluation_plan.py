@@ -12,6 +12,14 @@ from adatad.atomic import atomic_write_text
 from adatad.config import Config, load_config
 from adatad.data.annotations import VideoRecord
 from adatad.data.splits import load_test_split
+from adatad.locations import (
+    LocationError,
+    ObjectPath,
+    as_path,
+    check_readable_location,
+    check_writable_location,
+    is_uri,
+)
 from adatad.models.trained import TrainedModel, read_trained
 from adatad.models.weights import WeightsError
 from adatad.reports.markdown import table
@@ -39,14 +47,24 @@ def plan_evaluation(checkpoint: str, config: str | None, overrides: list[str], p
     """Read and check the weights, compose the config (`adatad.trained_settings`), load the test split."""
     base = load_config(config, overrides, profile) if config else None  # an OpenTAD file's architecture
     try:
+        if is_uri(checkpoint):  # one line in seconds for a wrong bucket, credentials or endpoint
+            check_readable_location(checkpoint, "--checkpoint")
         trained = read_trained(checkpoint, base, use_ema=not no_ema)
+    except LocationError as exc:
+        raise UsageError(str(exc)) from None
     except WeightsError as exc:
         raise UsageError(f"--checkpoint: {exc}") from None
     own = trained.state["config"] if trained.kind == "adatad" else None
     cfg = config_for_trained_file(own, config, overrides, profile)
     check_external_classifier(cfg)
     records, class_names = load_test_split(cfg, list(trained.state.get("class_names") or []))
-    folder = Path(out) if out else Path(cfg.resolve_path(cfg.runtime.storage_path)) / timestamped(f"test-{cfg.name}")
+    folder = as_path(out or cfg.resolve_path(cfg.runtime.storage_path))
+    folder = folder if out else folder / timestamped(f"test-{cfg.name}")
+    if isinstance(folder, ObjectPath):  # written at the end: a wrong bucket or key fails now, in seconds
+        try:
+            check_writable_location(str(folder), "--out" if out else "runtime.storage_path")
+        except LocationError as exc:
+            raise UsageError(str(exc)) from None
     return EvalPlan(cfg, trained, records, class_names, EvalFolder(folder.resolve()),
                     config or "the checkpoint's config")
 

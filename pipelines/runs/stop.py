@@ -3,12 +3,14 @@ interrupts the driver, which then writes what the run has and exits with `--resu
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 received: list[str] = []  # signals `stop_on_sigterm` turned into an interruption, newest last
+_reasons: list[str] = []  # why `stop_from_thread` stops the run (said instead of the signal's name)
 
 
 class Terminated(KeyboardInterrupt):
@@ -19,8 +21,9 @@ class Terminated(KeyboardInterrupt):
 def stop_on_sigterm() -> Iterator[None]:
     """Meanwhile SIGTERM interrupts the driver like Ctrl-C, so a run stops cleanly (`save_stopped_run`)."""
     def terminate(signum: int, frame) -> None:
-        received.append(signal.Signals(signum).name)  # Ray may re-raise the interruption as its own
-        raise Terminated(signal.Signals(signum).name)
+        why = _reasons.pop() if _reasons else signal.Signals(signum).name
+        received.append(why)  # Ray may re-raise the interruption as its own
+        raise Terminated(why)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
@@ -30,6 +33,13 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_from_thread(reason: str) -> None:
+    """Stop the run from another thread exactly as SIGTERM does, saying `reason` (e.g. the object store
+    has not answered for too long: `pipelines/runs/storage_watch.py`)."""
+    _reasons.append(reason)
+    _thread.interrupt_main(signal.SIGTERM)  # the main thread's SIGTERM handler runs, as for a real signal
 
 
 class RunStopped(Exception):

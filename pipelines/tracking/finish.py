@@ -49,23 +49,32 @@ def finish_training_run(plan: RunPlan, history: list[dict[str, Any]], uri: str, 
             stats["mlflow_model"] = log_trained_model(uri, run_id, model_checkpoint)
         except (OSError, ValueError, MlflowException) as exc:
             print(f"warning: the MLflow model was not logged: {exc}", file=sys.stderr)
-    folder = plan.folder
+    folder = plan.local  # the run folder, or beside it for a URI: MLflow logs files, then they are uploaded
     written = [atomic_write_text(folder.history, json.dumps(history, indent=1))]
     if status == "FINISHED":
         written.append(atomic_write_text(folder.stats, json.dumps(stats, indent=1)))
     reports = write_reports(history, plan.cfg.to_dict(), stats, folder.path)
+    plan.publish(*written, *reports.values())
     finish_run(uri, run_id, [folder.config, *written, *reports.values()], status=status)
-    return reports
+    return {name: plan.folder.path / Path(path).name for name, path in reports.items()}
 
 
 def save_stopped_run(plan: RunPlan, uri: str, run_id: str) -> int:
     """What a stopped run has, from its last registered checkpoint (one Ray was still copying is
     ignored), finished as KILLED. Returns the number of finished epochs."""
     folder: RunFolder = plan.folder
-    latest = folder.latest_checkpoint()
-    if latest is None:
-        finish_run(uri, run_id, [folder.config], status="KILLED")
+    try:
+        latest = folder.latest_checkpoint()
+        history = json.loads((latest.parent / HISTORY_FILE).read_text()) if latest is not None else None
+    except OSError as exc:  # a run folder at a URI whose store does not answer: its checkpoints stay there
+        print(f"warning: the run's records were not written ({exc}); its checkpoints are kept in {folder.path}",
+              file=sys.stderr, flush=True)
+        from mlflow.tracking import MlflowClient
+
+        finish_run(uri, run_id, [], status="KILLED")  # no artifacts: they would go to the same store
+        return len(logged_epochs(MlflowClient(uri), run_id))  # the epochs the run registered and logged
+    if history is None:
+        finish_run(uri, run_id, [plan.local.config], status="KILLED")
         return 0
-    history = json.loads((latest.parent / HISTORY_FILE).read_text())
     finish_training_run(plan, history, uri, run_id, status="KILLED")
     return len(history)

@@ -22,6 +22,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -30,6 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from adatad.atomic import atomic_write_text
 from adatad.config import Config, work_root
+from adatad.locations import ObjectPath, is_uri
 from adatad.run_folder import RunFolder
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -61,25 +63,46 @@ def tracking_uri(cfg: Config) -> str:
     return uri
 
 
-def artifact_location(uri: str, name: str) -> str | None:
-    """Artifacts of a sqlite store's experiment in `mlruns/<name>` beside the database file.
+def artifact_location(uri: str, name: str, storage: str | None = None) -> str | None:
+    """Artifacts of a sqlite store's experiment in `mlruns/<name>` beside the database file; those of
+    runs stored at a URI (`storage`, e.g. s3://bucket/runs) in `<storage>/mlruns/<name>`, on the same
+    object store (MLflow uploads them there itself, with boto3 and the same AWS variables).
 
     MLflow's default is `./mlruns/<experiment id>` under the working directory of whoever creates
     the experiment, so stores in different folders (every test's store, a shell started elsewhere)
     would share, or scatter, artifact folders; a server (http URI) keeps its own artifact root.
     """
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "experiment"
+    if storage is not None and is_uri(storage):
+        return f"{storage.rstrip('/')}/mlruns/{folder}"
     if not uri.startswith("sqlite:///"):
         return None
-    folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "experiment"
     return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "mlruns" / folder).as_uri()
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment `name`, created if missing, tagged as a model-training experiment."""
+def artifacts_problem(uri: str, name: str, storage: str) -> str | None:
+    """For runs stored at a URI: why the experiment `name` cannot keep their artifacts on that object
+    store (it exists with its artifacts elsewhere), or None. Checked before a run starts."""
+    if not is_uri(storage):
+        return None
+    experiment = MlflowClient(uri).get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    where, home = urlparse(experiment.artifact_location), urlparse(storage)
+    if (where.scheme, where.netloc) == (home.scheme, home.netloc):
+        return None
+    return (f"tracking.experiment_name {name!r} keeps its artifacts in {experiment.artifact_location}, not on "
+            f"{home.scheme}://{home.netloc} where --storage {storage} is: choose an experiment for runs stored "
+            f"there, e.g. --set tracking.experiment_name={name}-{home.scheme}")
+
+
+def experiment_id(client: MlflowClient, name: str, storage: str | None = None) -> str:
+    """The experiment `name`, created if missing (artifacts: `artifact_location`), tagged as a
+    model-training experiment."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location(client.tracking_uri, name),
+            return client.create_experiment(name, artifact_location(client.tracking_uri, name, storage),
                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by a concurrent trial
             experiment = client.get_experiment_by_name(name)
@@ -100,9 +123,11 @@ def log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> Non
 def new_run(uri: str, experiment: str, run_id_file: Path, run_name: str, params: dict[str, Any],
             tags: dict[str, str] | None = None) -> str:
     """A new MLflow run with params; its id is written to `run_id_file` (a run or sweep folder's
-    `mlflow_run_id`, `adatad.run_folder`; the folder may not exist yet)."""
+    `mlflow_run_id`, `adatad.run_folder`; the folder may not exist yet, and may be at a URI: a new
+    experiment then keeps its artifacts on that object store)."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name,
+    storage = str(run_id_file.parent.parent) if isinstance(run_id_file, ObjectPath) else None
+    run = client.create_run(experiment_id(client, experiment, storage), run_name=run_name,
                             tags={"adatad.run_dir": str(run_id_file.parent), MAP_UNIT_TAG: MAP_UNIT, **(tags or {})})
     log_params(client, run.info.run_id, params)
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +203,17 @@ def stop_system_metrics(monitor) -> None:
 
 
 def finish_run(uri: str, run_id: str, artifacts: list[Path], status: str = "FINISHED") -> None:
+    """Log the files that exist (a file at a URI through a local copy: MLflow logs local files) and
+    close the run with `status`."""
+    import tempfile
+
     client = MlflowClient(uri)
     for path in artifacts:
-        if Path(path).exists():
+        if isinstance(path, ObjectPath):
+            if path.is_file():
+                with tempfile.TemporaryDirectory() as folder:
+                    client.log_artifact(run_id, str(path.download(Path(folder) / path.name)))
+        elif Path(path).exists():
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
 

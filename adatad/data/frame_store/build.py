@@ -19,6 +19,7 @@ from adatad.data.video import VideoDecodeError, VideoStream
 from adatad.data.frame_store.entry import ROWS_PER_GROUP, EntryInfo, FrameStoreError, read_entry_info, write_entry
 from adatad.data.frame_store.fingerprint import source_fingerprint
 from adatad.data.frame_store.spec import StoreSpec, entry_name, entry_path
+from adatad.locations import as_path
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,11 @@ def _encoded_chunks(stream: VideoStream, indices: np.ndarray, spec: StoreSpec
 
 
 def remove_partial_entries(root: str | Path) -> int:
-    """Delete temporary files a killed build left in the store (``.<name>.*.tmp``); returns how many."""
-    folder = Path(root) / "videos"
+    """Delete temporary files a killed build left in the store (``.<name>.*.tmp``); returns how many.
+    A store at a URI has none: an entry is uploaded whole or not at all."""
+    folder = as_path(root) / "videos"
+    if not isinstance(folder, Path):
+        return 0
     removed = 0
     if folder.is_dir():
         for leftover in folder.glob(".*.tmp"):

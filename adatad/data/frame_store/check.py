@@ -8,7 +8,6 @@ is not checked: the entry is used as it is) and holds every frame the config's w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from adatad.data.annotations import VideoRecord
 from adatad.data.frame_store.entry import FrameStoreError, read_entry_info
 from adatad.data.frame_store.fingerprint import source_fingerprint
 from adatad.data.frame_store.spec import StoreSpecError, entry_path, needed_indices, read_manifest, why_not_served
+from adatad.locations import as_path, open_input_file
 
 NAMED = 5  # videos named per problem line
 
@@ -74,7 +74,7 @@ def check_store(root: str, records: Sequence[VideoRecord], data: DataConfig, num
         report.unusable = str(exc)
         return report
     if spec is None:
-        report.unusable = "no frame store there (no frame_store.json)" if os.path.isdir(root) else "folder not found"
+        report.unusable = "no frame store there (no frame_store.json)" if as_path(root).is_dir() else "folder not found"
         return report
     why = why_not_served(spec, data)
     if why is not None:
@@ -97,7 +97,7 @@ def _check_entry(root: str, record: VideoRecord, data: DataConfig) -> str:
         return "missing"
     try:
         info = read_entry_info(path)
-        stored = pq.read_table(path, columns=["index"], memory_map=True).column(0).to_numpy()
+        stored = pq.read_table(open_input_file(path), columns=["index"]).column(0).to_numpy()
     except (FrameStoreError, OSError):
         return "unreadable"
     try:

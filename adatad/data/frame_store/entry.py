@@ -2,8 +2,8 @@
 
 Why Parquet: pyarrow and Ray Data read it as it is (``pyarrow.dataset`` / ``ray.data.read_parquet`` over
 ``<store>/videos/`` gives one row per stored frame), the footer says where each row group lies, so a
-window reads only the row groups it covers (a local file is memory-mapped; an object store would be
-read by byte ranges), and the entry's facts travel in the file's own key-value metadata. Columns:
+window reads only the row groups it covers (a local file is memory-mapped; an entry at a URI is
+read from the node's cache, or by byte ranges: the footer, the ``index`` column, then those row groups), and the entry's facts travel in the file's own key-value metadata. Columns:
 ``video_id`` (dictionary-encoded string), ``index`` (int32 raw frame index, ascending), ``frame``
 (binary: one frame compressed by the entry's codec, see ``codec.py``). The file itself is written
 uncompressed (the frames are compressed already) and only ``index`` has statistics.
@@ -15,6 +15,7 @@ reader (or a build killed half-way) never sees half an entry.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import pyarrow.parquet as pq
 from adatad.atomic import atomic_open
 from adatad.data.frame_store.codec import FrameCodec
 from adatad.data.frame_store.spec import StoreSpec
+from adatad.locations import ObjectPath, as_path, open_input_file
+from adatad.retry import StorageUnavailable, retrying
 
 ROWS_PER_GROUP = 64
 METADATA_KEY = b"adatad.data.frame_store.entry"
@@ -68,6 +71,11 @@ def write_entry(path: str | Path, info: EntryInfo, chunks: Iterable[tuple[np.nda
     """Write ``chunks`` of (ascending raw indices, encoded frames) as the entry at ``path``, atomically.
     Returns the file's size in bytes."""
     schema = SCHEMA.with_metadata({METADATA_KEY: info.to_json()})
+    if isinstance(as_path(path), ObjectPath):  # a store at a URI: built locally, then one (multipart) upload,
+        with tempfile.TemporaryDirectory() as folder:  # which the store shows only once it is complete
+            size = write_entry(Path(folder) / as_path(path).name, info, chunks)
+            as_path(path).upload(Path(folder) / as_path(path).name)
+        return size
     path = Path(path)
     with atomic_open(path, "wb") as sink:
         with pq.ParquetWriter(sink, schema, compression="none", use_dictionary=["video_id"],
@@ -85,7 +93,7 @@ def write_entry(path: str | Path, info: EntryInfo, chunks: Iterable[tuple[np.nda
 def read_entry_info(path: str | Path) -> EntryInfo:
     """The entry's metadata, from its footer alone (no frame is read)."""
     try:
-        metadata = pq.read_schema(path, memory_map=True).metadata or {}
+        metadata = pq.read_schema(open_input_file(path)).metadata or {}
         return EntryInfo.from_json(metadata[METADATA_KEY])
     except FileNotFoundError:
         raise
@@ -100,16 +108,33 @@ class EntryReader:
     and repeats, so it also serves a front-to-back stream of test windows (``WindowStream``).
     """
 
-    def __init__(self, path: str | Path, video_id: str | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, video_id: str | None = None, cached: bool = False) -> None:
+        """``cached``: an entry at a URI is read from the node's cache (``adatad/data/node_cache.py``)
+        instead of by byte ranges."""
+        self.path = as_path(path)
         name = f"video '{video_id}'" if video_id else str(self.path)
-        if not self.path.is_file():
+        try:
+            present = self.path.is_file()
+        except OSError as exc:  # a store at a URI that cannot be reached (after adatad.retry's window)
+            raise FrameStoreError(f"{name}: {exc}") from None
+        if not present:
             raise FrameStoreError(f"{name}: not in the frame store (no {self.path}); build it with "
                                   f"pipelines/prepare_frames.py")
+
+        def open_entry() -> tuple[pq.ParquetFile, EntryInfo, np.ndarray]:
+            source = self.path
+            if cached and isinstance(source, ObjectPath):
+                from adatad.data.node_cache import local_copy
+
+                source = local_copy(str(source))
+            file = pq.ParquetFile(open_input_file(source))  # memory-mapped, or byte ranges of a URI
+            info = EntryInfo.from_json(file.schema_arrow.metadata[METADATA_KEY])
+            return file, info, file.read(columns=["index"]).column(0).to_numpy().astype(np.int64)
+
         try:
-            self._file = pq.ParquetFile(self.path, memory_map=True)
-            self.info = EntryInfo.from_json(self._file.schema_arrow.metadata[METADATA_KEY])
-            self.indices = self._file.read(columns=["index"]).column(0).to_numpy().astype(np.int64)
+            self._file, self.info, self.indices = retrying(open_entry, f"reading {self.path}")
+        except StorageUnavailable as exc:
+            raise FrameStoreError(f"{name}: {exc}") from None
         except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as exc:
             raise FrameStoreError(f"{name}: frame store entry {self.path} is unreadable ({_first_line(exc)}); "
                                   f"build it again with pipelines/prepare_frames.py") from None
@@ -150,11 +175,14 @@ class EntryReader:
         groups = np.searchsorted(self._group_starts, unique, side="right") - 1
         try:
             for group in np.unique(groups).tolist():
-                column = self._file.read_row_group(group, columns=["frame"]).column(0)
+                column = retrying(lambda group=group: self._file.read_row_group(group, columns=["frame"]),
+                                  f"reading {self.path}").column(0)
                 chunk = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                 start = int(self._group_starts[group])
                 for at in np.flatnonzero(groups == group).tolist():
                     self._codec.decode_into(chunk[int(unique[at]) - start].as_buffer(), frames[at])
+        except StorageUnavailable as exc:
+            raise FrameStoreError(f"{self._name}: {exc}") from None
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise FrameStoreError(f"{self._name}: frame store entry {self.path} is unreadable "
                                   f"({_first_line(exc)}); build it again with pipelines/prepare_frames.py") from None

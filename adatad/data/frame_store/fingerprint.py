@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 
+from adatad.locations import as_path
+
 SAMPLE_BYTES = 64 * 1024
 
 
 def source_fingerprint(path: str | os.PathLike) -> str:
     """``<size>:<blake2b-128 of the first and last 64 KiB>``; raises OSError if the file cannot be read."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    with as_path(path).open("rb") as fh:  # a video at a URI: two ranged reads
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(0)
         digest = hashlib.blake2b(digest_size=16)
         digest.update(fh.read(SAMPLE_BYTES))
         if size > SAMPLE_BYTES:

@@ -31,6 +31,7 @@ from adatad.config import DataConfig
 from adatad.data.resize_sampling import resize_frame_indices
 from adatad.data.sampling import frame_step
 from adatad.data.frame_store.codec import DEFAULT_CODEC, FrameCodec
+from adatad.locations import as_path
 
 MANIFEST_FILE = "frame_store.json"
 ENTRY_DIR = "videos"
@@ -155,13 +156,13 @@ def entry_name(video_path: str | Path) -> str:
 
 
 def entry_path(root: str | Path, video_path: str | Path) -> Path:
-    """The entry of the video file ``video_path`` in the store at ``root``."""
-    return Path(root) / ENTRY_DIR / f"{entry_name(video_path)}{ENTRY_SUFFIX}"
+    """The entry of the video file ``video_path`` in the store at ``root`` (a URI gives an ObjectPath)."""
+    return as_path(root) / ENTRY_DIR / f"{entry_name(video_path)}{ENTRY_SUFFIX}"
 
 
 def read_manifest(root: str | Path) -> StoreSpec | None:
     """The store's spec, or None when ``root`` holds no store (no ``frame_store.json``)."""
-    path = Path(root) / MANIFEST_FILE
+    path = as_path(root) / MANIFEST_FILE
     if not path.is_file():
         return None
     try:
@@ -178,4 +179,4 @@ def read_manifest(root: str | Path) -> StoreSpec | None:
 
 def write_manifest(root: str | Path, spec: StoreSpec) -> Path:
     payload = {"version": STORE_VERSION, **spec.to_dict()}
-    return atomic_write_text(Path(root) / MANIFEST_FILE, json.dumps(payload, indent=2) + "\n")
+    return atomic_write_text(as_path(root) / MANIFEST_FILE, json.dumps(payload, indent=2) + "\n")
