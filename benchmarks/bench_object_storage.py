@@ -52,8 +52,8 @@ from adatad.config import CONFIG_DIR, load_config  # noqa: E402
 from adatad.data import node_cache  # noqa: E402
 from adatad.data.annotations import VideoRecord  # noqa: E402
 from adatad.data.clips import ClipLoader, record_to_row  # noqa: E402
-from adatad.datasets.synthetic import ANNOTATION_FILE, VIDEO_DIR  # noqa: E402
 from adatad.data.frame_store.spec import spec_for_config  # noqa: E402
+from adatad.datasets.synthetic import ANNOTATION_FILE, VIDEO_DIR  # noqa: E402
 from tests.s3_server import S3Server  # noqa: E402
 
 

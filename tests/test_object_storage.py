@@ -114,13 +114,13 @@ def test_bad_locations_of_the_other_commands_are_one_line(s3, s3_data: str, tmp_
 def test_every_data_location_reads_from_the_object_store(s3, s3_data: str, tiny_data: Path, tmp_path: Path,
                                                          monkeypatch) -> None:
     from adatad.data import node_cache
-    from adatad.data.splits import load_splits
-    from adatad.data.video import VideoDecodeError, read_frames
-    from adatad.data.video_files import list_videos
     from adatad.data.frame_store.build import VideoToStore, build_entry
     from adatad.data.frame_store.check import check_store
     from adatad.data.frame_store.entry import EntryReader
     from adatad.data.frame_store.spec import entry_path, spec_for_config, write_manifest
+    from adatad.data.splits import load_splits
+    from adatad.data.video import VideoDecodeError, read_frames
+    from adatad.data.video_files import list_videos
     from adatad.models.weights import read_torch_file
 
     monkeypatch.setattr(node_cache, "cache_dir", lambda: tmp_path / "cache")
