@@ -83,6 +83,9 @@ def test_job_submit_trains_with_the_trainer_on_the_gpu_node_and_decoders_on_data
     decoders = [node for cls, node in placed if DECODE_ACTOR in cls]
     assert trainers and set(trainers) == {"gpu"}, placed
     assert len(decoders) >= 3 and set(decoders) <= {"data-0", "data-1"}, placed
+    # The run's bookkeeping actors stay with the driver (on the head under `ray job submit`): a lost node
+    # must not take the console's progress or the decode actors' epoch with it.
+    assert {node for cls, node in placed if cls in ("ProgressRelay", "EpochClock")} == {"head"}, placed
 
 
 def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_killed_driver(
@@ -123,6 +126,8 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
             with s3.outage():
                 time.sleep(4)
             wait_for(lambda: 1 in registered_epochs(run_dir), 600, "epoch 1's checkpoint", 0.5, alive)
+        except AssertionError as error:  # what the run printed tells why
+            raise AssertionError(f"{error}; the run printed:\n{console.read_text()[-3000:]}") from None
         finally:
             proc.kill()  # the driver is lost outright (SIGKILL): nothing of it runs on
             proc.wait(timeout=60)
@@ -147,6 +152,7 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
     assert f"{run.info.run_id}/artifacts/TRAINING_SUMMARY.md" in s3.keys(f"{storage}/mlruns/adatad-tests-s3")
     log = as_path(f"{run_dir}/train.log").read_text()  # written on the head, uploaded as the run went
     assert "epochs 3 (0-2)" in log and "(resumed)" in log
+    assert log.count("run folder: ") == 2, log[-3000:]  # this run and its resume: nothing of an earlier run
     assert not any(tmp_path.rglob("checkpoint.pt"))  # nothing of the run on a local disk of this test
 
     # test.py and detect.py plan from the stored run folder: its latest checkpoint read from the bucket

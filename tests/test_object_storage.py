@@ -56,6 +56,28 @@ def test_a_location_at_a_uri_reads_and_writes_as_a_path(s3) -> None:
     assert as_path("file:///tmp/x") == Path("/tmp/x")
 
 
+def test_a_log_at_a_uri_continues_the_remote_record_not_a_stale_local_mirror(s3, tmp_path: Path) -> None:
+    """The driver writes a URI run's log to a mirror under the temp folder named after the URI, which an
+    earlier run of the same name may have left (its bucket folder since removed, another endpoint)."""
+    from pipelines.runs.uploads import adopt_remote_log
+
+    remote, local = as_path(s3.bucket("adatad-logs") + "/run/train.log"), tmp_path / "mirror" / "train.log"
+    local.parent.mkdir()
+    local.write_text("an earlier run's line\n")
+    adopt_remote_log(local, remote)  # a new run: no remote log, so the mirror's lines are not this run's
+    assert not local.exists()
+    remote.write_text("line 1\n")
+    local.write_text("line 1\nline 2 (written before the kill, not uploaded yet)\n")
+    adopt_remote_log(local, remote)  # resumed on the same machine: the mirror extends the record, kept
+    assert local.read_text().endswith("not uploaded yet)\n")
+    remote.write_text("line 1\nline 2 (from a resume on another machine)\n")
+    adopt_remote_log(local, remote)  # the record went on elsewhere: it is taken whole
+    assert local.read_text() == remote.read_text()
+    local.unlink()
+    adopt_remote_log(local, remote)  # resumed on a machine without a mirror: fetched
+    assert local.read_text() == remote.read_text() and [p.name for p in local.parent.iterdir()] == ["train.log"]
+
+
 @pytest.mark.parametrize("case", ["missing bucket", "wrong credentials", "unreachable endpoint"])
 def test_bad_storage_is_one_line_before_anything_starts(case: str, s3, s3_data: str, tmp_path: Path,
                                                         monkeypatch, capsys) -> None:

@@ -137,3 +137,14 @@ def ray_data_progress_bars(enabled: bool) -> Iterator[None]:
         yield
     finally:
         context.enable_progress_bars = before
+
+
+def on_driver_node() -> dict:
+    """`.options(...)` that place an actor on the driver's own node (hard affinity).
+
+    The run's bookkeeping actors (progress relay, epoch clock) live exactly as long as the driver: left
+    to Ray's scheduler they land on any node, and a lost node took them with it while the run went on (the
+    console fell silent for the rest of the run; a restarted clock forgot the epoch)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}

@@ -25,13 +25,14 @@ def run_evaluation(plan: EvalPlan, console: Console | None = None) -> dict[str, 
     import ray
 
     from adatad.data.clips import record_to_row
+    from pipelines.ray_layer.cluster import on_driver_node
     from pipelines.ray_layer.datasets import validation_datasets
     from pipelines.ray_layer.progress_relay import ProgressRelay, TrainingProgressView
     from pipelines.ray_layer.trainer import build_trainer
     from pipelines.ray_layer.worker import evaluate_loop_per_worker
 
     cfg, r = plan.cfg, plan.cfg.runtime
-    relay = ProgressRelay.remote() if console is not None else None
+    relay = ProgressRelay.options(**on_driver_node()).remote() if console is not None else None
     local_out = plan.out.path if isinstance(plan.out.path, Path) else None  # Ray's scratch: never a URI
     with tempfile.TemporaryDirectory(prefix=".ray-", dir=local_out) as storage:
         trainer, use_gpu = build_trainer(

@@ -38,6 +38,7 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
     import ray.train
 
     from adatad.data.clips import record_to_row
+    from pipelines.ray_layer.cluster import on_driver_node
     from pipelines.ray_layer.datasets import EpochClock, train_dataset, validation_datasets
     from pipelines.ray_layer.progress_relay import ProgressRelay, TrainingProgressView
     from pipelines.ray_layer.tracking_callback import MLflowEpochLogger
@@ -60,8 +61,8 @@ def run_training(plan: RunPlan, extra_callbacks: list | None = None, mlflow_para
         serve = mlflow_ui_command(uri)
         console.say(f"browse: {serve}  ->  {ui_url(uri, run_id)}" if serve else f"browse: {ui_url(uri, run_id)}")
 
-    relay = ProgressRelay.remote() if console is not None else None
-    clock = EpochClock.remote()  # which epoch the decode actors draw clips for (reproducible runs)
+    relay = ProgressRelay.options(**on_driver_node()).remote() if console is not None else None
+    clock = EpochClock.options(**on_driver_node()).remote()  # the epoch decode actors draw clips for
     trainer, use_gpu = build_trainer(
         train_loop_per_worker,
         {

@@ -22,6 +22,24 @@ from adatad.locations import ObjectPath, as_path, is_uri
 EVERY_S = 30.0
 
 
+def adopt_remote_log(local: Path, remote: ObjectPath) -> None:
+    """Make `local` continue the log at `remote`. The local file is a mirror under the temp folder, named
+    after the URI, so it may be left by another run: kept only where it extends the remote log (this
+    machine's run, with lines not uploaded yet when it was killed); else replaced by the remote log (a
+    resume on another machine, or after one), or removed where there is no remote log (a new run at a URI
+    used before: the lines of a run whose folder is gone, or of another endpoint's bucket)."""
+    remote_bytes = remote.read_bytes() if remote.is_file() else None
+    if remote_bytes is None:
+        local.unlink(missing_ok=True)
+        return
+    if local.is_file() and local.read_bytes().startswith(remote_bytes):
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(f".{local.name}.part")
+    partial.write_bytes(remote_bytes)
+    partial.replace(local)
+
+
 class LogUploads:
     """`follow(local, remote)` starts the uploads; `close()` (or leaving the `with` block) uploads a last time."""
 
@@ -41,12 +59,9 @@ class LogUploads:
         self.close()
 
     def follow(self, local: Path, remote: ObjectPath) -> None:
-        """Upload `local` to `remote` from now on; a log there already (a resumed run on another machine)
-        is fetched first, so that the run's lines append to it."""
+        """Upload `local` to `remote` from now on, the remote log being the record the lines append to."""
         local = Path(local)
-        if not local.exists() and remote.is_file():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            remote.download(local)
+        adopt_remote_log(local, remote)
         self._followed.append((local, remote))
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="adatad-log-uploads", daemon=True)
