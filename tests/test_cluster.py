@@ -116,12 +116,11 @@ def test_a_run_on_s3_with_no_shared_folder_survives_an_outage_lost_nodes_and_a_k
         try:
             alive = lambda: proc.poll() is None  # noqa: E731
             wait_for(lambda: 0 in registered_epochs(run_dir), 600, "epoch 0's checkpoint", 0.5, alive)
-            spare.join()
-            names = bed.node_names()
-            (trainer,) = {names[a["node_id"]] for a in bed.actors() if a["class_name"] == TRAIN_WORKER
+            (trainer,) = {a["node_id"] for a in bed.actors() if a["class_name"] == TRAIN_WORKER
                           and a["state"] == "ALIVE"}
             bed.kill_node("data-0")
-            bed.kill_node(trainer)
+            bed.kill_node(bed.node_names()[trainer])  # in epoch 1 (a few s long): the spare may still be joining
+            spare.join()  # Ray Train waits for a node with the resources
             wait_for(lambda: "Ray Train restarted the workers" in console.read_text(), 600, "the restart", 0.5, alive)
             with s3.outage():
                 time.sleep(4)
