@@ -58,6 +58,12 @@ class Node:
         return self.process.poll() is None
 
 
+class NodeExited(RuntimeError):
+    """`ray start` exited before its node joined. The ports a node is given are free when chosen, but
+    the other Rays of this machine (the session's, a bed's earlier nodes still exiting) take random
+    ports too; the bed starts such a node once more on fresh ports (its log kept as <name>.failed.log)."""
+
+
 class ClusterBed:
     """Start with `start_head`, grow with `add_node`, lose a node with `kill_node`, end with `stop`."""
 
@@ -102,12 +108,20 @@ class ClusterBed:
         # Creates ~/.ray/auth_token if missing (a local ray.init() does the same); no-op otherwise.
         subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, check=True, capture_output=True,
                        timeout=60)
-        self.gcs_port, self.dashboard_port, client = free_ports(3)
-        node = self._start("head", ["--head", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
-                                    "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                                    f"--ray-client-server-port={client}"], resources or {})
-        self._wait(lambda: self._head_ready() and self._joined(node), timeout_s, node, "the head node")
-        return node
+        for attempt in range(2):
+            self.gcs_port, self.dashboard_port, client = free_ports(3)
+            node = self._start("head", ["--head", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
+                                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                                        f"--ray-client-server-port={client}"], resources or {})
+            try:
+                self._wait(lambda node=node: self._head_ready() and self._joined(node), timeout_s, node,
+                           "the head node")
+                return node
+            except NodeExited:
+                if attempt:
+                    raise
+                self._drop_failed(node)  # then once more on fresh ports (see NodeExited)
+        raise AssertionError("unreachable")
 
     def add_node(self, name: str, num_cpus: int, resources: dict[str, float] | None = None,
                  timeout_s: float = 120) -> Node:
@@ -116,18 +130,29 @@ class ClusterBed:
     def add_nodes(self, specs: list[tuple[str, int, dict[str, float]]], timeout_s: float = 120) -> list[Node]:
         """Start worker nodes (name, CPUs, custom resources) at once, then wait until all have joined:
         each `ray start` takes seconds, mostly its own start-up, so they overlap well."""
-        started = []
-        for name, num_cpus, resources in specs:
-            # A temp dir of its own, as on a separate machine: nodes sharing one would share (and
-            # garbage-collect) each other's runtime-env files, e.g. a job's uploaded working dir.
-            # Short path: the sockets under it must fit in 107 characters.
-            temp = tempfile.mkdtemp(prefix="rb-")
-            self._temp_dirs.append(temp)
-            started.append(self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}",
-                                               f"--temp-dir={temp}"], resources, temp))
-        for node in started:
-            self._wait(lambda node=node: self._joined(node), timeout_s, node, f"node {node.name} to join")
+        started = [self._start_worker(*spec) for spec in specs]
+        for i, node in enumerate(started):
+            try:
+                self._wait(lambda node=node: self._joined(node), timeout_s, node, f"node {node.name} to join")
+            except NodeExited:
+                self._drop_failed(node)
+                node = started[i] = self._start_worker(*specs[i])  # once more on fresh ports (see NodeExited)
+                self._wait(lambda node=node: self._joined(node), timeout_s, node, f"node {node.name} to join")
         return started
+
+    def _start_worker(self, name: str, num_cpus: int, resources: dict[str, float]) -> Node:
+        # A temp dir of its own, as on a separate machine: nodes sharing one would share (and
+        # garbage-collect) each other's runtime-env files, e.g. a job's uploaded working dir.
+        # Short path: the sockets under it must fit in 107 characters.
+        temp = tempfile.mkdtemp(prefix="rb-")
+        self._temp_dirs.append(temp)
+        return self._start(name, [f"--address={self.gcs_address}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}"],
+                           resources, temp)
+
+    def _drop_failed(self, node: Node) -> None:
+        """What is left of a node whose `ray start` exited is killed; its log is kept as <name>.failed.log."""
+        self.kill_node(node.name)
+        node.log.replace(node.log.with_name(f"{node.name}.failed.log"))
 
     def kill_node(self, name: str) -> None:
         """The node is lost: SIGKILL to its `ray start`, raylet and every worker on it (one process group)."""
@@ -218,6 +243,8 @@ class ClusterBed:
     def _wait(self, ready, timeout_s: float, node: Node, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
-            if not node.alive or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not come up: {node.log.read_text()[-2000:]}")
+            if not node.alive:
+                raise NodeExited(f"{what} did not come up, `ray start` exited: {node.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up in {timeout_s:.0f} s: {node.log.read_text()[-2000:]}")
             time.sleep(0.5)
